@@ -1,0 +1,609 @@
+#!/usr/bin/env bash
+# Local dev services for spcwatch, without Docker:
+#   * Apache Kafka 4.x (KRaft, single node) on 127.0.0.1:9092, jars from Maven Central
+#   * MariaDB (Debian packages, our own instance) on 127.0.0.1:3306, database spcwatch
+#
+# Usage: scripts/services.sh up | down [--purge] | purge | status
+#
+#   up       start whatever is not running yet (idempotent), wait until Kafka does a
+#            produce/consume round trip and MariaDB answers SELECT 1, print endpoints
+#   down     stop what `up` started (pid files); no-op when nothing runs
+#   down --purge, purge
+#            stop, then delete the run dir's Kafka and MariaDB data, logs and config
+#   status   show what is running; exit 0 only when both services answer
+#
+# Environment (all optional):
+#   SPCWATCH_RUN_DIR        run dir: data, logs, pid files, config   (default: <repo>/.run)
+#   SPCWATCH_CACHE_DIR      Kafka jar cache (default: ${XDG_CACHE_HOME:-~/.cache}/spcwatch)
+#   SPCWATCH_KAFKA_VERSION  org.apache.kafka:kafka_2.13 version        (default: 4.1.1)
+#   SPCWATCH_KAFKA_PORT / SPCWATCH_KAFKA_CONTROLLER_PORT               (9092 / 9093)
+#   SPCWATCH_KAFKA_HEAP_OPTS                                  (default: -Xms256m -Xmx512m)
+#   SPCWATCH_MYSQL_PORT                                                 (default: 3306)
+#   SPCWATCH_START_TIMEOUT  seconds to wait for each service to answer  (default: 60)
+#   SPCWATCH_STOP_TIMEOUT   seconds between SIGTERM and SIGKILL on down (default: 20)
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+
+HOST=127.0.0.1
+RUN_DIR=$(realpath -m "${SPCWATCH_RUN_DIR:-$REPO_ROOT/.run}")
+CACHE_DIR=$(realpath -m "${SPCWATCH_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/spcwatch}")
+START_TIMEOUT=${SPCWATCH_START_TIMEOUT:-60}
+STOP_TIMEOUT=${SPCWATCH_STOP_TIMEOUT:-20}
+
+KAFKA_VERSION=${SPCWATCH_KAFKA_VERSION:-4.1.1}
+KAFKA_PORT=${SPCWATCH_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${SPCWATCH_KAFKA_CONTROLLER_PORT:-9093}
+KAFKA_HEAP_OPTS=${SPCWATCH_KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
+KAFKA_LIBS=$CACHE_DIR/kafka-$KAFKA_VERSION/libs
+KAFKA_LIBS_MARKER=$KAFKA_LIBS/.spcwatch-complete
+KAFKA_DIR=$RUN_DIR/kafka
+KAFKA_DATA=$KAFKA_DIR/data
+KAFKA_LOGS=$KAFKA_DIR/logs
+KAFKA_LOG=$KAFKA_LOGS/server.log
+KAFKA_OUT=$KAFKA_LOGS/kafka.out          # JVM stdout/stderr (crashes, early errors)
+KAFKA_CONF=$KAFKA_DIR/server.properties
+KAFKA_CLUSTER_ID_FILE=$KAFKA_DIR/cluster.id
+KAFKA_PID_FILE=$KAFKA_DIR/kafka.pid
+
+MYSQL_PORT=${SPCWATCH_MYSQL_PORT:-3306}
+MDB_DIR=$RUN_DIR/mariadb
+MDB_DATA=$MDB_DIR/data
+MDB_SOCK=$MDB_DIR/mysqld.sock
+MDB_PID_FILE=$MDB_DIR/mariadbd.pid
+MDB_LOG=$MDB_DIR/mariadbd.err
+MDB_OUT=$MDB_DIR/mariadbd.out
+# Fixed, local-only dev credentials (only ever printed masked).
+DB_NAME=spcwatch
+DB_USER=spcwatch
+DB_PASSWORD=spcwatch
+
+PYTHON=""          # interpreter for check_services.py, see pick_python
+KAFKA_OWNED=0      # 1 when the broker answering on KAFKA_PORT is ours (pid file)
+MDB_OWNED=0
+KAFKA_LOG_FROM=0   # log sizes when this run started a service: failures show
+KAFKA_OUT_FROM=0   # only what that start wrote
+MDB_LOG_FROM=0
+MDB_OUT_FROM=0
+
+# ------------------------------------------------------------------------ helpers
+
+say() { echo "services: $*"; }
+warn() { echo "services: $*" >&2; }
+die() { echo "services: ERROR: $*" >&2; exit 1; }
+
+# Path relative to the repo root when it is inside it (for messages).
+rel() { if [[ $1 == "$REPO_ROOT/"* ]]; then echo "${1#"$REPO_ROOT/"}"; else echo "$1"; fi; }
+
+# file_size FILE: bytes (0 if missing); used to show only what a start wrote.
+file_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
+
+# tail_log LABEL FILE [FROM_BYTE]: last lines of a log (from FROM_BYTE on) to stderr.
+tail_log() {
+  local label=$1 file=$2 from=${3:-0}
+  [[ -s $file ]] || return 0
+  (($(file_size "$file") > from)) || return 0
+  echo "services: ---- last 40 lines of $label ($(rel "$file")) ----" >&2
+  tail -c +"$((from + 1))" "$file" | tail -n 40 >&2
+  echo "services: ---- end of $label ----" >&2
+}
+
+port_open() { timeout 3 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null; }
+
+# proc_alive PID: the process exists and is not a zombie.
+proc_alive() {
+  local stat
+  kill -0 "$1" 2>/dev/null || return 1
+  read -r stat <"/proc/$1/stat" 2>/dev/null || return 1
+  stat=${stat##*) }
+  [[ ${stat%% *} != Z ]]
+}
+
+# pid_matches PID PATTERN: PID is a live process whose command line contains
+# PATTERN. Guards against pid reuse after a crash or reboot.
+pid_matches() {
+  local pid=$1 pattern=$2 cmdline
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  proc_alive "$pid" || return 1
+  cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ $cmdline == *"$pattern"* ]]
+}
+
+# running_pid NAME PIDFILE PATTERN: print the pid if the recorded process still
+# runs; otherwise remove a stale pid file (e.g. after kill -9) and fail.
+running_pid() {
+  local name=$1 file=$2 pattern=$3 pid
+  [[ -f $file ]] || return 1
+  pid=$(<"$file") || return 1
+  if pid_matches "$pid" "$pattern"; then
+    echo "$pid"
+    return 0
+  fi
+  rm -f "$file"
+  echo "services: $name: removed stale pid file $(rel "$file") (pid ${pid:-?} is gone)" >&2
+  return 1
+}
+
+kafka_pid() { running_pid kafka "$KAFKA_PID_FILE" "$KAFKA_CONF"; }
+mariadb_pid() { running_pid mariadb "$MDB_PID_FILE" "--datadir=$MDB_DATA"; }
+
+# launch_bg PIDFILE OUTFILE CMD...: run CMD detached (own session, immune to
+# SIGHUP, no inherited lock fd); the process writes its own pid before exec.
+launch_bg() {
+  local pid_file=$1 out=$2
+  shift 2
+  rm -f "$pid_file"
+  # shellcheck disable=SC2016  # $$ and $@ are for the inner bash
+  nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pid_file" "$@" \
+    </dev/null >>"$out" 2>&1 9>&- &
+  local i
+  for ((i = 0; i < 50; i++)); do
+    [[ -s $pid_file ]] && return 0
+    sleep 0.1
+  done
+  die "could not start $1 (no pid file $(rel "$pid_file"))"
+}
+
+# wait_exit PID TENTHS: wait up to TENTHS/10 s for PID to exit.
+wait_exit() {
+  local pid=$1 tenths=$2 i
+  for ((i = 0; i < tenths; i++)); do
+    proc_alive "$pid" || return 0
+    sleep 0.1
+  done
+  ! proc_alive "$pid"
+}
+
+# stop_pid NAME PID: SIGTERM, wait up to STOP_TIMEOUT s, then SIGKILL.
+stop_pid() {
+  local name=$1 pid=$2
+  say "$name: stopping (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  if ! wait_exit "$pid" "$((STOP_TIMEOUT * 10))"; then
+    warn "$name: still running after ${STOP_TIMEOUT}s, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_exit "$pid" 100 || die "$name: pid $pid survived SIGKILL"
+  fi
+  say "$name: stopped"
+}
+
+as_root() {
+  if [[ $EUID -eq 0 ]]; then
+    "$@"
+  elif command -v sudo >/dev/null; then
+    sudo "$@"
+  else
+    die "need root (or sudo) to run: $*"
+  fi
+}
+
+# Interpreter for check_services.py: the project venv, else a python3 that can
+# import aiokafka and pymysql.
+pick_python() {
+  [[ -n $PYTHON ]] && return 0
+  if [[ -x $REPO_ROOT/.venv/bin/python ]]; then
+    PYTHON=$REPO_ROOT/.venv/bin/python
+  elif command -v python3 >/dev/null && python3 -c 'import aiokafka, pymysql' 2>/dev/null; then
+    PYTHON=python3
+  else
+    die "no Python with aiokafka and PyMySQL for the health checks: run \`make venv\` first"
+  fi
+}
+
+check() { "$PYTHON" "$SCRIPT_DIR/check_services.py" "$@"; }
+
+take_lock() {
+  mkdir -p "$RUN_DIR"
+  exec 9>"$RUN_DIR/.services.lock"
+  if ! flock -n 9; then
+    say "another services.sh is running, waiting for it"
+    flock -w 900 9 || die "timed out waiting for $(rel "$RUN_DIR")/.services.lock"
+  fi
+}
+
+# ------------------------------------------------------------------------ kafka
+
+require_java17() {
+  command -v java >/dev/null || die "java not found: Kafka $KAFKA_VERSION needs Java 17+ (apt-get install openjdk-17-jre-headless)"
+  local version major
+  version=$(java -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n1)
+  major=${version%%.*}
+  [[ $major =~ ^[0-9]+$ && $major -ge 17 ]] || die "java $version found, Kafka $KAFKA_VERSION needs Java 17+"
+}
+
+# Fetch kafka_2.13 and its runtime deps (+ the log4j2 slf4j binding) once into
+# the cache; the marker file says the folder is complete.
+kafka_ensure_libs() {
+  [[ -f $KAFKA_LIBS_MARKER ]] && return 0
+  command -v mvn >/dev/null || die "mvn not found: needed once to fetch the Kafka jars (apt-get install maven)"
+  local tmp=$KAFKA_LIBS.partial mvn_log=$CACHE_DIR/kafka-$KAFKA_VERSION/mvn.log
+  say "kafka: fetching kafka_2.13:$KAFKA_VERSION jars from Maven Central into $(rel "$KAFKA_LIBS") (first run only)"
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  if ! (cd "$SCRIPT_DIR/kafka" && mvn -q -B -f pom.xml dependency:copy-dependencies \
+    "-Dkafka.version=$KAFKA_VERSION" "-DoutputDirectory=$tmp") >"$mvn_log" 2>&1; then
+    tail_log "mvn" "$mvn_log"
+    die "could not fetch Kafka $KAFKA_VERSION with mvn (is the version on Maven Central? try SPCWATCH_KAFKA_VERSION=4.0.1)"
+  fi
+  [[ -f $tmp/kafka_2.13-$KAFKA_VERSION.jar ]] || die "mvn finished but $tmp/kafka_2.13-$KAFKA_VERSION.jar is missing"
+  rm -rf "$KAFKA_LIBS"
+  mv "$tmp" "$KAFKA_LIBS"
+  date -u +%FT%TZ >"$KAFKA_LIBS_MARKER"
+}
+
+kafka_write_config() {
+  mkdir -p "$KAFKA_DATA" "$KAFKA_LOGS"
+  cat >"$KAFKA_CONF" <<EOF
+# Generated by scripts/services.sh on every start; edits are overwritten.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+
+log.dirs=$KAFKA_DATA
+num.partitions=1
+default.replication.factor=1
+auto.create.topics.enable=false
+delete.topic.enable=true
+group.initial.rebalance.delay.ms=0
+
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+min.insync.replicas=1
+
+num.network.threads=2
+num.io.threads=4
+log.retention.hours=24
+log.segment.bytes=104857600
+EOF
+}
+
+kafka_tool() {
+  java -Xmx256m -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/tools-log4j2.yaml" \
+    -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool "$@"
+}
+
+# Format the KRaft storage once (static quorum via controller.quorum.voters, so
+# no --standalone / --initial-controllers needed).
+kafka_format_storage() {
+  [[ -f $KAFKA_DATA/meta.properties ]] && return 0
+  local cluster_id
+  if [[ ! -s $KAFKA_CLUSTER_ID_FILE ]]; then
+    cluster_id=$(kafka_tool random-uuid) || die "kafka: StorageTool random-uuid failed"
+    echo "$cluster_id" >"$KAFKA_CLUSTER_ID_FILE"
+  fi
+  cluster_id=$(<"$KAFKA_CLUSTER_ID_FILE")
+  say "kafka: formatting KRaft storage in $(rel "$KAFKA_DATA") (cluster id $cluster_id)"
+  kafka_tool format --ignore-formatted -t "$cluster_id" -c "$KAFKA_CONF" >"$KAFKA_LOGS/format.log" 2>&1 || {
+    tail_log "kafka storage format" "$KAFKA_LOGS/format.log"
+    die "kafka: storage format failed"
+  }
+}
+
+kafka_start() {
+  ! port_open "$KAFKA_CONTROLLER_PORT" ||
+    die "kafka: the controller port $HOST:$KAFKA_CONTROLLER_PORT is already in use; set SPCWATCH_KAFKA_CONTROLLER_PORT"
+  require_java17
+  kafka_ensure_libs
+  kafka_write_config
+  kafka_format_storage
+  say "kafka: starting Kafka $KAFKA_VERSION (KRaft) on $HOST:$KAFKA_PORT"
+  KAFKA_LOG_FROM=$(file_size "$KAFKA_LOG")
+  KAFKA_OUT_FROM=$(file_size "$KAFKA_OUT")
+  # shellcheck disable=SC2086  # heap opts are several words
+  launch_bg "$KAFKA_PID_FILE" "$KAFKA_OUT" \
+    java $KAFKA_HEAP_OPTS -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
+    -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/log4j2.yaml" \
+    -Dkafka.logs.dir="$KAFKA_LOGS" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_CONF"
+}
+
+kafka_fail() {
+  local errors
+  tail_log "kafka server.log" "$KAFKA_LOG" "$KAFKA_LOG_FROM"
+  tail_log "kafka JVM output" "$KAFKA_OUT" "$KAFKA_OUT_FROM"
+  # A stack trace fills the tail; repeat the log's last ERROR/FATAL lines.
+  errors=$(tail -c +"$((KAFKA_LOG_FROM + 1))" "$KAFKA_LOG" 2>/dev/null |
+    grep -E '^\[[^]]*\] (ERROR|FATAL) ' | tail -n 5 | cut -c1-400 || true)
+  if [[ -n $errors ]]; then
+    echo "services: ---- last ERROR/FATAL lines of kafka server.log ----" >&2
+    echo "$errors" >&2
+  fi
+  die "kafka: $*"
+}
+
+# Phase 1 of `up`: use a running broker, or start ours (does not wait).
+kafka_begin() {
+  local pid
+  if pid=$(kafka_pid); then
+    KAFKA_OWNED=1
+    say "kafka: already running (pid $pid)"
+  elif port_open "$KAFKA_PORT"; then
+    check kafka --probe --timeout 10 --bootstrap "$HOST:$KAFKA_PORT" >/dev/null ||
+      die "kafka: something listens on $HOST:$KAFKA_PORT but does not answer as Kafka; free the port or set SPCWATCH_KAFKA_PORT"
+    say "kafka: using the broker already listening on $HOST:$KAFKA_PORT (not started by services.sh)"
+  else
+    kafka_start
+    KAFKA_OWNED=1
+  fi
+}
+
+# Phase 2 of `up`: wait for the port, then for a produce/consume round trip.
+kafka_wait_ready() {
+  local deadline=$((SECONDS + START_TIMEOUT)) remaining
+  while ! port_open "$KAFKA_PORT"; do
+    if ((KAFKA_OWNED)) && ! kafka_pid >/dev/null; then
+      kafka_fail "the broker exited during startup"
+    fi
+    ((SECONDS < deadline)) || kafka_fail "nothing listens on $HOST:$KAFKA_PORT after ${START_TIMEOUT}s"
+    sleep 0.5
+  done
+  remaining=$((deadline - SECONDS))
+  ((remaining >= 15)) || remaining=15
+  check kafka --timeout "$remaining" --bootstrap "$HOST:$KAFKA_PORT" >/dev/null ||
+    kafka_fail "no produce/consume round trip on $HOST:$KAFKA_PORT"
+}
+
+# ------------------------------------------------------------------------ mariadb
+
+MARIADBD="" INSTALL_DB="" MYSQL_CLIENT=""
+
+find_mariadb_binaries() {
+  local p
+  MARIADBD="" INSTALL_DB="" MYSQL_CLIENT=""
+  for p in mariadbd mysqld; do
+    for d in /usr/sbin /usr/bin /usr/local/sbin /usr/local/bin; do
+      [[ -z $MARIADBD && -x $d/$p ]] && MARIADBD=$d/$p
+    done
+  done
+  INSTALL_DB=$(command -v mariadb-install-db || command -v mysql_install_db || true)
+  MYSQL_CLIENT=$(command -v mariadb || command -v mysql || true)
+  [[ -n $MARIADBD && -n $INSTALL_DB && -n $MYSQL_CLIENT ]]
+}
+
+# apt-get install, with `apt-get update` only if the plain install fails.
+# A temporary policy-rc.d keeps the package from starting the system-wide
+# server (we run our own instance in the run dir).
+apt_install() {
+  local apt_log=$RUN_DIR/apt-install.log policy=/usr/sbin/policy-rc.d added_policy=0 rc=0
+  command -v apt-get >/dev/null || die "apt-get not found: install $* yourself"
+  if [[ ! -e $policy ]]; then
+    as_root sh -c "printf '#!/bin/sh\nexit 101\n' >$policy && chmod 755 $policy"
+    added_policy=1
+  fi
+  local install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@")
+  if ! as_root "${install[@]}" >"$apt_log" 2>&1; then
+    say "apt-get install failed, running apt-get update and retrying"
+    as_root apt-get update -q >>"$apt_log" 2>&1 && as_root "${install[@]}" >>"$apt_log" 2>&1 || rc=$?
+  fi
+  ((added_policy)) && as_root rm -f "$policy"
+  if ((rc != 0)); then
+    tail_log "apt-get" "$apt_log"
+    die "could not install $*"
+  fi
+}
+
+mariadb_ensure_installed() {
+  find_mariadb_binaries && return 0
+  say "mariadb: installing mariadb-server and mariadb-client from Debian packages (first run only)"
+  apt_install mariadb-server mariadb-client
+  find_mariadb_binaries || die "mariadb: packages installed but mariadbd / mariadb-install-db / mariadb not found"
+}
+
+mariadb_init_datadir() {
+  [[ -d $MDB_DATA/mysql ]] && return 0
+  say "mariadb: initialising data dir $(rel "$MDB_DATA")"
+  rm -rf "$MDB_DATA"
+  mkdir -p "$MDB_DATA"
+  if ! "$INSTALL_DB" --no-defaults --user="$(id -un)" --datadir="$MDB_DATA" \
+    --auth-root-authentication-method=normal --skip-test-db >"$MDB_DIR/install-db.log" 2>&1; then
+    tail_log "mariadb-install-db" "$MDB_DIR/install-db.log"
+    rm -rf "$MDB_DATA"
+    die "mariadb: mariadb-install-db failed"
+  fi
+}
+
+mariadb_start() {
+  say "mariadb: starting $(basename "$MARIADBD") on $HOST:$MYSQL_PORT"
+  MDB_LOG_FROM=$(file_size "$MDB_LOG")
+  MDB_OUT_FROM=$(file_size "$MDB_OUT")
+  launch_bg "$MDB_PID_FILE" "$MDB_OUT" \
+    "$MARIADBD" --no-defaults --user="$(id -un)" \
+    --datadir="$MDB_DATA" --socket="$MDB_SOCK" --port="$MYSQL_PORT" \
+    --bind-address="$HOST" --pid-file="$MDB_PID_FILE" --log-error="$MDB_LOG" \
+    --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
+    --skip-name-resolve --max-connections=300 --innodb-buffer-pool-size=128M
+}
+
+mariadb_fail() {
+  tail_log "mariadb error log" "$MDB_LOG" "$MDB_LOG_FROM"
+  tail_log "mariadbd output" "$MDB_OUT" "$MDB_OUT_FROM"
+  die "mariadb: $*"
+}
+
+root_sql() { "$MYSQL_CLIENT" --no-defaults --protocol=socket --socket="$MDB_SOCK" -uroot "$@"; }
+
+mariadb_wait_socket() {
+  local deadline=$((SECONDS + START_TIMEOUT))
+  until root_sql -e 'SELECT 1' >/dev/null 2>&1; do
+    mariadb_pid >/dev/null || mariadb_fail "mariadbd exited during startup"
+    ((SECONDS < deadline)) || mariadb_fail "no answer on $(rel "$MDB_SOCK") after ${START_TIMEOUT}s"
+    sleep 0.3
+  done
+}
+
+provision_sql() {
+  local host
+  echo "CREATE DATABASE IF NOT EXISTS \`$DB_NAME\` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;"
+  for host in 127.0.0.1 localhost; do
+    echo "CREATE USER IF NOT EXISTS '$DB_USER'@'$host' IDENTIFIED BY '$DB_PASSWORD';"
+    echo "GRANT ALL PRIVILEGES ON \`$DB_NAME\`.* TO '$DB_USER'@'$host';"
+    # Tests create throwaway databases named spcwatch_<something>.
+    echo "GRANT ALL PRIVILEGES ON \`$DB_NAME%\`.* TO '$DB_USER'@'$host';"
+  done
+  echo "FLUSH PRIVILEGES;"
+}
+
+# A MySQL-compatible server we did not start answers on MYSQL_PORT: use it if the
+# spcwatch login works, else try to create database and user as root.
+mariadb_use_external() {
+  say "mariadb: using the server already listening on $HOST:$MYSQL_PORT (not started by services.sh)"
+  check mysql --timeout 3 --port "$MYSQL_PORT" >/dev/null 2>&1 && return 0
+  local client
+  client=$(command -v mariadb || command -v mysql || true)
+  if [[ -n $client ]]; then
+    provision_sql | "$client" -uroot >/dev/null 2>&1 ||
+      provision_sql | "$client" --protocol=tcp -h"$HOST" -P"$MYSQL_PORT" -uroot >/dev/null 2>&1 || true
+  fi
+  check mysql --timeout 3 --port "$MYSQL_PORT" >/dev/null 2>&1 && return 0
+  warn "mariadb: cannot log in as $DB_USER, and root without a password could not create it. Run as an admin:"
+  provision_sql | sed "s/IDENTIFIED BY '[^']*'/IDENTIFIED BY '***'/; s/^/    /" >&2
+  die "mariadb: the server on $HOST:$MYSQL_PORT has no $DB_USER user (or stop it so services.sh can start its own)"
+}
+
+# Phase 1+2 of `up` for MariaDB (fast enough to run while Kafka boots).
+mariadb_up() {
+  local pid
+  if pid=$(mariadb_pid); then
+    MDB_OWNED=1
+    say "mariadb: already running (pid $pid)"
+    find_mariadb_binaries || die "mariadb: running, but the mariadb client is missing"
+  elif port_open "$MYSQL_PORT"; then
+    check mysql --probe --timeout 5 --port "$MYSQL_PORT" >/dev/null ||
+      die "mariadb: something listens on $HOST:$MYSQL_PORT but is not MySQL-compatible; free the port or set SPCWATCH_MYSQL_PORT"
+    mariadb_use_external
+  else
+    mariadb_ensure_installed
+    mkdir -p "$MDB_DIR"
+    mariadb_init_datadir
+    mariadb_start
+    MDB_OWNED=1
+  fi
+  if ((MDB_OWNED)); then
+    mariadb_wait_socket
+    provision_sql | root_sql || mariadb_fail "could not create database/user $DB_NAME"
+  fi
+  check mysql --timeout "$START_TIMEOUT" --port "$MYSQL_PORT" >/dev/null ||
+    mariadb_fail "SELECT 1 as $DB_USER over TCP $HOST:$MYSQL_PORT failed"
+}
+
+# ------------------------------------------------------------------------ commands
+
+print_endpoints() {
+  local kafka_note="(not started by services.sh)" mdb_note="(not started by services.sh)"
+  ((KAFKA_OWNED)) && kafka_note="(log: $(rel "$KAFKA_LOG"))"
+  ((MDB_OWNED)) && mdb_note="(log: $(rel "$MDB_LOG"))"
+  say "ready:"
+  printf '  %-8s %-16s %s\n' kafka "$HOST:$KAFKA_PORT" "$kafka_note"
+  printf '  %-8s %s   %s\n' mariadb "mysql+aiomysql://$DB_USER:***@$HOST:$MYSQL_PORT/$DB_NAME" "$mdb_note"
+}
+
+cmd_up() {
+  take_lock
+  pick_python
+  local started=$SECONDS
+  kafka_begin          # starts the broker in the background if needed
+  mariadb_up           # meanwhile: MariaDB, fully ready when this returns
+  kafka_wait_ready
+  print_endpoints
+  say "up in $((SECONDS - started))s"
+}
+
+cmd_down() {
+  local purge=0 pid
+  case "${1:-}" in
+    "") ;;
+    --purge) purge=1 ;;
+    *) die "unknown option for down: $1 (did you mean --purge?)" ;;
+  esac
+  take_lock
+  if pid=$(kafka_pid); then
+    stop_pid kafka "$pid"
+    rm -f "$KAFKA_PID_FILE"
+  elif port_open "$KAFKA_PORT"; then
+    say "kafka: the broker on $HOST:$KAFKA_PORT was not started by services.sh, leaving it alone"
+  else
+    say "kafka: not running (nothing to stop)"
+  fi
+  if pid=$(mariadb_pid); then
+    stop_pid mariadb "$pid"
+    rm -f "$MDB_PID_FILE"
+  elif port_open "$MYSQL_PORT"; then
+    say "mariadb: the server on $HOST:$MYSQL_PORT was not started by services.sh, leaving it alone"
+  else
+    say "mariadb: not running (nothing to stop)"
+  fi
+  if ((purge)); then
+    [[ -n $RUN_DIR && $RUN_DIR != / ]] || die "refusing to purge run dir '$RUN_DIR'"
+    say "purging $(rel "$KAFKA_DIR") and $(rel "$MDB_DIR")"
+    rm -rf "$KAFKA_DIR" "$MDB_DIR" "$RUN_DIR/apt-install.log"
+  fi
+}
+
+cmd_status() {
+  local pid rc=0
+  if pid=$(kafka_pid); then
+    if port_open "$KAFKA_PORT"; then
+      printf '%-8s running   pid %-7s %-16s log: %s\n' kafka "$pid" "$HOST:$KAFKA_PORT" "$(rel "$KAFKA_LOG")"
+    else
+      printf '%-8s starting  pid %-7s %-16s log: %s\n' kafka "$pid" "$HOST:$KAFKA_PORT" "$(rel "$KAFKA_LOG")"
+      rc=1
+    fi
+  elif port_open "$KAFKA_PORT"; then
+    printf '%-8s running   %-11s %-16s (not started by services.sh)\n' kafka "" "$HOST:$KAFKA_PORT"
+  else
+    printf '%-8s stopped\n' kafka
+    rc=1
+  fi
+  if pid=$(mariadb_pid); then
+    if port_open "$MYSQL_PORT"; then
+      printf '%-8s running   pid %-7s %-16s log: %s\n' mariadb "$pid" "$HOST:$MYSQL_PORT" "$(rel "$MDB_LOG")"
+    else
+      printf '%-8s starting  pid %-7s %-16s log: %s\n' mariadb "$pid" "$HOST:$MYSQL_PORT" "$(rel "$MDB_LOG")"
+      rc=1
+    fi
+  elif port_open "$MYSQL_PORT"; then
+    printf '%-8s running   %-11s %-16s (not started by services.sh)\n' mariadb "" "$HOST:$MYSQL_PORT"
+  else
+    printf '%-8s stopped\n' mariadb
+    rc=1
+  fi
+  if ((rc == 0)); then
+    echo "urls:    kafka $HOST:$KAFKA_PORT   mysql+aiomysql://$DB_USER:***@$HOST:$MYSQL_PORT/$DB_NAME"
+  fi
+  return "$rc"
+}
+
+usage() {
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+}
+
+main() {
+  local cmd=${1:-}
+  [[ $# -gt 0 ]] && shift
+  case "$cmd" in
+    up) cmd_up "$@" ;;
+    down) cmd_down "$@" ;;
+    purge) cmd_down --purge ;;
+    status) cmd_status ;;
+    -h | --help | help) usage ;;
+    *)
+      usage >&2
+      exit 2
+      ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,175 @@
+"""The Faust application: topics, dead-letter handling, HTTP endpoints.
+
+``create_runtime`` builds one :class:`Runtime` from :class:`Settings`; agents
+receive it and keep no globals, so tests can run several isolated apps (each
+with its own topic prefix and metrics registry) against one broker.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from faust import web
+from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.types import Message, StreamT
+from prometheus_client import CollectorRegistry
+
+from stream_app import codecs, topics
+from stream_app.db import create_engine
+from stream_app.events import DECODERS, InvalidEvent
+from stream_app.metrics import SpcMetrics
+from stream_app.settings import Settings
+from stream_app.sink import Sink
+
+
+@dataclass
+class Runtime:
+    """What agents need: settings, app, topics, metrics, sink."""
+
+    settings: Settings
+    app: faust.App
+    metrics: SpcMetrics
+    registry: CollectorRegistry
+    sink: Sink
+    input_topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    alerts_topic: faust.TopicT | None = None
+    deadletter_topic: faust.TopicT | None = None
+    claimed_topics: set[str] = field(default_factory=set)
+
+    async def dead_letter(self, topic: str, message: Message, error: InvalidEvent) -> None:
+        """Publish the original bytes with where they came from and why they failed."""
+        envelope = deadletter_envelope(topic, message.partition, message.offset,
+                                       message.key, message.value, error)
+        assert self.deadletter_topic is not None
+        await self.deadletter_topic.send(key=message.key, value=envelope)
+        self.metrics.events_invalid.labels(topic, error.reason).inc()
+        self.metrics.deadletter_published.labels(topic).inc()
+
+    async def decoded(self, topic: str, stream: StreamT) -> AsyncIterator[tuple[Message, list[Any]]]:
+        """Valid events of each message, after dead-lettering the invalid ones.
+
+        The events of one message come together so use cases can process a
+        ``{"samples": [...]}`` batch at once (numpy pays there).
+        """
+        decode = DECODERS[topic]
+        consumed = self.metrics.events_consumed.labels(topic)
+        async for event in stream.events():
+            message = event.message
+            result = decode(message.value)
+            consumed.inc(len(result.events) + len(result.errors))
+            for error in result.errors:
+                await self.dead_letter(topic, message, error)
+            if result.events:
+                yield message, result.events
+
+
+def deadletter_envelope(
+    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, error: InvalidEvent
+) -> dict[str, Any]:
+    """The dead-letter record: original bytes (base64, lossless) and context."""
+    envelope: dict[str, Any] = {
+        "source_topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "reason": error.reason,
+        "detail": error.detail,
+        "item_index": error.item_index,
+        "key_b64": base64.b64encode(key).decode() if key is not None else None,
+        "original_b64": base64.b64encode(value or b"").decode(),
+        "rejected_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    try:
+        envelope["original_text"] = (value or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        envelope["original_text"] = None
+    return envelope
+
+
+def _broker_credentials(settings: Settings) -> Any:
+    if settings.kafka_security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=topics.ssl_context(settings) if settings.kafka_security_protocol == "SASL_SSL" else None,
+        )
+    if settings.kafka_security_protocol == "SSL":
+        return faust.SSLCredentials(topics.ssl_context(settings))
+    return None
+
+
+def create_runtime(settings: Settings, registry: CollectorRegistry | None = None) -> Runtime:
+    """Build the Faust app with every topic, agent and HTTP view registered."""
+    from agents import register_all  # agents import stream_app; keep the cycle lazy
+
+    codecs.register()
+    registry = registry or CollectorRegistry()
+    app = faust.App(
+        settings.group_id,
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
+        broker_credentials=_broker_credentials(settings),
+        processing_guarantee="at_least_once",
+        store="memory://",
+        datadir=settings.data_dir,
+        value_serializer="orjson",
+        key_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_enabled=True,
+        web_in_thread=False,
+        autodiscover=False,
+        producer_linger_ms=5,
+    )
+    metrics = SpcMetrics(registry)
+    sink = Sink(create_engine(settings.db_url), metrics,
+                batch_size=settings.sink_batch_size, retry_max_seconds=settings.sink_retry_max_seconds)
+    runtime = Runtime(settings=settings, app=app, metrics=metrics, registry=registry, sink=sink)
+    runtime.input_topics = {
+        name: app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw",
+                        partitions=settings.partitions)
+        for name in DECODERS
+    }
+    runtime.alerts_topic = app.topic(settings.topic(topics.ALERTS), key_serializer="raw",
+                                     value_serializer="orjson", partitions=settings.partitions)
+    runtime.deadletter_topic = app.topic(settings.topic(topics.DEADLETTER), key_serializer="raw",
+                                         value_serializer="orjson", partitions=settings.partitions)
+    setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
+    _register_health(runtime)
+    register_all(runtime)
+    return runtime
+
+
+def is_consuming(app: faust.App) -> bool:
+    """Started, not stopping, not mid-rebalance, and holding partitions."""
+    if app.should_stop or not app.started or app.rebalancing:
+        return False
+    try:
+        return bool(app.consumer.assignment())
+    except Exception:
+        return False
+
+
+def _register_health(runtime: Runtime) -> None:
+    app = runtime.app
+    started = time.time()
+
+    @app.page("/health")
+    async def health(self: web.View, request: web.Request) -> web.Response:
+        consuming = is_consuming(app)
+        runtime.metrics.worker_up.set(1 if consuming else 0)
+        body = {
+            "status": "ok" if consuming else "unavailable",
+            "consuming": consuming,
+            "uptime_seconds": round(time.time() - started, 1),
+        }
+        return self.json(body, status=200 if consuming else 503)

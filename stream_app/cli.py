@@ -1,0 +1,204 @@
+"""The ``spcwatch`` command line.
+
+Errors a user can fix (a bad flag, a bad ``SPCWATCH_*`` value, an unreachable
+service) print one line, ``spcwatch: error: ...``, and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from stream_app.settings import ConfigError, Settings
+
+log = logging.getLogger("spcwatch")
+
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a service we need did not answer
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run the stream processor until interrupted."""
+    import faust
+
+    from stream_app import logs
+    from stream_app.app import create_runtime
+    from stream_app.topics import ensure_topics
+
+    settings = _settings()
+    level = args.log_level or settings.log_level
+    logs.setup(level, settings.log_format)
+    log.info("starting worker", extra={"settings": settings.describe()})
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    _run_or_unavailable(loop, ensure_topics(settings), f"Kafka at {settings.kafka_bootstrap}")
+    if not args.skip_migrations:
+        from stream_app import db
+
+        async def migrate() -> None:
+            engine = db.create_engine(settings.db_url)
+            try:
+                for migration in await db.upgrade(engine):
+                    log.info("applied migration %04d_%s", migration.version, migration.name)
+            finally:
+                await engine.dispose()
+
+        _run_or_unavailable(loop, migrate(), f"the database at {settings.db_url_masked}")
+    runtime = create_runtime(settings)
+    worker = faust.Worker(
+        runtime.app,
+        loop=loop,
+        loglevel=level,
+        logging_config=logs.logging_config(level, settings.log_format),
+        override_logging=True,
+    )
+    worker.execute_from_commandline()  # exits the process when the worker stops
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """Apply pending migrations from sql/."""
+    from stream_app import db
+
+    settings = _settings()
+
+    async def run() -> list[db.Migration]:
+        engine = db.create_engine(settings.db_url)
+        try:
+            return await db.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    applied = _run_or_unavailable(None, run(), f"the database at {settings.db_url_masked}")
+    for migration in applied:
+        print(f"applied {migration.version:04d}_{migration.name}")
+    print(f"database {settings.db_url_masked} is up to date ({len(applied)} applied)")
+    return 0
+
+
+def cmd_db_status(args: argparse.Namespace) -> int:
+    """List migrations not yet applied; exit 1 if any are pending."""
+    from stream_app import db
+
+    settings = _settings()
+
+    async def run() -> list[db.Migration]:
+        engine = db.create_engine(settings.db_url)
+        try:
+            return await db.pending(engine)
+        finally:
+            await engine.dispose()
+
+    waiting = _run_or_unavailable(None, run(), f"the database at {settings.db_url_masked}")
+    for migration in waiting:
+        print(f"pending {migration.version:04d}_{migration.name}")
+    print(f"{len(waiting)} pending")
+    return 1 if waiting else 0
+
+
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    """Create the contract's topics with the configured partitions."""
+    from stream_app.topics import ensure_topics
+
+    settings = _settings()
+    report = _run_or_unavailable(None, ensure_topics(settings), f"Kafka at {settings.kafka_bootstrap}")
+    for name in report.created:
+        print(f"created  {name}")
+    for name in report.existing:
+        print(f"exists   {name}")
+    return 0
+
+
+def _run_or_unavailable(loop: asyncio.AbstractEventLoop | None, coro, what: str):  # type: ignore[no-untyped-def]
+    from aiokafka.errors import KafkaError
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        return loop.run_until_complete(coro) if loop else asyncio.run(coro)
+    except (KafkaError, DBAPIError, OSError) as exc:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise UserError(f"cannot reach {what}: {detail}", EXIT_UNAVAILABLE) from None
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="spcwatch",
+        description="Streaming statistical process control on Kafka. "
+        "Configuration comes from SPCWATCH_* environment variables (see README).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], parent=sub) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+        doc = (func.__doc__ or "").strip()
+        p = parent.add_parser(name, help=doc, description=doc)
+        p.set_defaults(func=func)
+        return p
+
+    worker = add("worker", cmd_worker)
+    worker.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="overrides SPCWATCH_LOG_LEVEL")
+    worker.add_argument("--skip-migrations", action="store_true",
+                        help="do not apply pending database migrations at start-up")
+
+    db_parser = sub.add_parser("db", help="database schema", description="Database schema commands.")
+    db_sub = db_parser.add_subparsers(dest="db_command", metavar="COMMAND", parser_class=_Parser)
+    db_sub.required = True
+    add("upgrade", cmd_db_upgrade, db_sub)
+    add("status", cmd_db_status, db_sub)
+
+    topics_parser = sub.add_parser("topics", help="Kafka topics", description="Kafka topic commands.")
+    topics_sub = topics_parser.add_subparsers(dest="topics_command", metavar="COMMAND", parser_class=_Parser)
+    topics_sub.required = True
+    add("create", cmd_topics_create, topics_sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.func is not cmd_worker:
+        # One-shot commands report failures themselves, in one line.
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"spcwatch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UserError as exc:
+        print(f"spcwatch: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

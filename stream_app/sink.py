@@ -1,0 +1,153 @@
+"""Batched, idempotent database writes.
+
+Every row has a natural key (the table's primary key), so writing is an upsert:
+replaying input rewrites the same rows instead of adding new ones. A call to
+:meth:`Sink.upsert` returns only once the rows are committed; agents await it
+before they move past the input that produced the rows, so Faust never commits
+an offset whose rows are not in the database (at-least-once, no loss).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import JSON, MetaData, Table, Text
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from stream_app.metrics import SpcMetrics
+
+log = logging.getLogger(__name__)
+
+# MySQL errors worth retrying: deadlock, lock wait timeout, gone away, lost
+# connection, can't connect, server shutdown, too many connections.
+_MYSQL_TRANSIENT = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
+
+
+class SinkUnavailable(RuntimeError):
+    """The database stayed unreachable for longer than the retry budget."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors a retry can fix (connectivity, locks), as opposed to bad rows or SQL."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, OperationalError | InterfaceError):
+        code = getattr(exc.orig, "args", (None,))[0] if exc.orig is not None else None
+        if isinstance(code, int):
+            return code in _MYSQL_TRANSIENT
+        return "locked" in str(exc.orig) or "unable to open" in str(exc.orig)
+    return isinstance(exc, ConnectionError | OSError | asyncio.TimeoutError)
+
+
+def _db_value(value: Any) -> Any:
+    if isinstance(value, dict | list | tuple):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+class Sink:
+    """Upserts rows by primary key, in batches, retrying transient failures."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        metrics: SpcMetrics | None = None,
+        *,
+        batch_size: int = 1000,
+        retry_max_seconds: float = 300.0,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 10.0,
+    ) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.retry_max_seconds = retry_max_seconds
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._tables: dict[str, Table] = {}
+
+    async def _table(self, name: str) -> Table:
+        table = self._tables.get(name)
+        if table is None:
+            metadata = MetaData()
+            async with self.engine.connect() as conn:
+                table = await conn.run_sync(lambda sync: Table(name, metadata, autoload_with=sync))
+            for column in table.columns:
+                # JSON arrives here already encoded (MariaDB reflects JSON as text anyway).
+                if isinstance(column.type, JSON):
+                    column.type = Text()
+            if not table.primary_key.columns:
+                raise ValueError(f"table {name!r} has no primary key: upserts need a natural key")
+            self._tables[name] = table
+        return table
+
+    def _statement(self, table: Table, rows: list[dict[str, Any]]) -> Any:
+        keys = {c.name for c in table.primary_key.columns}
+        columns = [c for c in rows[0] if c not in keys]
+        if self.engine.dialect.name == "mysql":
+            stmt = mysql_insert(table).values(rows)
+            if not columns:
+                return stmt.prefix_with("IGNORE")
+            return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in columns})
+        stmt = sqlite_insert(table).values(rows)
+        if not columns:
+            return stmt.on_conflict_do_nothing(index_elements=list(keys))
+        return stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={c: stmt.excluded[c] for c in columns})
+
+    async def upsert(self, table_name: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Write ``rows`` in one transaction; returns the row count once committed.
+
+        Transient failures are retried with capped exponential backoff and
+        jitter until ``retry_max_seconds``; then :class:`SinkUnavailable`.
+        Anything else (bad SQL, constraint violations) raises at once.
+        """
+        if not rows:
+            return 0
+        prepared = [{k: _db_value(v) for k, v in row.items()} for row in rows]
+        shape = set(prepared[0])
+        if any(set(row) != shape for row in prepared):
+            raise ValueError(f"rows for {table_name!r} must all have the same columns")
+        started = time.monotonic()
+        delay = self.backoff_initial
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                table = await self._table(table_name)
+                async with self.engine.begin() as conn:
+                    for i in range(0, len(prepared), self.batch_size):
+                        await conn.execute(self._statement(table, prepared[i:i + self.batch_size]))
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if self.metrics:
+                    self.metrics.sink_errors.labels(table_name).inc()
+                elapsed = time.monotonic() - started
+                if elapsed >= self.retry_max_seconds:
+                    raise SinkUnavailable(
+                        f"writing {len(rows)} rows to {table_name!r} failed for {elapsed:.0f}s: "
+                        f"{exc.__class__.__name__}"
+                    ) from exc
+                log.warning("sink: %s write failed (attempt %d, %s); retrying in %.1fs",
+                            table_name, attempt, exc.__class__.__name__, delay)
+                await asyncio.sleep(min(delay, max(0.0, self.retry_max_seconds - elapsed)))
+                delay = min(self.backoff_max, delay * 2) * (0.8 + 0.4 * random.random())
+        if self.metrics:
+            self.metrics.sink_batches.labels(table_name).inc()
+            self.metrics.sink_rows.labels(table_name).inc(len(rows))
+            self.metrics.sink_seconds.labels(table_name).observe(time.monotonic() - started)
+        return len(rows)

@@ -1,0 +1,76 @@
+"""Topic names and their explicit creation.
+
+The broker does not auto-create topics (and MSK clusters usually forbid it), so
+spcwatch creates the contract's topics itself with the configured partitions
+and replication before the worker starts. Existing topics are left as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from stream_app.events import INPUT_TOPICS
+from stream_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ALERTS = "alerts"
+DEADLETTER = "deadletter"
+OUTPUT_TOPICS = (ALERTS, DEADLETTER)
+ALL_TOPICS = (*INPUT_TOPICS, *OUTPUT_TOPICS)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicReport:
+    created: list[str]
+    existing: list[str]
+
+
+def kafka_client_options(settings: Settings) -> dict[str, object]:
+    """aiokafka connection options (security) shared by every client we build."""
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl_context(settings)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password,
+        )
+    return options
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+
+
+async def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL_TOPICS) -> TopicReport:
+    """Create missing topics; report which were created and which already existed."""
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings), request_timeout_ms=30000)
+    await admin.start()
+    try:
+        full_names = [settings.topic(name) for name in names]
+        existing = set(await admin.list_topics())
+        missing = [n for n in full_names if n not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [NewTopic(name, settings.partitions, settings.replication_factor) for name in missing]
+            )
+            for name, code, *rest in response.topic_errors:
+                if code not in (0, TopicAlreadyExistsError.errno):  # lost a race: fine
+                    detail = rest[0] if rest and rest[0] else f"error code {code}"
+                    raise RuntimeError(f"cannot create topic {name}: {detail}")
+        for name in missing:
+            log.info("created topic %s (partitions=%d, replication=%d)",
+                     name, settings.partitions, settings.replication_factor)
+        return TopicReport(created=missing, existing=[n for n in full_names if n in existing])
+    finally:
+        await admin.close()

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+
+from stream_app.settings import ConfigError, Settings
+
+
+def test_defaults_serve_a_local_run() -> None:
+    settings = Settings.from_env({})
+    assert settings.kafka_bootstrap == "127.0.0.1:9092"
+    assert settings.db_url == "sqlite+aiosqlite:///spcwatch.db"
+    assert settings.web_port == 6066
+    assert settings.topic("alerts") == "alerts"
+
+
+def test_prefix_applies_to_topics_and_group() -> None:
+    settings = Settings.from_env({"SPCWATCH_TOPIC_PREFIX": "prod.", "SPCWATCH_WEB_PORT": "7000"})
+    assert settings.topic("metrics.samples") == "prod.metrics.samples"
+    assert settings.group_id == "prod.spcwatch"
+    assert settings.web_port == 7000
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SPCWATCH_WEB_PORT": "abc"}, "SPCWATCH_WEB_PORT must be an integer"),
+        ({"SPCWATCH_WEB_PORT": "70000"}, "SPCWATCH_WEB_PORT must be 1-65535"),
+        ({"SPCWATCH_KAFKA_BOOTSTRAP": "localhost"}, "SPCWATCH_KAFKA_BOOTSTRAP expects host:port"),
+        ({"SPCWATCH_DB_URL": "postgresql://x@y/z"}, "SPCWATCH_DB_URL driver must be one of"),
+        ({"SPCWATCH_DB_URL": "::not a url::"}, "SPCWATCH_DB_URL is not a valid SQLAlchemy URL"),
+        ({"SPCWATCH_TOPIC_PREFIX": "a b"}, "SPCWATCH_TOPIC_PREFIX may only contain"),
+        ({"SPCWATCH_LOG_LEVEL": "loud"}, "SPCWATCH_LOG_LEVEL must be one of"),
+        ({"SPCWATCH_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "SPCWATCH_KAFKA_SASL_USERNAME and"),
+        ({"SPCWATCH_PARTITIONS": "0"}, "SPCWATCH_PARTITIONS must be 1-1000"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_secrets_never_appear_in_repr_or_describe() -> None:
+    settings = Settings.from_env({
+        "SPCWATCH_DB_URL": "mysql+aiomysql://spc:hunter2@db:3306/spcwatch",
+        "SPCWATCH_KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+        "SPCWATCH_KAFKA_SASL_USERNAME": "svc",
+        "SPCWATCH_KAFKA_SASL_PASSWORD": "s3cret",
+    })
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    for text in (repr(settings), str(settings.describe())):
+        assert "hunter2" not in text
+        assert "s3cret" not in text
+    assert settings.describe()["db_url"] == "mysql+aiomysql://spc:***@db:3306/spcwatch"

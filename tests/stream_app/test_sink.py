@@ -1,0 +1,164 @@
+"""The sink against real databases: idempotent upserts and retries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy.engine import make_url
+
+from stream_app import db
+from stream_app.metrics import SpcMetrics
+from stream_app.sink import Sink, SinkUnavailable
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 2, 17, 10, 5, tzinfo=UTC)
+
+
+def alert_row(i: int, status: str = "firing", value: float = 97.2) -> dict:
+    return {
+        "alert_id": f"a-{i:05d}", "status": status, "severity": "warning", "use_case": "infra",
+        "rule": "WE1", "rules": ["WE1"], "entity": {"resource_id": f"r{i}", "metric": "cpu"},
+        "entity_key": f"r{i}|cpu", "value": value, "expected_center": 41.0, "expected_lower": 12.3,
+        "expected_upper": 69.7, "zscore": 5.9, "starts_at": T0 + timedelta(minutes=i),
+        "ends_at": None, "summary": "cpu high", "runbook_url": None, "updated_at": T0,
+    }
+
+
+async def _rows(engine) -> list[tuple]:  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:
+        result = await conn.exec_driver_sql(
+            "SELECT alert_id, status, value, entity, starts_at, ends_at FROM alerts ORDER BY alert_id")
+        return [tuple(r) for r in result]
+
+
+@pytest.fixture
+async def engine(db_url: str):  # type: ignore[no-untyped-def]
+    engine = db.create_engine(db_url)
+    await db.upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+async def test_same_batch_twice_gives_the_same_rows(engine) -> None:  # type: ignore[no-untyped-def]
+    registry = CollectorRegistry()
+    sink = Sink(engine, SpcMetrics(registry), batch_size=7)  # several statements per call
+    rows = [alert_row(i) for i in range(25)]
+    assert await sink.upsert("alerts", rows) == 25
+    first = await _rows(engine)
+    assert await sink.upsert("alerts", rows) == 25
+    assert await _rows(engine) == first
+    assert len(first) == 25
+    assert registry.get_sample_value("spcwatch_sink_rows_total", {"table": "alerts"}) == 50
+    assert registry.get_sample_value("spcwatch_sink_batches_total", {"table": "alerts"}) == 2
+    alert_id, status, value, entity, starts_at, ends_at = first[3]
+    assert (alert_id, status, value, ends_at) == ("a-00003", "firing", 97.2, None)
+    assert orjson.loads(entity) == {"metric": "cpu", "resource_id": "r3"}
+    assert str(starts_at).startswith("2026-02-17 10:08:00")  # stored as naive UTC
+
+
+async def test_upsert_updates_non_key_columns(engine) -> None:  # type: ignore[no-untyped-def]
+    sink = Sink(engine)
+    await sink.upsert("alerts", [alert_row(1)])
+    resolved = {**alert_row(1, status="resolved", value=50.0), "ends_at": T0 + timedelta(hours=1)}
+    await sink.upsert("alerts", [resolved])
+    ((alert_id, status, value, _entity, _starts, ends_at),) = await _rows(engine)
+    assert (alert_id, status, value) == ("a-00001", "resolved", 50.0)
+    assert str(ends_at).startswith("2026-02-17 11:05:00")
+
+
+async def test_rows_of_different_shapes_are_refused(engine) -> None:  # type: ignore[no-untyped-def]
+    partial = alert_row(2)
+    del partial["summary"]
+    with pytest.raises(ValueError, match="same columns"):
+        await Sink(engine).upsert("alerts", [alert_row(1), partial])
+    assert await _rows(engine) == []
+
+
+async def test_non_transient_errors_raise_at_once(engine) -> None:  # type: ignore[no-untyped-def]
+    registry = CollectorRegistry()
+    bad = {**alert_row(1), "status": None}  # NOT NULL violation: retrying cannot help
+    with pytest.raises(Exception) as info:
+        await Sink(engine, SpcMetrics(registry), retry_max_seconds=30).upsert("alerts", [bad])
+    assert not isinstance(info.value, SinkUnavailable)
+    assert registry.get_sample_value("spcwatch_sink_errors_total", {"table": "alerts"}) is None
+
+
+class FlakyProxy:
+    """A TCP proxy to the database that can refuse service, like a restarting server."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.serving = False
+        self.server: asyncio.AbstractServer | None = None
+        self.refused = 0
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.serving:
+            self.refused += 1
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def stop(self) -> None:
+        if self.server:
+            self.server.close()
+
+
+async def test_sink_retries_until_the_database_is_back(mysql_url: str) -> None:
+    migrate = db.create_engine(mysql_url)
+    await db.upgrade(migrate)
+    url = make_url(mysql_url)
+    proxy = FlakyProxy(url.host or "127.0.0.1", url.port or 3306)
+    port = await proxy.start()
+    engine = db.create_engine(url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False))
+    registry = CollectorRegistry()
+    sink = Sink(engine, SpcMetrics(registry), retry_max_seconds=60, backoff_initial=0.1, backoff_max=0.5)
+    try:
+        write = asyncio.create_task(sink.upsert("alerts", [alert_row(i) for i in range(10)]))
+        await asyncio.sleep(1.5)
+        assert not write.done(), "the write cannot have succeeded while the database was down"
+        proxy.serving = True
+        assert await asyncio.wait_for(write, 30) == 10
+        assert proxy.refused >= 2
+        assert registry.get_sample_value("spcwatch_sink_errors_total", {"table": "alerts"}) >= 2
+        assert len(await _rows(migrate)) == 10
+    finally:
+        await proxy.stop()
+        await engine.dispose()
+        await migrate.dispose()
+
+
+async def test_sink_gives_up_after_its_retry_budget(mysql_url: str) -> None:
+    migrate = db.create_engine(mysql_url)
+    await db.upgrade(migrate)
+    url = make_url(mysql_url)
+    proxy = FlakyProxy(url.host or "127.0.0.1", url.port or 3306)
+    port = await proxy.start()
+    engine = db.create_engine(url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False))
+    try:
+        with pytest.raises(SinkUnavailable, match="failed for"):
+            await Sink(engine, retry_max_seconds=1.0, backoff_initial=0.1).upsert("alerts", [alert_row(1)])
+        assert await _rows(migrate) == []
+    finally:
+        await proxy.stop()
+        await engine.dispose()
+        await migrate.dispose()

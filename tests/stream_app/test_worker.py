@@ -1,0 +1,141 @@
+"""The worker process end to end on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from stream_app.topics import ALL_TOPICS
+
+pytestmark = pytest.mark.integration
+
+SAMPLE = {"ts": "2026-02-17T10:05:00Z", "source": "cloudwatch", "resource_type": "rds",
+          "resource_id": "db-1", "metric": "CPUUtilization", "value": 41.7}
+
+
+async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def consume(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    records: list = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(records) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def wait_for_metric(worker, name: str, labels: dict[str, str], at_least: float, timeout: float = 30) -> float:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    value = worker.metric(name, labels)
+    while value < at_least and time.monotonic() < deadline:
+        time.sleep(0.3)
+        value = worker.metric(name, labels)
+    return value
+
+
+def test_worker_creates_topics_and_reports_health(make_worker, kafka_bootstrap: str, topic_prefix: str) -> None:  # type: ignore[no-untyped-def]
+    worker = make_worker()
+    worker.start()
+    status, body = worker.health()
+    assert status == 200
+    assert orjson.loads(body)["consuming"] is True
+
+    async def describe() -> dict[str, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            names = [topic_prefix + t for t in ALL_TOPICS]
+            found = await admin.describe_topics(names)
+            return {t["topic"]: len(t["partitions"]) for t in found if t["error_code"] == 0}
+        finally:
+            await admin.close()
+
+    partitions = asyncio.run(describe())
+    assert partitions == {topic_prefix + t: 2 for t in ALL_TOPICS}
+    assert worker.metric("spcwatch_worker_consuming") == 1.0
+    assert worker.metric("faust_messages_received") >= 0  # faust's own sensor is on /metrics too
+
+
+def test_valid_events_are_consumed_and_batches_count_each_sample(make_worker, kafka_bootstrap: str,
+                                                                  topic_prefix: str) -> None:  # type: ignore[no-untyped-def]
+    worker = make_worker()
+    worker.start()
+    batch = {"samples": [{**SAMPLE, "resource_id": "db-2", "value": float(v)} for v in range(3)]}
+    asyncio.run(produce(kafka_bootstrap, topic_prefix + "metrics.samples",
+                        [(b"db-1", orjson.dumps(SAMPLE)), (b"db-2", orjson.dumps(batch))]))
+    consumed = wait_for_metric(worker, "spcwatch_events_consumed_total", {"topic": "metrics.samples"}, 4)
+    assert consumed == 4
+    assert worker.metric("spcwatch_events_invalid_total") == 0
+
+
+def test_invalid_event_goes_to_deadletter_and_the_next_valid_one_is_processed(
+        make_worker, kafka_bootstrap: str, topic_prefix: str) -> None:  # type: ignore[no-untyped-def]
+    worker = make_worker()
+    worker.start()
+    order = {"event_id": "e-1", "order_id": 1000231, "store_id": "US00001", "ts": "2026-02-17T08:12:09-05:00",
+             "status": "paid", "total": "12.40", "currency": "USD", "items": []}
+    bad_json = b'{"order_id": "1000231", '
+    bad_value = orjson.dumps({**order, "status": "lost"})
+    asyncio.run(produce(kafka_bootstrap, topic_prefix + "orders",
+                        [(b"1000231", bad_json), (b"1000231", bad_value), (b"1000231", orjson.dumps(order))]))
+    assert wait_for_metric(worker, "spcwatch_events_consumed_total", {"topic": "orders"}, 3) == 3
+    assert worker.metric("spcwatch_events_invalid_total", {"topic": "orders", "reason": "invalid_json"}) == 1
+    assert worker.metric("spcwatch_events_invalid_total", {"topic": "orders", "reason": "invalid_value"}) == 1
+
+    records = asyncio.run(consume(kafka_bootstrap, topic_prefix + "deadletter", 2))
+    envelopes = sorted((orjson.loads(r.value) for r in records), key=lambda e: e["offset"])
+    assert [e["reason"] for e in envelopes] == ["invalid_json", "invalid_value"]
+    first = envelopes[0]
+    assert first["source_topic"] == "orders"
+    assert base64.b64decode(first["original_b64"]) == bad_json
+    assert base64.b64decode(first["key_b64"]) == b"1000231"
+    assert isinstance(first["partition"], int) and first["offset"] == 0
+    assert envelopes[1]["offset"] == 1 and "status" in envelopes[1]["detail"]
+    assert all(r.key == b"1000231" for r in records)
+    assert worker.proc is not None and worker.proc.poll() is None, "the worker must survive bad input"
+
+
+def test_bad_config_stops_the_worker_with_one_line(make_worker) -> None:  # type: ignore[no-untyped-def]
+    worker = make_worker(SPCWATCH_PARTITIONS="many")
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "stream_app.cli", "worker"], env=worker.env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "spcwatch: error: SPCWATCH_PARTITIONS must be an integer, got 'many'"
+
+
+def test_unreachable_broker_is_one_clear_line(make_worker) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    worker = make_worker(SPCWATCH_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}")
+    result = subprocess.run([sys.executable, "-m", "stream_app.cli", "topics", "create"], env=worker.env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 69
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("spcwatch: error: cannot reach Kafka at 127.0.0.1:")
