@@ -152,7 +152,8 @@ def check_kafka(args: argparse.Namespace) -> int:
         # aiokafka logs every refused connection while the broker boots.
         logging.basicConfig(level=logging.CRITICAL)
 
-    deadline = time.monotonic() + args.timeout
+    started = time.monotonic()
+    deadline = started + args.timeout
     last_error: BaseException | None = None
     attempt = 0
     while True:
@@ -175,7 +176,8 @@ def check_kafka(args: argparse.Namespace) -> int:
             break
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
     print(
-        f"check_services: kafka {args.bootstrap} not ready after {args.timeout:.0f}s: {last_error!r}",
+        f"check_services: kafka {args.bootstrap} failed ({attempt} attempt(s) in "
+        f"{time.monotonic() - started:.1f}s): {last_error!r}",
         file=sys.stderr,
     )
     return 1
@@ -239,7 +241,8 @@ def check_mysql(args: argparse.Namespace) -> int:
         except ImportError:
             _missing_packages("PyMySQL")
 
-    deadline = time.monotonic() + args.timeout
+    started = time.monotonic()
+    deadline = started + args.timeout
     last_error: BaseException | None = None
     attempt = 0
     while True:
@@ -261,7 +264,8 @@ def check_mysql(args: argparse.Namespace) -> int:
             break
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
     print(
-        f"check_services: mysql {args.host}:{args.port} not ready after {args.timeout:.0f}s: {last_error!r}",
+        f"check_services: mysql {args.host}:{args.port} failed ({attempt} attempt(s) in "
+        f"{time.monotonic() - started:.1f}s): {last_error!r}",
         file=sys.stderr,
     )
     return 1

@@ -91,6 +91,16 @@ tail_log() {
 
 port_open() { timeout 3 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null; }
 
+# port_still_busy PORT: the port stays open for 3 s (a process killed a moment ago
+# may still hold its listening socket while it exits).
+port_still_busy() {
+  local i
+  for ((i = 0; i < 6; i++)); do
+    port_open "$1" || return 1
+    sleep 0.5
+  done
+}
+
 # proc_alive PID: the process exists and is not a zombie.
 proc_alive() {
   local stat
@@ -330,11 +340,11 @@ kafka_begin() {
   if pid=$(kafka_pid); then
     KAFKA_OWNED=1
     say "kafka: already running (pid $pid)"
-  elif port_open "$KAFKA_PORT"; then
-    check kafka --probe --timeout 10 --bootstrap "$HOST:$KAFKA_PORT" >/dev/null ||
-      die "kafka: something listens on $HOST:$KAFKA_PORT but does not answer as Kafka; free the port or set SPCWATCH_KAFKA_PORT"
+  elif port_open "$KAFKA_PORT" && check kafka --probe --timeout 10 --bootstrap "$HOST:$KAFKA_PORT" >/dev/null 2>&1; then
     say "kafka: using the broker already listening on $HOST:$KAFKA_PORT (not started by services.sh)"
   else
+    port_still_busy "$KAFKA_PORT" &&
+      die "kafka: something listens on $HOST:$KAFKA_PORT but does not answer as Kafka; free the port or set SPCWATCH_KAFKA_PORT"
     kafka_start
     KAFKA_OWNED=1
   fi
@@ -361,12 +371,14 @@ kafka_wait_ready() {
 MARIADBD="" INSTALL_DB="" MYSQL_CLIENT=""
 
 find_mariadb_binaries() {
-  local p
+  local candidate
   MARIADBD="" INSTALL_DB="" MYSQL_CLIENT=""
-  for p in mariadbd mysqld; do
-    for d in /usr/sbin /usr/bin /usr/local/sbin /usr/local/bin; do
-      [[ -z $MARIADBD && -x $d/$p ]] && MARIADBD=$d/$p
-    done
+  # mariadbd lives in /usr/sbin on Debian, which is not on every user's PATH.
+  for candidate in /usr/sbin/mariadbd /usr/sbin/mysqld "$(command -v mariadbd || true)" "$(command -v mysqld || true)"; do
+    if [[ -n $candidate && -x $candidate ]]; then
+      MARIADBD=$candidate
+      break
+    fi
   done
   INSTALL_DB=$(command -v mariadb-install-db || command -v mysql_install_db || true)
   MYSQL_CLIENT=$(command -v mariadb || command -v mysql || true)
@@ -416,6 +428,7 @@ mariadb_init_datadir() {
 }
 
 mariadb_start() {
+  ((${#MDB_SOCK} < 108)) || die "mariadb: socket path $MDB_SOCK is too long for a unix socket; use a shorter SPCWATCH_RUN_DIR"
   say "mariadb: starting $(basename "$MARIADBD") on $HOST:$MYSQL_PORT"
   MDB_LOG_FROM=$(file_size "$MDB_LOG")
   MDB_OUT_FROM=$(file_size "$MDB_OUT")
@@ -480,11 +493,11 @@ mariadb_up() {
     MDB_OWNED=1
     say "mariadb: already running (pid $pid)"
     find_mariadb_binaries || die "mariadb: running, but the mariadb client is missing"
-  elif port_open "$MYSQL_PORT"; then
-    check mysql --probe --timeout 5 --port "$MYSQL_PORT" >/dev/null ||
-      die "mariadb: something listens on $HOST:$MYSQL_PORT but is not MySQL-compatible; free the port or set SPCWATCH_MYSQL_PORT"
+  elif port_open "$MYSQL_PORT" && check mysql --probe --timeout 5 --port "$MYSQL_PORT" >/dev/null 2>&1; then
     mariadb_use_external
   else
+    port_still_busy "$MYSQL_PORT" &&
+      die "mariadb: something listens on $HOST:$MYSQL_PORT but is not MySQL-compatible; free the port or set SPCWATCH_MYSQL_PORT"
     mariadb_ensure_installed
     mkdir -p "$MDB_DIR"
     mariadb_init_datadir
