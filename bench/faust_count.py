@@ -39,7 +39,7 @@ def main() -> None:
             state["n"] += 1
             if state["n"] == args.count:
                 elapsed = time.perf_counter() - state["first"]
-                sys.stdout.write(orjson.dumps({"events": state["n"], "seconds": elapsed}).decode() + "\n")
+                sys.stdout.write("RESULT " + orjson.dumps({"events": state["n"], "seconds": elapsed}).decode() + "\n")
                 sys.stdout.flush()  # the parent reads this line, then stops us
 
     logging.disable(logging.WARNING)
