@@ -1,24 +1,30 @@
 """Faust agents: thin wiring from topics to the models in ``models/``.
 
-Each use-case module exposes ``register(runtime)`` and claims the input topics
-it consumes (``runtime.claimed_topics``). Topics no use case claims yet still
-get an agent that validates, counts and dead-letters, so nothing on a contract
-topic goes unnoticed.
+Each use case is a :class:`~stream_app.usecase.Processor`, listed in
+:data:`PROCESSORS` by its ``use_case`` name. The worker wires each through
+:func:`agents.runner.register_processor`; ``spcwatch replay`` runs the same
+processor over a file. Input topics no use case claims still get an agent that
+validates, counts and dead-letters, so nothing on a contract topic goes unnoticed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from agents import validate
+from agents import runner, validate
 
 if TYPE_CHECKING:
     from stream_app.app import Runtime
+    from stream_app.settings import Settings
+    from stream_app.usecase import Processor
 
-USE_CASES: tuple = ()  # use-case modules register here as they are built
+# use case name -> factory; each use-case module adds itself here.
+PROCESSORS: dict[str, Callable[[Settings], Processor]] = {}
 
 
 def register_all(runtime: Runtime) -> None:
-    for module in USE_CASES:
-        module.register(runtime)
+    for factory in PROCESSORS.values():
+        processor = factory(runtime.settings)
+        runner.register_processor(runtime, processor, tick_seconds=getattr(processor, "tick_seconds", 5.0))
     validate.register(runtime)

@@ -26,6 +26,7 @@ from stream_app.events import DECODERS, InvalidEvent
 from stream_app.metrics import SpcMetrics
 from stream_app.settings import Settings
 from stream_app.sink import Sink
+from stream_app.usecase import Outputs
 
 
 @dataclass
@@ -50,6 +51,20 @@ class Runtime:
         await self.deadletter_topic.send(key=message.key, value=envelope)
         self.metrics.events_invalid.labels(topic, error.reason).inc()
         self.metrics.deadletter_published.labels(topic).inc()
+
+    async def emit(self, outputs: Outputs) -> None:
+        """Rows first (sink, idempotent), then alerts on the topic; both before the offset commits."""
+        for table, rows in outputs.rows.items():
+            await self.sink.upsert(table, rows)
+        if outputs.alerts:
+            await self.sink.upsert("alerts", [alert.to_row() for alert in outputs.alerts])
+        assert self.alerts_topic is not None
+        now = time.time()
+        for alert in outputs.alerts:
+            await self.alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_event())
+            self.metrics.alerts.labels(alert.use_case, alert.rule, alert.severity).inc()
+            if alert.status == "firing" and alert.event_ts is not None:
+                self.metrics.event_to_alert_seconds.observe(max(0.0, now - alert.event_ts))
 
     async def decoded(self, topic: str, stream: StreamT) -> AsyncIterator[tuple[Message, list[Any]]]:
         """Valid events of each message, after dead-lettering the invalid ones.

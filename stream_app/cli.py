@@ -133,6 +133,32 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Run a use case over a JSONL file of contract events, without Kafka."""
+    from pathlib import Path
+
+    from agents import PROCESSORS
+    from stream_app.replay import print_report, run_replay
+
+    settings = _settings()
+    if args.use_case not in PROCESSORS:
+        known = ", ".join(sorted(PROCESSORS)) or "none yet"
+        raise UserError(f"unknown use case {args.use_case!r} (available: {known})", EXIT_USAGE)
+    path = Path(args.input)
+    if not path.is_file():
+        raise UserError(f"input file not found: {path}", EXIT_USAGE)
+    processor = PROCESSORS[args.use_case](settings)
+    output = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
+    try:
+        report = _run_or_unavailable(None, run_replay(settings, processor, path, output),
+                                     f"the database at {settings.db_url_masked}")
+    finally:
+        if output is not sys.stdout:
+            output.close()
+    print_report(report)
+    return 0
+
+
 def _run_or_unavailable(loop: asyncio.AbstractEventLoop | None, coro, what: str):  # type: ignore[no-untyped-def]
     from aiokafka.errors import KafkaError
     from sqlalchemy.exc import DBAPIError
@@ -173,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.required = True
     add("upgrade", cmd_db_upgrade, db_sub)
     add("status", cmd_db_status, db_sub)
+
+    replay = add("replay", cmd_replay)
+    replay.add_argument("use_case", metavar="USE_CASE", help="infra, store, recon, forecast")
+    replay.add_argument("--input", required=True, metavar="FILE", help="JSONL of contract events")
+    replay.add_argument("--output", metavar="FILE", help="alerts as JSONL (default: stdout)")
 
     topics_parser = sub.add_parser("topics", help="Kafka topics", description="Kafka topic commands.")
     topics_sub = topics_parser.add_subparsers(dest="topics_command", metavar="COMMAND", parser_class=_Parser)

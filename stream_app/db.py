@@ -10,14 +10,13 @@ fails half-way must be fixed by hand, which is why each one is small.
 from __future__ import annotations
 
 import re
-from importlib import resources
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-
 
 
 def _sql_dir() -> Path:

@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import make_url
 
@@ -22,6 +22,9 @@ _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _LOG_FORMATS = ("json", "text")
 _DB_DRIVERS = ("mysql+aiomysql", "sqlite+aiosqlite")
+
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -54,16 +57,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and validate; raises :class:`ConfigError` naming the variable."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = environ.get(PREFIX + f.name.upper())
-            if raw is None:
-                continue
-            values[f.name] = _coerce(f.name, f.type, raw.strip())
-        settings = cls(**values)
-        settings.validate()
-        return settings
+        return load_env(cls, PREFIX, environ)
 
     def validate(self) -> None:
         _check(bool(self.kafka_bootstrap), "kafka_bootstrap", "must not be empty")
@@ -139,28 +133,61 @@ class Settings:
         return out
 
 
-def _coerce(name: str, type_: Any, raw: str) -> Any:
-    type_name = type_ if isinstance(type_, str) else type_.__name__
+def load_env(cls: type[T], prefix: str, environ: Mapping[str, str] | None = None) -> T:
+    """Build dataclass ``cls`` from ``<prefix><FIELD>`` variables, then ``validate()`` it.
+
+    Use cases keep their own settings dataclasses (``SPCWATCH_INFRA_*``, ...) and
+    load them with this, so every variable is parsed and reported the same way.
+    Field types: ``str``, ``int``, ``float``, ``bool`` and ``tuple[str, ...]`` (comma-separated).
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        raw = environ.get(prefix + f.name.upper())
+        if raw is not None:
+            values[f.name] = _coerce(prefix + f.name.upper(), f.type, raw.strip())
+    obj = cls(**values)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate()
+    return obj
+
+
+def _coerce(variable: str, type_: Any, raw: str) -> Any:
+    type_name = type_ if isinstance(type_, str) else getattr(type_, "__name__", str(type_))
     if type_name == "int":
         try:
             return int(raw)
         except ValueError:
-            raise ConfigError(f"{PREFIX}{name.upper()} must be an integer, got {raw!r}") from None
+            raise ConfigError(f"{variable} must be an integer, got {raw!r}") from None
     if type_name == "float":
         try:
             return float(raw)
         except ValueError:
-            raise ConfigError(f"{PREFIX}{name.upper()} must be a number, got {raw!r}") from None
-    if name in ("log_level", "kafka_security_protocol", "kafka_sasl_mechanism"):
+            raise ConfigError(f"{variable} must be a number, got {raw!r}") from None
+    if type_name == "bool":
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{variable} must be true or false, got {raw!r}")
+    if type_name.startswith("tuple"):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if variable.endswith(("LOG_LEVEL", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM")):
         return raw.upper()
-    if name == "log_format":
+    if variable.endswith("LOG_FORMAT"):
         return raw.lower()
     return raw
 
 
-def _check(ok: bool, name: str, message: str) -> None:
+def check(ok: bool, variable: str, message: str) -> None:
+    """Raise :class:`ConfigError` ``"<variable> <message>"`` unless ``ok``."""
     if not ok:
-        raise ConfigError(f"{PREFIX}{name.upper()} {message}")
+        raise ConfigError(f"{variable} {message}")
+
+
+def _check(ok: bool, name: str, message: str) -> None:
+    check(ok, f"{PREFIX}{name.upper()}", message)
 
 
 def _mask_url(url: str) -> str:

@@ -85,5 +85,5 @@ def test_migration_files_are_numbered_and_split_per_dialect() -> None:
 
 def test_bad_migration_name_is_refused(tmp_path: Path) -> None:
     (tmp_path / "1_init.sql").write_text("SELECT 1;")
-    with pytest.raises(ValueError, match="NNNN_name.sql"):
+    with pytest.raises(ValueError, match=r"NNNN_name\.sql"):
         db.discover(tmp_path)

@@ -1,0 +1,121 @@
+"""What a use case is, so the streaming worker and the offline replay run the same code.
+
+A use case is a :class:`Processor`: pure(ish) Python over a key-value state
+store, fed decoded events, returning :class:`Outputs` (alerts and table rows).
+The worker feeds it from Kafka with a Faust table as the store
+(``agents/runner.py``); ``spcwatch replay`` feeds it from a JSONL file with a dict
+(``stream_app/replay.py``). Neither path has detection logic of its own.
+
+Rules a processor keeps so both paths give the same alerts:
+
+* State lives only in ``store`` (values JSON-able), keyed by the input
+  message's key (``resource_id``, ``order_id``, ``store_id``): that keeps a key's
+  state on the partition that receives its events.
+* ``tick(store, now)`` is the timer (absent resources, deadlines, day closes).
+  ``now`` is event time: the highest event timestamp seen on that partition.
+  A tick may only do what ``process`` would do lazily for that key at the same
+  event time, so how often ticks run changes how *soon* an output appears,
+  never *what* it is.
+* Outputs are idempotent: deterministic alert ids, rows keyed by natural keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from stream_app.alerts import Alert
+
+
+@dataclass(slots=True)
+class Outputs:
+    """Alerts to publish and rows to upsert, produced by one step of a processor."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def add_row(self, table: str, row: dict[str, Any]) -> None:
+        self.rows.setdefault(table, []).append(row)
+
+    def add_rows(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self.rows.setdefault(table, []).extend(rows)
+
+    def merge(self, other: Outputs) -> Outputs:
+        self.alerts.extend(other.alerts)
+        for table, rows in other.rows.items():
+            self.add_rows(table, rows)
+        return self
+
+    def __bool__(self) -> bool:
+        return bool(self.alerts or self.rows)
+
+
+class StateStore(Protocol):
+    """The part of a mapping a processor may use (a dict, or a partition of a Faust table)."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+    def __setitem__(self, key: str, value: Any) -> None: ...
+    def __delitem__(self, key: str) -> None: ...
+    def __contains__(self, key: object) -> bool: ...
+    def keys(self) -> Iterator[str]: ...
+
+
+class Processor(Protocol):
+    """A use case's detection logic, independent of where events come from."""
+
+    use_case: str
+    topics: tuple[str, ...]
+
+    def key(self, topic: str, event: Any) -> str:
+        """State key of an event; equals the contract's message key for its topic."""
+        ...
+
+    def process(self, store: StateStore, topic: str, events: Sequence[Any]) -> Outputs:
+        """Events of one message, all with the same key, in arrival order."""
+        ...
+
+    def tick(self, store: StateStore, now: float) -> Outputs:
+        """Timer work at event time ``now`` over every key in ``store``."""
+        ...
+
+
+class PartitionStore(MutableMapping[str, Any]):
+    """One partition's view of a table whose values remember their partition.
+
+    Faust tables hold every partition a worker owns in one mapping; a tick for
+    partition ``p`` must touch only the keys of ``p`` (it writes their
+    changelog to ``p``), so each value is stored as ``{"p": partition, "s": state}``.
+    """
+
+    def __init__(self, table: MutableMapping[str, Any], partition: int) -> None:
+        self.table = table
+        self.partition = partition
+
+    def __getitem__(self, key: str) -> Any:
+        return self.table[key]["s"]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        wrapped = self.table.get(key)
+        return default if wrapped is None else wrapped["s"]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.table[key] = {"p": self.partition, "s": value}
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.table
+
+    def __iter__(self) -> Iterator[str]:
+        for key, wrapped in list(self.table.items()):
+            if wrapped is not None and wrapped.get("p") == self.partition:
+                yield key
+
+    def keys(self) -> Iterator[str]:  # type: ignore[override]
+        return iter(self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
