@@ -22,9 +22,12 @@ if TYPE_CHECKING:
 # use case name -> factory; each use-case module adds itself here.
 PROCESSORS: dict[str, Callable[[Settings], Processor]] = {}
 
+from agents import infra  # noqa: E402  (use-case modules register below, one line each)
+
+PROCESSORS[infra.USE_CASE] = infra.InfraProcessor.from_settings
+
 
 def register_all(runtime: Runtime) -> None:
     for factory in PROCESSORS.values():
-        processor = factory(runtime.settings)
-        runner.register_processor(runtime, processor, tick_seconds=getattr(processor, "tick_seconds", 5.0))
+        runner.register_processor(runtime, factory(runtime.settings))
     validate.register(runtime)

@@ -1,18 +1,35 @@
-"""Generic Faust wiring for a :class:`~stream_app.usecase.Processor`.
+"""Generic Faust wiring for a :class:`~stream_app.usecase.Processor`, with checkpoints.
 
 Per use case: one Faust table of per-key state, one agent per input topic, and
 a tick topic (one message per partition per interval) so timer work runs
 *inside* stream iteration for the right partition — Faust only lets a table be
 written from an event, and the changelog partition must be the key's.
+
+Writing the table and the database per event would cap a worker at a few
+thousand events/s, so each partition works between **checkpoints**: state
+lives in a write-back cache, rows accumulate, and events are not acknowledged.
+A checkpoint (every ``checkpoint_events`` events or ``checkpoint_seconds``)
+writes the dirty state to the table (its changelog), upserts the rows, and only
+then acknowledges the events. Faust commits offsets only up to acknowledged
+events and flushes the producer first, so a committed offset never runs ahead
+of the state and rows it produced. After a crash, events after the last
+commit are processed again: processors are idempotent (deterministic alert
+ids, upserts, and per-key event-time guards against applying an event twice).
+Alerts are published at once, not at checkpoints, to keep alert latency low.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from stream_app.usecase import PartitionStore, Processor
+from stream_app.app import REROUTED_HEADER
+from stream_app.events import encode_events
+from stream_app.usecase import Outputs, PartitionStore, Processor
 
 if TYPE_CHECKING:
     from stream_app.app import Runtime
@@ -20,53 +37,218 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: float = 5.0) -> None:
+class CachedStore(MutableMapping[str, Any]):
+    """Write-back cache over one partition of the table.
+
+    Values may be live objects: the processor's optional ``load(json)`` /
+    ``dump(obj)`` convert at the table boundary (identity by default), so a
+    detector is deserialised once per checkpoint interval, not once per event.
+    """
+
+    def __init__(self, backing: PartitionStore, processor: Processor) -> None:
+        self.backing = backing
+        self._load = getattr(processor, "load", None)
+        self._dump = getattr(processor, "dump", None)
+        self.cache: dict[str, Any] = {}
+        self.dirty: set[str] = set()
+        self.deleted: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.cache:
+            return self.cache[key]
+        if key in self.deleted:
+            raise KeyError(key)
+        raw = self.backing[key]
+        value = self._load(raw) if self._load else raw
+        self.cache[key] = value
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.cache[key] = value
+        self.dirty.add(key)
+        self.deleted.discard(key)
+
+    def __delitem__(self, key: str) -> None:
+        self.cache.pop(key, None)
+        self.dirty.discard(key)
+        self.deleted.add(key)
+
+    def __contains__(self, key: object) -> bool:
+        if key in self.cache:
+            return True
+        return key not in self.deleted and key in self.backing
+
+    def __iter__(self) -> Iterator[str]:
+        seen = set()
+        for key in self.cache:
+            seen.add(key)
+            yield key
+        for key in self.backing:
+            if key not in seen and key not in self.deleted:
+                yield key
+
+    def keys(self) -> Iterator[str]:  # type: ignore[override]
+        return iter(self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def write_back(self) -> int:
+        """Write dirty keys to the table (must run inside an event of this partition)."""
+        for key in self.deleted:
+            if key in self.backing:
+                del self.backing[key]
+        for key in self.dirty:
+            value = self.cache[key]
+            self.backing[key] = self._dump(value) if self._dump else value
+        written = len(self.dirty) + len(self.deleted)
+        self.dirty.clear()
+        self.deleted.clear()
+        return written
+
+
+@dataclass
+class _Partition:
+    number: int
+    store: CachedStore
+    watermark: float = 0.0
+    rows: Outputs = field(default_factory=Outputs)
+    unacked: list[Any] = field(default_factory=list)
+    last_checkpoint: float = field(default_factory=time.monotonic)
+    last_log: float = field(default_factory=time.monotonic)
+    log_events: int = 0
+    log_checkpoints: int = 0
+
+
+def _log_row(use_case: str, p: _Partition) -> dict[str, Any]:
+    wall = time.time()
+    return {
+        "use_case": use_case, "topic_partition": p.number, "logged_at": datetime.fromtimestamp(wall, UTC),
+        "events": p.log_events, "checkpoints": p.log_checkpoints,
+        "watermark": datetime.fromtimestamp(p.watermark, UTC) if p.watermark else None,
+        "lag_seconds": wall - p.watermark if p.watermark else None,
+    }
+
+
+def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: float = 1.0,
+                       checkpoint_events: int = 2000, checkpoint_seconds: float = 1.0,
+                       log_seconds: float = 60.0) -> None:
     app, settings = runtime.app, runtime.settings
     name = processor.use_case
-    table = app.Table(f"{name}-state", default=None, partitions=settings.partitions,
-                      key_type=str, value_serializer="orjson")
+    bind_metrics = getattr(processor, "bind_metrics", None)
+    if bind_metrics is not None:
+        bind_metrics(runtime.metrics)
+    table = app.Table(f"{name}-state", default=None, partitions=settings.partitions, key_type=str)
     tick_topic = app.topic(settings.topic(f"spcwatch.{name}.ticks"), key_serializer="raw",
                            value_serializer="orjson", partitions=settings.partitions, internal=True)
-    watermarks: dict[int, float] = {}  # partition -> highest event time seen (event-time clock)
+    partitions: dict[int, _Partition] = {}
+
+    def part(number: int) -> _Partition:
+        state = partitions.get(number)
+        if state is None:
+            state = partitions[number] = _Partition(number, CachedStore(PartitionStore(table, number), processor))
+        return state
+
+    async def checkpoint(p: _Partition) -> None:
+        p.store.write_back()
+        rows, p.rows = p.rows, Outputs()
+        now = time.monotonic()
+        p.log_events += len(p.unacked)
+        p.log_checkpoints += 1
+        if now - p.last_log >= log_seconds:
+            rows.add_row("pipeline_log", _log_row(name, p))
+            p.log_events = p.log_checkpoints = 0
+            p.last_log = now
+        if rows:
+            await runtime.emit(Outputs(rows=rows.rows))
+        for event in p.unacked:
+            event.ack()
+        p.unacked.clear()
+        p.last_checkpoint = now
+
+    async def handle(p: _Partition, event: Any, outputs: Outputs) -> None:
+        if outputs.alerts:
+            await runtime.emit(Outputs(alerts=outputs.alerts))
+        p.rows.merge(Outputs(rows=outputs.rows))
+        p.unacked.append(event)
+        if (len(p.unacked) >= checkpoint_events
+                or time.monotonic() - p.last_checkpoint >= checkpoint_seconds):
+            await checkpoint(p)
 
     for topic_name in processor.topics:
         runtime.claimed_topics.add(topic_name)
-        _register_topic_agent(runtime, processor, table, topic_name, watermarks)
+
+        def make_agent(topic_name: str) -> None:
+            async def consume(stream: Any) -> None:
+                async for event in stream.noack().events():
+                    message = event.message
+                    p = part(message.partition)
+                    events = await runtime.decode_message(topic_name, message)
+                    if events:
+                        events = await reroute(topic_name, message.key, events)
+                    outputs = processor.process(p.store, topic_name, events) if events else Outputs()
+                    if events:
+                        p.watermark = max(p.watermark, max(getattr(e, "ts", 0.0) for e in events))
+                    await handle(p, event, outputs)
+
+            consume.__name__ = consume.__qualname__ = f"{name}_{topic_name.replace('.', '_')}"
+            app.agent(runtime.input_topics[topic_name], name=f"spcwatch.{name}.{topic_name}")(consume)
+
+        make_agent(topic_name)
+
+    async def reroute(topic_name: str, key: bytes | None, events: list[Any]) -> list[Any]:
+        """Events keyed to another key go to that key's partition; the rest stay.
+
+        The contract has producers key by the state key, but a batch may hold
+        other resources' samples: their state lives elsewhere.
+        """
+        own = key.decode("utf-8", "replace").strip() if key is not None else None
+        local: list[Any] = []
+        foreign: dict[str, list[Any]] = {}
+        for event in events:
+            event_key = processor.key(topic_name, event)
+            if event_key == own:
+                local.append(event)
+            else:
+                foreign.setdefault(event_key, []).append(event)
+        for event_key, group in foreign.items():
+            await runtime.input_topics[topic_name].send(
+                key=event_key.encode(), value=encode_events(topic_name, group),
+                headers={REROUTED_HEADER: b"1"})
+        runtime.metrics.events_rerouted.labels(topic_name).inc(sum(len(g) for g in foreign.values()))
+        return local
 
     async def ticks(stream: Any) -> None:
-        async for event in stream.events():
-            partition = event.message.partition
-            now = max(float(event.value.get("now", 0.0)), watermarks.get(partition, 0.0))
-            if now <= 0:
-                continue
-            outputs = processor.tick(PartitionStore(table, partition), now)
-            if outputs:
-                await runtime.emit(outputs)
+        async for event in stream.noack().events():
+            p = part(event.message.partition)
+            now = max(float(event.value.get("now", 0.0)), p.watermark)
+            outputs = processor.tick(p.store, now) if now > 0 else Outputs()
+            if outputs.alerts:
+                await runtime.emit(Outputs(alerts=outputs.alerts))
+            p.rows.merge(Outputs(rows=outputs.rows))
+            p.unacked.append(event)
+            await checkpoint(p)  # every tick checkpoints, so idle partitions flush too
 
     ticks.__name__ = ticks.__qualname__ = f"{name}_ticks"
     app.agent(tick_topic, name=f"spcwatch.{name}.ticks")(ticks)
 
     @app.timer(tick_seconds, name=f"spcwatch.{name}.tick_timer")
     async def send_ticks() -> None:
-        if not app.consumer:
-            return
         owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == tick_topic.get_topic_name()}
-        for partition in sorted(owned):
-            await tick_topic.send(key=b"tick", value={"now": watermarks.get(partition, 0.0), "sent": time.time()},
-                                  partition=partition)
+        for number in sorted(owned):
+            await tick_topic.send(key=b"tick", value={"now": part(number).watermark}, partition=number)
 
-
-def _register_topic_agent(runtime: Runtime, processor: Processor, table: Any, topic_name: str,
-                          watermarks: dict[int, float]) -> None:
-    async def consume(stream: Any) -> None:
-        async for message, events in runtime.decoded(topic_name, stream):
-            store = PartitionStore(table, message.partition)
-            outputs = processor.process(store, topic_name, events)
-            newest = max(getattr(e, "ts", 0.0) for e in events)
-            if newest > watermarks.get(message.partition, 0.0):
-                watermarks[message.partition] = newest
-            if outputs:
-                await runtime.emit(outputs)
-
-    consume.__name__ = consume.__qualname__ = f"{processor.use_case}_{topic_name.replace('.', '_')}"
-    runtime.app.agent(runtime.input_topics[topic_name], name=f"spcwatch.{processor.use_case}.{topic_name}")(consume)
+    @app.on_partitions_revoked.connect
+    async def forget(app_: Any, revoked: Any, **_: Any) -> None:
+        # Unacknowledged events of a revoked partition are redelivered to its next
+        # owner, so dropping the cache and buffers here loses nothing.
+        ours = {runtime.input_topics[t].get_topic_name() for t in processor.topics}
+        for tp in revoked:
+            if tp.topic in ours:
+                partitions.pop(tp.partition, None)

@@ -66,22 +66,37 @@ class Runtime:
             if alert.status == "firing" and alert.event_ts is not None:
                 self.metrics.event_to_alert_seconds.observe(max(0.0, now - alert.event_ts))
 
-    async def decoded(self, topic: str, stream: StreamT) -> AsyncIterator[tuple[Message, list[Any]]]:
-        """Valid events of each message, after dead-lettering the invalid ones.
+    async def decode_message(self, topic: str, message: Message) -> list[Any]:
+        """Valid events of one message, after counting it and dead-lettering what is invalid.
 
         The events of one message come together so use cases can process a
-        ``{"samples": [...]}`` batch at once (numpy pays there).
+        ``{"samples": [...]}`` batch at once (numpy pays there). Messages the
+        worker re-routed to their own partition were counted when first seen.
         """
-        decode = DECODERS[topic]
-        consumed = self.metrics.events_consumed.labels(topic)
+        result = DECODERS[topic](message.value)
+        if not _is_rerouted(message):
+            self.metrics.events_consumed.labels(topic).inc(len(result.events) + len(result.errors))
+        for error in result.errors:
+            await self.dead_letter(topic, message, error)
+        return result.events
+
+    async def decoded(self, topic: str, stream: StreamT) -> AsyncIterator[tuple[Message, list[Any]]]:
+        """Messages of a stream with their valid events (auto-acknowledged)."""
         async for event in stream.events():
-            message = event.message
-            result = decode(message.value)
-            consumed.inc(len(result.events) + len(result.errors))
-            for error in result.errors:
-                await self.dead_letter(topic, message, error)
-            if result.events:
-                yield message, result.events
+            events = await self.decode_message(topic, event.message)
+            if events:
+                yield event.message, events
+
+
+REROUTED_HEADER = "spcwatch-rerouted"
+
+
+def _is_rerouted(message: Message) -> bool:
+    headers = message.headers
+    if not headers:
+        return False
+    items = headers.items() if isinstance(headers, dict) else headers
+    return any(key == REROUTED_HEADER for key, _ in items)
 
 
 def deadletter_envelope(

@@ -23,6 +23,9 @@ class SpcMetrics:
         self.events_invalid = Counter(
             "spcwatch_events_invalid", "Events rejected to the dead-letter topic",
             ["topic", "reason"], registry=registry)
+        self.events_rerouted = Counter(
+            "spcwatch_events_rerouted", "Events re-sent to their own key's partition (batches mixing keys)",
+            ["topic"], registry=registry)
         self.deadletter_published = Counter(
             "spcwatch_deadletter_published", "Messages published to the dead-letter topic",
             ["topic"], registry=registry)

@@ -116,10 +116,11 @@ class Sink:
         """
         if not rows:
             return 0
-        prepared = [{k: _db_value(v) for k, v in row.items()} for row in rows]
-        shape = set(prepared[0])
-        if any(set(row) != shape for row in prepared):
-            raise ValueError(f"rows for {table_name!r} must all have the same columns")
+        # Rows with the same columns go in one statement; a row that leaves a
+        # column out leaves it unchanged on update (a partial upsert).
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            shapes.setdefault(tuple(row), []).append({k: _db_value(v) for k, v in row.items()})
         started = time.monotonic()
         delay = self.backoff_initial
         attempt = 0
@@ -128,8 +129,9 @@ class Sink:
             try:
                 table = await self._table(table_name)
                 async with self.engine.begin() as conn:
-                    for i in range(0, len(prepared), self.batch_size):
-                        await conn.execute(self._statement(table, prepared[i:i + self.batch_size]))
+                    for prepared in shapes.values():
+                        for i in range(0, len(prepared), self.batch_size):
+                            await conn.execute(self._statement(table, prepared[i:i + self.batch_size]))
                 break
             except Exception as exc:
                 if not is_transient(exc):

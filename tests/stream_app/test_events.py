@@ -156,3 +156,27 @@ def test_each_topic_rejects_with_a_reason(topic: str, obj: dict, reason: str) ->
     result = DECODERS[topic](raw(obj))
     assert result.events == []
     assert [e.reason for e in result.errors] == [reason]
+
+
+@pytest.mark.parametrize("topic", sorted(DECODERS))
+def test_encode_events_round_trips_every_topic(topic: str) -> None:
+    from stream_app.events import encode_events
+
+    examples = {
+        "metrics.samples": {"samples": [SAMPLE, {**SAMPLE, "metric": "FreeableMemory", "value": 7}]},
+        "orders": {"event_id": "e-1", "order_id": 7, "store_id": "US00001", "ts": 1771322700,
+                   "status": "refunded", "total": "12.40", "currency": "USD", "channel": "app", "test": True,
+                   "items": [{"spu": "SPU1", "qty": 2, "unit_price": "4.955", "discount": "0.5"}]},
+        "payments": {"event_id": "e-2", "payment_id": "p", "order_id": "7", "ts": 1771322700,
+                     "amount": "1240", "currency": "JPY", "status": "captured"},
+        "ledger": {"event_id": "e-3", "entry_id": "j", "order_id": "7", "ts": 1771322700, "amount": "1.250",
+                   "currency": "KWD", "kind": "refund"},
+        "forecasts": {"store_id": "s", "sku": "k", "date": "2026-02-17", "forecast_qty": 1.5,
+                      "generated_at": 1771322700},
+        "demand": {"store_id": "s", "sku": "k", "date": "2026-02-17", "actual_qty": 0},
+    }
+    first = DECODERS[topic](raw(examples[topic]))
+    assert first.errors == [] and first.events
+    again = DECODERS[topic](encode_events(topic, first.events))
+    assert again.errors == []
+    assert again.events == first.events

@@ -72,12 +72,18 @@ async def test_upsert_updates_non_key_columns(engine) -> None:  # type: ignore[n
     assert str(ends_at).startswith("2026-02-17 11:05:00")
 
 
-async def test_rows_of_different_shapes_are_refused(engine) -> None:  # type: ignore[no-untyped-def]
-    partial = alert_row(2)
-    del partial["summary"]
-    with pytest.raises(ValueError, match="same columns"):
-        await Sink(engine).upsert("alerts", [alert_row(1), partial])
-    assert await _rows(engine) == []
+async def test_a_row_without_a_column_leaves_that_column_unchanged(engine) -> None:  # type: ignore[no-untyped-def]
+    sink = Sink(engine)
+    await sink.upsert("alerts", [alert_row(1), alert_row(2)])
+    partial = alert_row(1, status="resolved", value=50.0)
+    del partial["summary"]  # a nullable column the update must not touch
+    await sink.upsert("alerts", [alert_row(3), partial])
+    rows = {r[0]: r for r in await _rows(engine)}
+    assert set(rows) == {"a-00001", "a-00002", "a-00003"}
+    assert rows["a-00001"][1:3] == ("resolved", 50.0)
+    async with engine.connect() as conn:
+        summary = (await conn.exec_driver_sql("SELECT summary FROM alerts WHERE alert_id = 'a-00001'")).scalar()
+    assert summary == "cpu high"
 
 
 async def test_non_transient_errors_raise_at_once(engine) -> None:  # type: ignore[no-untyped-def]

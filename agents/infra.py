@@ -1,0 +1,245 @@
+"""UC-IT-01 infrastructure monitoring: samples in, alerts and tables out.
+
+The logic is in :mod:`models.infra` (per-resource detectors, absence, health);
+this module translates its results into contract alerts and table rows, and is
+the :class:`~stream_app.usecase.Processor` that both the worker and
+``spcwatch replay infra`` run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from models import DetectorConfig, StateError
+from models.detector import STATUS_NAMES
+from models.infra import InfraModelConfig, Observation, ResourceMonitor
+from stream_app.alerts import Alert, alert_id
+from stream_app.events import MetricSample
+from stream_app.metrics import SpcMetrics
+from stream_app.settings import Settings, check, load_env
+from stream_app.usecase import Outputs, StateStore
+
+USE_CASE = "infra"
+_RULES = ("WE1", "WE2", "WE3", "WE4", "N2", "N3", "N4", "N7", "N8")
+_SEASONALITY = ("none", "hour_of_day", "hour_of_week")
+
+
+@dataclass(frozen=True, slots=True)
+class InfraSettings:
+    """``SPCWATCH_INFRA_*``: the defaults are the tuned ones (see models/README.md)."""
+
+    window_days: int = 30
+    seasonality: str = "hour_of_day"
+    rules: tuple[str, ...] = ("WE1",)
+    min_effect_rel: float = 1.0
+    min_effect_abs: float = 0.0
+    resolve_after: int = 5
+    cooldown: int = 10
+    lateness_seconds: float = 0.0
+    interval_seconds: float = 60.0
+    absent_after_intervals: int = 5
+    critical_z: float = 6.0
+    scores: str = "all"
+    runbook_url: str = ""
+
+    def validate(self) -> None:
+        p = "SPCWATCH_INFRA_"
+        check(1 <= self.window_days <= 366, p + "WINDOW_DAYS", f"must be 1-366, got {self.window_days}")
+        check(self.seasonality in _SEASONALITY, p + "SEASONALITY",
+              f"must be one of {', '.join(_SEASONALITY)}, got {self.seasonality!r}")
+        unknown = [r for r in self.rules if r not in _RULES]
+        check(bool(self.rules) and not unknown, p + "RULES",
+              f"must be a comma-separated subset of {', '.join(_RULES)}, got {','.join(self.rules)!r}")
+        check(self.min_effect_rel >= 0 and self.min_effect_abs >= 0, p + "MIN_EFFECT_REL",
+              "and MIN_EFFECT_ABS must be >= 0")
+        check(self.resolve_after >= 1 and self.cooldown >= 0, p + "RESOLVE_AFTER", "must be >= 1 (COOLDOWN >= 0)")
+        check(self.lateness_seconds >= 0, p + "LATENESS_SECONDS", "must be >= 0")
+        check(self.interval_seconds > 0, p + "INTERVAL_SECONDS", "must be > 0")
+        check(self.absent_after_intervals >= 1, p + "ABSENT_AFTER_INTERVALS", "must be >= 1")
+        check(self.scores in ("all", "signals"), p + "SCORES", f"must be all or signals, got {self.scores!r}")
+
+    def model_config(self) -> InfraModelConfig:
+        detector = DetectorConfig.infra(
+            window_seconds=self.window_days * 86400.0,
+            seasonality=None if self.seasonality == "none" else self.seasonality,
+            rules=self.rules,
+            min_effect_rel=self.min_effect_rel,
+            min_effect_abs=self.min_effect_abs,
+            resolve_after=self.resolve_after,
+            cooldown=self.cooldown,
+            lateness_seconds=self.lateness_seconds,
+        )
+        return InfraModelConfig(detector=detector, default_interval_seconds=self.interval_seconds,
+                                absent_after_intervals=self.absent_after_intervals, critical_z=self.critical_z)
+
+
+def series_id(series_key: str) -> str:
+    return hashlib.blake2b(series_key.encode(), digest_size=12).hexdigest()
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class InfraProcessor:
+    """State per ``resource_id``: a :class:`~models.infra.ResourceMonitor`."""
+
+    use_case = USE_CASE
+    topics = ("metrics.samples",)
+
+    def __init__(self, settings: InfraSettings) -> None:
+        self.settings = settings
+        self.config = settings.model_config()
+        self._gauges: Any = None
+
+    @classmethod
+    def from_settings(cls, _settings: Settings) -> InfraProcessor:
+        return cls(load_env(InfraSettings, "SPCWATCH_INFRA_"))
+
+    # -- state at the table boundary (see agents.runner.CachedStore) --------
+    def load(self, state: dict) -> ResourceMonitor | None:
+        try:
+            return ResourceMonitor.from_state(state, self.config)
+        except StateError:
+            return None  # unknown version: the resource starts afresh
+
+    def dump(self, monitor: ResourceMonitor) -> dict:
+        return monitor.to_state()
+
+    def bind_metrics(self, metrics: SpcMetrics) -> None:
+        from prometheus_client import Counter, Gauge
+
+        registry = metrics.registry
+        self._gauges = {
+            "health": Gauge("spcwatch_infra_health_score", "0-100 health of a resource (formula in README)",
+                            ["resource_id", "resource_type"], registry=registry),
+            "active": Gauge("spcwatch_infra_active_episodes", "Series in a firing episode, by resource",
+                            ["resource_id"], registry=registry),
+            "series": Gauge("spcwatch_infra_series_tracked", "Series seen by this worker since it started",
+                            registry=registry),
+            "late": Counter("spcwatch_infra_samples_late", "Samples older than their series allows, rejected",
+                            registry=registry),
+        }
+        self._series_seen: set[str] = set()
+
+    def key(self, topic: str, event: MetricSample) -> str:
+        return event.resource_id
+
+    # -- the processor ---------------------------------------------------------
+    def process(self, store: StateStore, topic: str, events: Sequence[MetricSample]) -> Outputs:
+        out = Outputs()
+        by_resource: dict[str, list[MetricSample]] = {}
+        for sample in events:
+            by_resource.setdefault(sample.resource_id, []).append(sample)
+        for resource_id, samples in by_resource.items():
+            monitor = store.get(resource_id)
+            if monitor is None:
+                monitor = ResourceMonitor(resource_id, self.config)
+            observation = monitor.observe(samples)
+            store[resource_id] = monitor
+            self._outputs(out, monitor, observation)
+        return out
+
+    def tick(self, store: StateStore, now: float) -> Outputs:
+        out = Outputs()
+        for resource_id in list(store.keys()):
+            monitor = store.get(resource_id)
+            if monitor is None:
+                continue
+            started = monitor.check_absent(now)
+            if started is None:
+                continue
+            store[resource_id] = monitor
+            out.alerts.append(self._absent_alert(monitor, started))
+            out.add_row("infra_inventory", self._inventory_row(monitor))
+            out.add_row("infra_health_scores", self._health_row(monitor, started))
+            if self._gauges:
+                self._gauges["health"].labels(resource_id, monitor.resource_type).set(0)
+        return out
+
+    # -- translation ----------------------------------------------------------------
+    def _outputs(self, out: Outputs, monitor: ResourceMonitor, obs: Observation) -> None:
+        rid = monitor.resource_id
+        if obs.returned_from_absence is not None:
+            absent = self._absent_alert(monitor, obs.returned_from_absence)
+            out.alerts.append(absent.resolved(monitor.last_seen, event_ts=monitor.last_seen))
+        scores_all = self.settings.scores == "all"
+        late = 0
+        for result in obs.series:
+            sid = series_id(result.series_key)
+            late += result.late
+            for p in result.points:
+                if scores_all or p.rules:
+                    judged = p.status == 0
+                    out.add_row("infra_anomaly_scores", {
+                        "series_id": sid, "ts": _dt(p.ts), "resource_id": rid, "metric": result.metric,
+                        "value": p.value, "center": p.center if judged else None,
+                        "sigma": p.sigma if judged else None, "zscore": p.z if judged else None,
+                        "rules": sorted(p.rules), "status": STATUS_NAMES[p.status]})
+            for minute, count, mean, low, high in result.rollups:
+                out.add_row("infra_metric_rollups", {
+                    "series_id": sid, "minute": _dt(minute), "resource_id": rid, "metric": result.metric,
+                    "labels": result.labels, "sample_count": count, "value_mean": mean,
+                    "value_min": low, "value_max": high})
+            for event, severity in result.events:
+                out.alerts.append(self._episode_alert(monitor, result.metric, result.labels, event, severity))
+        out.add_row("infra_inventory", self._inventory_row(monitor))
+        out.add_row("infra_health_scores", self._health_row(monitor, monitor.last_seen))
+        if self._gauges:
+            score, firing = monitor.health(monitor.last_seen)
+            self._gauges["health"].labels(rid, monitor.resource_type).set(score)
+            self._gauges["active"].labels(rid).set(firing)
+            self._gauges["late"].inc(late)
+            self._series_seen.update(r.series_key for r in obs.series)
+            self._gauges["series"].set(len(self._series_seen))
+
+    def _episode_alert(self, monitor: ResourceMonitor, metric: str, labels: dict[str, str], event: Any,
+                       severity: str) -> Alert:
+        entity: dict[str, Any] = {"resource_id": monitor.resource_id, "metric": metric}
+        if labels:
+            entity["labels"] = labels
+        direction = "above" if event.value > event.center else "below"
+        summary = (f"{monitor.resource_type or 'resource'} {monitor.resource_id} {metric} = {event.value:.4g}, "
+                   f"{direction} its expected {event.center:.4g} (z {event.z:+.1f}, {', '.join(event.rules)})")
+        alert = Alert(
+            alert_id=alert_id(USE_CASE, event.episode_id), status="firing", severity=severity,
+            use_case=USE_CASE, rule=event.rule, rules=tuple(event.rules), entity=entity,
+            value=event.value, center=event.center, lower=event.lower, upper=event.upper, zscore=event.z,
+            starts_at=event.starts_at, summary=summary, runbook_url=self._runbook(event.rule), event_ts=event.ts)
+        if event.kind == "resolved":
+            return alert.resolved(event.ends_at if event.ends_at is not None else event.ts,
+                                  summary=f"resolved: {summary}")
+        return alert
+
+    def _absent_alert(self, monitor: ResourceMonitor, started: float) -> Alert:
+        entity = {"resource_id": monitor.resource_id, "resource_type": monitor.resource_type}
+        silent = self.config.absent_after_intervals * monitor.expected_interval
+        return Alert(
+            alert_id=alert_id(USE_CASE, "ABSENT", monitor.resource_id, started), status="firing",
+            severity="critical", use_case=USE_CASE, rule="ABSENT", entity=entity,
+            starts_at=started, event_ts=started, runbook_url=self._runbook("ABSENT"),
+            summary=f"{monitor.resource_type or 'resource'} {monitor.resource_id} stopped reporting "
+                    f"(no samples for {silent:.0f}s)")
+
+    def _inventory_row(self, monitor: ResourceMonitor) -> dict[str, Any]:
+        return {
+            "resource_id": monitor.resource_id, "resource_type": monitor.resource_type or "unknown",
+            "source": monitor.source or "unknown", "series_count": len(monitor.series),
+            "first_seen": _dt(monitor.first_seen), "last_seen": _dt(monitor.last_seen),
+            "status": "absent" if monitor.absent_since is not None else "active",
+            "labels": monitor.labels,
+        }
+
+    def _health_row(self, monitor: ResourceMonitor, at: float) -> dict[str, Any]:
+        score, firing = monitor.health(at)
+        return {"resource_id": monitor.resource_id, "minute": _dt(at - at % 60),
+                "resource_type": monitor.resource_type or "unknown", "score": score,
+                "firing_series": firing, "absent": int(monitor.absent_since is not None)}
+
+    def _runbook(self, rule: str) -> str | None:
+        base = self.settings.runbook_url
+        return f"{base.rstrip('/')}/infra/{rule.lower()}" if base else None

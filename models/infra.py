@@ -1,0 +1,262 @@
+"""UC-IT-01: one monitored resource — its series, inventory facts, absence, health.
+
+Pure and incremental: samples in, verdicts/episodes/rollups out; the state is a
+small JSON-able dict per resource (each series' detector state plus a few
+numbers), so the agent can keep it in a Faust table keyed by ``resource_id``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import DetectorConfig
+from .detector import LATE, OK, SeriesDetector, StateError
+from .episodes import EpisodeEvent
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class InfraModelConfig:
+    detector: DetectorConfig = field(default_factory=DetectorConfig.infra)
+    default_interval_seconds: float = 60.0
+    """Reporting interval assumed until a resource shows its own (smallest gap seen)."""
+    absent_after_intervals: int = 5
+    """A resource silent for this many intervals is absent (Prometheus ``absent()``)."""
+    critical_z: float = 6.0
+    """An episode whose |z| reaches this is critical, else warning."""
+    health_recent_seconds: float = 3600.0
+    """Episodes resolved this recently still cost health points."""
+
+
+@dataclass(slots=True)
+class Point:
+    """One judged sample, as the ``anomaly_scores`` table wants it."""
+
+    ts: float
+    value: float
+    center: float
+    sigma: float
+    z: float
+    rules: frozenset[str]
+    status: int
+
+
+@dataclass(slots=True)
+class SeriesResult:
+    series_key: str
+    metric: str
+    labels: dict[str, str]
+    points: list[Point]
+    rollups: list[tuple[float, int, float, float, float]]  # minute start, count, mean, min, max
+    events: list[tuple[EpisodeEvent, str]]  # (event, severity)
+    late: int
+
+
+@dataclass(slots=True)
+class Observation:
+    series: list[SeriesResult]
+    returned_from_absence: float | None  # absent_since of the episode that just ended
+
+
+class SeriesMonitor:
+    """A detector plus the per-minute rollup in progress and episode severity."""
+
+    __slots__ = ("detector", "labels", "last_resolved", "metric", "minute", "peak_z", "severity")
+
+    def __init__(self, detector: SeriesDetector, metric: str, labels: dict[str, str]) -> None:
+        self.detector = detector
+        self.metric = metric
+        self.labels = labels
+        self.minute: list[float] = []  # [minute start, n, sum, min, max] of the open minute
+        self.severity = "warning"
+        self.peak_z = 0.0
+        self.last_resolved: float | None = None
+
+    def to_state(self) -> dict:
+        return {"d": self.detector.to_state(), "m": self.metric, "l": self.labels, "u": self.minute,
+                "s": [self.severity, self.peak_z, self.last_resolved]}
+
+    @classmethod
+    def from_state(cls, state: dict, config: DetectorConfig) -> SeriesMonitor:
+        monitor = cls(SeriesDetector.from_state(state["d"], config), state["m"], state["l"])
+        monitor.minute = list(state["u"])
+        monitor.severity, monitor.peak_z, monitor.last_resolved = state["s"]
+        return monitor
+
+    def observe(self, ts: np.ndarray, values: np.ndarray, critical_z: float) -> SeriesResult:
+        det = self.detector
+        if len(ts) == 1:
+            verdicts = det.update(float(ts[0]), float(values[0]))
+            rows = [(v.ts, v.value, v.center, v.sigma, v.z, v.rules, v.status, v.event) for v in verdicts]
+        else:
+            batch = det.update_many(ts, values)
+            events = dict(zip(batch.event_index, batch.events, strict=True))
+            rows = [(t, x, c, s, z, batch.rules(i) if m else frozenset(), st, events.get(i))
+                    for i, (t, x, c, s, z, m, st) in enumerate(zip(
+                        batch.ts.tolist(), batch.value.tolist(), batch.center.tolist(), batch.sigma.tolist(),
+                        batch.z.tolist(), batch.mask.tolist(), batch.status.tolist(), strict=True))]
+        points: list[Point] = []
+        events_out: list[tuple[EpisodeEvent, str]] = []
+        rollups: dict[float, tuple[float, int, float, float, float]] = {}
+        late = 0
+        for t, x, c, s, z, rules, status, event in rows:
+            if status == LATE:
+                late += 1
+                continue
+            points.append(Point(t, x, c, s, z, rules, status))
+            self._roll(t, x)
+            if status == OK and self.detector.firing and math.isfinite(z):
+                self.peak_z = max(self.peak_z, abs(z))
+            if event is not None:
+                if event.kind == "firing":
+                    self.peak_z = abs(event.z)
+                    self.severity = "critical" if self.peak_z >= critical_z else "warning"
+                else:
+                    self.last_resolved = event.ts
+                events_out.append((event, self.severity))
+            rollups[self.minute[0]] = self._open_rollup()
+        return SeriesResult("", self.metric, self.labels, points, list(rollups.values()), events_out, late)
+
+    def _roll(self, ts: float, value: float) -> None:
+        """Add a sample to its minute (samples arrive in time order).
+
+        The row is re-emitted with the running aggregate each time its minute
+        grows, so the upserted row is always the whole minute so far.
+        """
+        start = math.floor(ts / 60.0) * 60.0
+        m = self.minute
+        if m and m[0] == start:
+            m[1] += 1
+            m[2] += value
+            m[3] = min(m[3], value)
+            m[4] = max(m[4], value)
+        else:
+            self.minute = [start, 1, value, value, value]
+
+    def _open_rollup(self) -> tuple[float, int, float, float, float]:
+        m = self.minute
+        return (m[0], int(m[1]), m[2] / m[1], m[3], m[4])
+
+
+class ResourceMonitor:
+    """Everything known about one resource, keyed by its ``resource_id``."""
+
+    def __init__(self, resource_id: str, config: InfraModelConfig) -> None:
+        self.resource_id = resource_id
+        self.config = config
+        self.resource_type = ""
+        self.source = ""
+        self.first_seen = math.inf
+        self.last_seen = -math.inf
+        self.interval = 0.0  # smallest positive gap between distinct timestamps seen
+        self.absent_since: float | None = None
+        self.labels: dict[str, str] = {}  # of the latest sample: region, cluster, ...
+        self.series: dict[str, SeriesMonitor] = {}
+
+    # -- samples ----------------------------------------------------------
+    def observe(self, samples: Sequence) -> Observation:
+        """Samples of this resource (any order, any series); returns what they caused."""
+        returned = None
+        if self.absent_since is not None:
+            returned = self.absent_since
+            self.absent_since = None
+        groups: dict[str, list] = {}
+        for sample in samples:
+            groups.setdefault(sample.series_key, []).append(sample)
+            self.resource_type = sample.resource_type or self.resource_type
+            self.source = sample.source or self.source
+            self.labels = sample.labels or self.labels
+        times = sorted({s.ts for s in samples})
+        previous = self.last_seen
+        for t in times:
+            if t > previous:
+                gap = t - previous
+                if math.isfinite(gap) and gap > 0 and (self.interval == 0 or gap < self.interval):
+                    self.interval = gap
+                previous = t
+        self.first_seen = min(self.first_seen, times[0])
+        self.last_seen = max(self.last_seen, times[-1])
+        results = []
+        for key, group in groups.items():
+            group.sort(key=lambda s: s.ts)
+            monitor = self.series.get(key)
+            if monitor is None:
+                monitor = self.series[key] = SeriesMonitor(
+                    SeriesDetector(key, self.config.detector), group[0].metric, group[0].labels)
+            ts = np.fromiter((s.ts for s in group), dtype=np.float64, count=len(group))
+            values = np.fromiter((s.value for s in group), dtype=np.float64, count=len(group))
+            result = monitor.observe(ts, values, self.config.critical_z)
+            result.series_key = key
+            results.append(result)
+        return Observation(results, returned)
+
+    # -- time ---------------------------------------------------------------
+    @property
+    def expected_interval(self) -> float:
+        return self.interval or self.config.default_interval_seconds
+
+    def absence_deadline(self) -> float:
+        return self.last_seen + self.config.absent_after_intervals * self.expected_interval
+
+    def check_absent(self, now: float) -> float | None:
+        """If the resource just became absent at event time ``now``, when that started."""
+        if self.absent_since is not None or not math.isfinite(self.last_seen):
+            return None
+        deadline = self.absence_deadline()
+        if now >= deadline:
+            self.absent_since = deadline
+            return deadline
+        return None
+
+    def health(self, now: float) -> tuple[int, int]:
+        """``(score 0-100, firing series)``.
+
+        100, minus 50 per series in a critical episode, 25 per series in a
+        warning episode, 10 per series whose episode resolved within
+        ``health_recent_seconds``; 0 while the resource is absent.
+        """
+        if self.absent_since is not None:
+            return 0, 0
+        penalty = 0
+        firing = 0
+        for monitor in self.series.values():
+            if monitor.detector.firing:
+                firing += 1
+                penalty += 50 if monitor.severity == "critical" else 25
+            elif monitor.last_resolved is not None and now - monitor.last_resolved <= self.config.health_recent_seconds:
+                penalty += 10
+        return max(0, 100 - penalty), firing
+
+    # -- state -----------------------------------------------------------------
+    def to_state(self) -> dict:
+        return {
+            "v": STATE_VERSION,
+            "r": [self.resource_id, self.resource_type, self.source, self.labels],
+            "t": [self.first_seen if math.isfinite(self.first_seen) else None,
+                  self.last_seen if math.isfinite(self.last_seen) else None, self.interval, self.absent_since],
+            "s": {key: monitor.to_state() for key, monitor in self.series.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict, config: InfraModelConfig) -> ResourceMonitor:
+        if state.get("v") != STATE_VERSION:
+            raise StateError(f"unsupported infra state version {state.get('v')!r}")
+        resource_id, resource_type, source, labels = state["r"]
+        monitor = cls(resource_id, config)
+        monitor.resource_type, monitor.source, monitor.labels = resource_type, source, labels
+        first, last, monitor.interval, monitor.absent_since = state["t"]
+        monitor.first_seen = math.inf if first is None else first
+        monitor.last_seen = -math.inf if last is None else last
+        for key, series_state in state["s"].items():
+            try:
+                monitor.series[key] = SeriesMonitor.from_state(series_state, config.detector)
+            except StateError:
+                # Baseline geometry changed by configuration: this series starts afresh.
+                monitor.series[key] = SeriesMonitor(
+                    SeriesDetector(key, config.detector), series_state["m"], series_state["l"])
+        return monitor

@@ -1,0 +1,206 @@
+"""UC-IT-01 end to end: the processor offline, and the real worker on Kafka + MariaDB."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shutil
+import signal
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from agents.infra import InfraProcessor, InfraSettings
+from stream_app import db
+from stream_app.replay import run_replay
+from stream_app.settings import Settings
+from tests.infra_data import DAY, START, Fault, samples
+
+FAULT = Fault("db-01", "CPUUtilization", START + 2.5 * DAY, START + 2.5 * DAY + 7200, 3.0)
+SILENT = {"db-04": START + 2.7 * DAY}
+TABLES = ("alerts", "infra_metric_rollups", "infra_anomaly_scores", "infra_health_scores", "infra_inventory")
+
+
+def write_input(path: Path, silent: dict[str, float] | None = None) -> list[list[dict]]:
+    batches = list(samples(days=3.0, faults=(FAULT,), silent=silent))
+    path.write_bytes(b"".join(orjson.dumps({"samples": b}) + b"\n" for b in batches))
+    return batches
+
+
+def replay(tmp_path: Path, db_url: str, input_path: Path) -> list[dict]:
+    out = io.StringIO()
+    settings = Settings.from_env({"SPCWATCH_DB_URL": db_url})
+    asyncio.run(run_replay(settings, InfraProcessor(InfraSettings(interval_seconds=300.0)), input_path, out))
+    return [orjson.loads(line) for line in out.getvalue().splitlines()]
+
+
+def episodes(alerts: list[dict]) -> set[tuple]:
+    return {(a["alert_id"], a["status"], a["rule"], a["severity"], a["entity"]["resource_id"],
+             a["starts_at"], a["ends_at"]) for a in alerts}
+
+
+async def table_rows(url: str) -> dict[str, list[tuple]]:
+    engine = db.create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return {t: sorted(tuple(r) for r in (await conn.exec_driver_sql(f"SELECT * FROM {t}")).all())
+                    for t in TABLES}
+    finally:
+        await engine.dispose()
+
+
+def test_replay_finds_the_fault_and_the_silent_host_and_nothing_else(tmp_path: Path, sqlite_url: str) -> None:
+    path = tmp_path / "samples.jsonl"
+    write_input(path, SILENT)
+    alerts = replay(tmp_path, sqlite_url, path)
+    found = sorted((a["entity"]["resource_id"], a["rule"], a["status"]) for a in alerts)
+    assert found == [("db-01", "WE1", "firing"), ("db-01", "WE1", "resolved"), ("db-04", "ABSENT", "firing")]
+    fault = [a for a in alerts if a["rule"] == "WE1"]
+    assert fault[0]["entity"] == {"resource_id": "db-01", "metric": "CPUUtilization",
+                                  "labels": {"region": "us-east-1"}}
+    assert fault[0]["alert_id"] == fault[1]["alert_id"]
+    assert fault[0]["value"] > fault[0]["expected"]["upper"]
+    absent = next(a for a in alerts if a["rule"] == "ABSENT")
+    last = max(s["ts"] for b in samples(days=3.0, silent=SILENT) for s in b if s["resource_id"] == "db-04")
+    assert absent["starts_at"] == time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(last + 5 * 300))
+    rows = asyncio.run(table_rows(sqlite_url))
+    inventory = {r[0]: r for r in rows["infra_inventory"]}
+    assert len(inventory) == 6 and inventory["db-04"][-1] == "absent" and inventory["db-00"][-1] == "active"
+    n_points = sum(len(b) for b in samples(days=3.0, silent=SILENT))
+    assert len(rows["infra_anomaly_scores"]) == n_points
+    assert len(rows["infra_metric_rollups"]) == n_points  # 5-minute samples: one per minute row
+    assert {r[1] for r in rows["alerts"]} == {"resolved", "firing"}
+
+
+@pytest.mark.integration
+def test_replaying_the_same_input_twice_leaves_identical_rows(tmp_path: Path, mysql_url: str) -> None:
+    path = tmp_path / "samples.jsonl"
+    write_input(path, SILENT)
+    first_alerts = replay(tmp_path, mysql_url, path)
+    first = asyncio.run(table_rows(mysql_url))
+    second_alerts = replay(tmp_path, mysql_url, path)
+    assert asyncio.run(table_rows(mysql_url)) == first
+    assert episodes(second_alerts) == episodes(first_alerts)
+    assert len(first["alerts"]) == 2  # one row per alert_id, updated on resolution
+
+
+async def _produce(bootstrap: str, topic: str, batches: list[list[dict]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, acks="all")
+    await producer.start()
+    try:
+        pending = [await producer.send(topic, orjson.dumps({"samples": b}), key=b[0]["resource_id"].encode())
+                   for b in batches]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def _alerts(bootstrap: str, topic: str, until: set[tuple], timeout: float) -> list[dict]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    found: list[dict] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not until <= episodes(found):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                found.extend(orjson.loads(r.value) for r in records)
+        # a little longer: anything unexpected would show up now
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                found.extend(orjson.loads(r.value) for r in records)
+    finally:
+        await consumer.stop()
+    return found
+
+
+INFRA_ENV = {"SPCWATCH_INFRA_INTERVAL_SECONDS": "300"}
+
+
+@pytest.mark.integration
+def test_stream_gives_the_same_alerts_as_replay(tmp_path: Path, sqlite_url: str, mysql_url: str, make_worker,
+                                                kafka_bootstrap: str, topic_prefix: str) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "samples.jsonl"
+    batches = write_input(path, SILENT)
+    expected = episodes(replay(tmp_path, sqlite_url, path))
+    worker = make_worker(SPCWATCH_DB_URL=mysql_url, SPCWATCH_PARTITIONS="1", **INFRA_ENV)
+    worker.start()
+    asyncio.run(_produce(kafka_bootstrap, topic_prefix + "metrics.samples", batches))
+    streamed = asyncio.run(_alerts(kafka_bootstrap, topic_prefix + "alerts", expected, 120))
+    assert episodes(streamed) == expected, worker.log_tail()
+    assert worker.metric("spcwatch_events_consumed_total", {"topic": "metrics.samples"}) == sum(map(len, batches))
+    assert worker.metric("spcwatch_alerts_total", {"use_case": "infra", "rule": "WE1", "severity": "critical"}) == 2
+    assert worker.metric("spcwatch_infra_health_score", {"resource_id": "db-04", "resource_type": "rds"}) == 0
+    rows = asyncio.run(table_rows(mysql_url))
+    assert len(rows["alerts"]) == 2 and len(rows["infra_inventory"]) == 6
+
+
+@pytest.mark.integration
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(tmp_path: Path, sqlite_url: str, mysql_url: str,
+                                                         make_worker, kafka_bootstrap: str,
+                                                         topic_prefix: str) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "samples.jsonl"
+    batches = write_input(path)
+    expected = episodes(replay(tmp_path, sqlite_url, path))
+    assert len(expected) == 2
+    worker = make_worker(SPCWATCH_DB_URL=mysql_url, **INFRA_ENV)
+    worker.start()
+    cut = int(len(batches) * 0.85)  # after the baselines are warm, before the fault
+    topic = topic_prefix + "metrics.samples"
+    asyncio.run(_produce(kafka_bootstrap, topic, batches[:cut]))
+    deadline = time.monotonic() + 60
+    while worker.metric("spcwatch_events_consumed_total", {"topic": "metrics.samples"}) < 0.6 * sum(
+            map(len, batches[:cut])) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert worker.stop(signal.SIGKILL) == -signal.SIGKILL
+    asyncio.run(_produce(kafka_bootstrap, topic, batches[cut:]))
+    worker.start()
+    streamed = asyncio.run(_alerts(kafka_bootstrap, topic_prefix + "alerts", expected, 120))
+    assert episodes(streamed) == expected, worker.log_tail()
+    rows = asyncio.run(table_rows(mysql_url))
+    assert [r[:2] for r in rows["alerts"]] == [(next(iter(expected))[0], "resolved")]  # one row per alert_id
+    n_points = sum(map(len, batches))
+    assert len(rows["infra_anomaly_scores"]) == n_points  # nothing lost, nothing twice
+
+
+@pytest.mark.integration
+def test_metrics_scraped_by_a_real_prometheus(tmp_path: Path, make_worker, kafka_bootstrap: str,
+                                              topic_prefix: str) -> None:  # type: ignore[no-untyped-def]
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is not installed (.ci/run installs the Debian package)"
+    from tests.conftest import free_port
+
+    worker = make_worker(**INFRA_ENV)
+    worker.start()
+    batches = list(samples(days=0.2))
+    asyncio.run(_produce(kafka_bootstrap, topic_prefix + "metrics.samples", batches))
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(f"global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: spcwatch\n"
+                      f"    static_configs: [{{targets: ['127.0.0.1:{worker.port}']}}]\n")
+    proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        query = urllib.parse.quote('spcwatch_events_consumed_total{topic="metrics.samples"}')
+        value = 0.0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and value < sum(map(len, batches)):
+            time.sleep(1)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?query={query}", timeout=5) as r:
+                    result = orjson.loads(r.read())["data"]["result"]
+                value = float(result[0]["value"][1]) if result else 0.0
+            except OSError:
+                continue
+        assert value == sum(map(len, batches))
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import math
+
+import orjson
+
+from models import DetectorConfig
+from models.infra import InfraModelConfig, ResourceMonitor
+from stream_app.events import sample_from_obj
+from tests.infra_data import DAY, START, Fault, samples
+
+CONFIG = InfraModelConfig(detector=DetectorConfig.infra(), default_interval_seconds=300.0)
+
+
+def feed(monitor: ResourceMonitor, batches) -> list:  # type: ignore[no-untyped-def]
+    observations = []
+    for batch in batches:
+        parsed = [sample_from_obj(s) for s in batch if s["resource_id"] == monitor.resource_id]
+        if parsed:
+            observations.append(monitor.observe(parsed))
+    return observations
+
+
+def test_step_fault_fires_one_episode_and_resolves() -> None:
+    fault = Fault("db-01", "CPUUtilization", START + 2.5 * DAY, START + 2.5 * DAY + 7200, 3.0)
+    monitor = ResourceMonitor("db-01", CONFIG)
+    observations = feed(monitor, samples(days=3.0, faults=(fault,)))
+    events = [(r.metric, e.kind, e.starts_at, sev) for o in observations for r in o.series for e, sev in r.events]
+    assert [(m, k) for m, k, _, _ in events] == [("CPUUtilization", "firing"), ("CPUUtilization", "resolved")]
+    assert fault.start <= events[0][2] < fault.start + 600  # caught at the first faulty point or the next
+    assert events[0][3] == "critical"  # a 3x step on a 5%-noise series is far beyond 6 sigma
+
+
+def test_healthy_resources_stay_quiet() -> None:
+    for rid in ("db-00", "db-03"):
+        monitor = ResourceMonitor(rid, CONFIG)
+        observations = feed(monitor, samples(days=3.0))
+        assert [e for o in observations for r in o.series for e in r.events] == []
+        assert monitor.health(monitor.last_seen) == (100, 0)
+
+
+def test_rollups_aggregate_each_minute() -> None:
+    monitor = ResourceMonitor("r", CONFIG)
+    objs = [{"ts": START + s, "resource_id": "r", "metric": "m", "value": v}
+            for s, v in ((0, 1.0), (20, 3.0), (40, 2.0), (61, 10.0))]
+    obs = monitor.observe([sample_from_obj(o) for o in objs[:2]])
+    assert obs.series[0].rollups == [(START, 2, 2.0, 1.0, 3.0)]
+    obs = monitor.observe([sample_from_obj(o) for o in objs[2:]])
+    assert obs.series[0].rollups == [(START, 3, 2.0, 1.0, 3.0), (START + 60, 1, 10.0, 10.0, 10.0)]
+
+
+def test_absence_starts_after_the_configured_intervals_and_ends_with_a_sample() -> None:
+    monitor = ResourceMonitor("db-02", CONFIG)
+    feed(monitor, samples(days=0.5))
+    last = monitor.last_seen
+    assert monitor.interval == 300.0
+    assert monitor.check_absent(last + 5 * 300.0 - 1) is None
+    assert monitor.check_absent(last + 5 * 300.0) == last + 1500.0
+    assert monitor.check_absent(last + 9999) is None  # already absent: no second start
+    assert monitor.health(last + 2000) == (0, 0)
+    obs = monitor.observe([sample_from_obj({"ts": last + 4000, "resource_id": "db-02", "metric": "m",
+                                            "value": 1.0})])
+    assert obs.returned_from_absence == last + 1500.0
+    assert monitor.absent_since is None
+
+
+def test_health_score_formula() -> None:
+    fault = Fault("db-01", "CPUUtilization", START + 2.5 * DAY, START + 2.5 * DAY + 7200, 3.0)
+    monitor = ResourceMonitor("db-01", CONFIG)
+    scores = []
+    for batch in samples(days=3.0, faults=(fault,)):
+        parsed = [sample_from_obj(s) for s in batch if s["resource_id"] == "db-01"]
+        if parsed:
+            monitor.observe(parsed)
+            scores.append((parsed[0].ts, monitor.health(parsed[0].ts)))
+    during = [h for ts, h in scores if fault.start + 600 <= ts < fault.end]
+    after = [h for ts, h in scores if fault.end + 3600 <= ts < fault.end + 3 * 3600]
+    assert set(during) == {(50, 1)}  # one critical episode: -50
+    assert (90, 0) in after  # resolved within the hour: -10
+    assert scores[-1][1] == (100, 0) or scores[-1][0] - fault.end > 3600
+
+
+def test_state_round_trip_continues_identically() -> None:
+    fault = Fault("db-01", "CPUUtilization", START + 2.5 * DAY, START + 2.5 * DAY + 7200, 3.0)
+    batches = list(samples(days=3.0, faults=(fault,)))
+    whole = ResourceMonitor("db-01", CONFIG)
+    expected = feed(whole, batches)
+    split = ResourceMonitor("db-01", CONFIG)
+    got = feed(split, batches[: len(batches) // 2])
+    restored = ResourceMonitor.from_state(orjson.loads(orjson.dumps(split.to_state())), CONFIG)
+    got += feed(restored, batches[len(batches) // 2:])
+
+    def flat(observations):  # type: ignore[no-untyped-def]
+        return [(r.series_key, [(p.ts, p.value, p.z, p.rules) for p in r.points], r.rollups,
+                 [(e.episode_id, e.kind) for e, _ in r.events]) for o in observations for r in o.series]
+
+    assert len(flat(got)) == len(flat(expected))
+    for a, b in zip(flat(got), flat(expected), strict=True):
+        assert a[0] == b[0] and a[2] == b[2] and a[3] == b[3]
+        assert all(x[:2] == y[:2] and x[3] == y[3] and (x[2] == y[2] or (math.isnan(x[2]) and math.isnan(y[2])))
+                   for x, y in zip(a[1], b[1], strict=True))
+
+
+def test_a_small_shift_is_a_warning_episode() -> None:
+    config = InfraModelConfig(detector=DetectorConfig.infra(min_effect_rel=0.3), default_interval_seconds=300.0,
+                              critical_z=50.0)
+    fault = Fault("db-01", "CPUUtilization", START + 2.5 * DAY, START + 2.5 * DAY + 7200, 1.6)
+    monitor = ResourceMonitor("db-01", config)
+    events = [(e.kind, sev) for o in feed(monitor, samples(days=3.0, faults=(fault,)))
+              for r in o.series for e, sev in r.events]
+    assert events == [("firing", "warning"), ("resolved", "warning")]
