@@ -8,7 +8,7 @@ written from an event, and the changelog partition must be the key's.
 Writing the table and the database per event would cap a worker at a few
 thousand events/s, so each partition works between **checkpoints**: state
 lives in a write-back cache, rows accumulate, and events are not acknowledged.
-A checkpoint (every ``checkpoint_events`` events or ``checkpoint_seconds``)
+A checkpoint (every ``checkpoint_events`` events or ``checkpoint_seconds``, 5 s)
 writes the dirty state to the table (its changelog), upserts the rows, and only
 then acknowledges the events. Faust commits offsets only up to acknowledged
 events and flushes the producer first, so a committed offset never runs ahead
@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from stream_app.app import REROUTED_HEADER
-from stream_app.events import encode_events
+from stream_app.events import InvalidEvent, encode_events
 from stream_app.usecase import Outputs, PartitionStore, Processor
 
 if TYPE_CHECKING:
@@ -45,8 +45,9 @@ class CachedStore(MutableMapping[str, Any]):
     detector is deserialised once per checkpoint interval, not once per event.
     """
 
-    def __init__(self, backing: PartitionStore, processor: Processor) -> None:
+    def __init__(self, backing: PartitionStore, processor: Processor, max_cached: int = 20000) -> None:
         self.backing = backing
+        self.max_cached = max_cached
         self._load = getattr(processor, "load", None)
         self._dump = getattr(processor, "dump", None)
         self.cache: dict[str, Any] = {}
@@ -55,7 +56,8 @@ class CachedStore(MutableMapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         if key in self.cache:
-            return self.cache[key]
+            value = self.cache[key] = self.cache.pop(key)  # most recently used goes last
+            return value
         if key in self.deleted:
             raise KeyError(key)
         raw = self.backing[key]
@@ -110,6 +112,12 @@ class CachedStore(MutableMapping[str, Any]):
         written = len(self.dirty) + len(self.deleted)
         self.dirty.clear()
         self.deleted.clear()
+        # Everything is in the table now: live objects beyond the budget can go
+        # (least recently used first) and are loaded again when next needed.
+        excess = len(self.cache) - self.max_cached
+        if excess > 0:
+            for key in list(self.cache)[:excess]:
+                del self.cache[key]
         return written
 
 
@@ -137,7 +145,7 @@ def _log_row(use_case: str, p: _Partition) -> dict[str, Any]:
 
 
 def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: float = 1.0,
-                       checkpoint_events: int = 2000, checkpoint_seconds: float = 1.0,
+                       checkpoint_events: int = 20000, checkpoint_seconds: float = 5.0,
                        log_seconds: float = 60.0) -> None:
     app, settings = runtime.app, runtime.settings
     name = processor.use_case
@@ -148,11 +156,29 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
     tick_topic = app.topic(settings.topic(f"spcwatch.{name}.ticks"), key_serializer="raw",
                            value_serializer="orjson", partitions=settings.partitions, internal=True)
     partitions: dict[int, _Partition] = {}
+    # Staged processors (repartitioning, e.g. store): ``internal_topics`` are consumed like input
+    # topics (same partitions, same table), and each message runs one hop,
+    # ``step(store, topic, events, now)``; what a hop forwards goes to the next stage's topic.
+    internal = {t: app.topic(settings.topic(t), key_serializer="raw", value_serializer="orjson",
+                             partitions=settings.partitions, internal=True)
+                for t in getattr(processor, "internal_topics", ())}
+
+    async def run_step(p: _Partition, topic_name: str, events: list[Any], message: Any) -> Outputs:
+        if not internal:
+            return processor.process(p.store, topic_name, events)
+        now = max(p.watermark, *(getattr(e, "ts", None) or 0.0 for e in events))
+        outputs = processor.step(p.store, topic_name, events, now)  # type: ignore[attr-defined]
+        for target, key, value in outputs.forward:
+            await internal[target].send(key=key.encode(), value=value)
+        for _event, detail in outputs.dead:
+            await runtime.dead_letter(topic_name, message, InvalidEvent("invalid_timestamp", detail))
+        return outputs
 
     def part(number: int) -> _Partition:
         state = partitions.get(number)
         if state is None:
-            state = partitions[number] = _Partition(number, CachedStore(PartitionStore(table, number), processor))
+            store = CachedStore(PartitionStore(table, number), processor, settings.state_cache_keys)
+            state = partitions[number] = _Partition(number, store)
         return state
 
     async def checkpoint(p: _Partition) -> None:
@@ -182,17 +208,17 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
             await checkpoint(p)
 
     for topic_name in processor.topics:
-        runtime.claimed_topics.add(topic_name)
+        owner = runtime.claim(topic_name, name)
 
-        def make_agent(topic_name: str) -> None:
+        def make_agent(topic_name: str, owner: bool) -> None:
             async def consume(stream: Any) -> None:
                 async for event in stream.noack().events():
                     message = event.message
                     p = part(message.partition)
-                    events = await runtime.decode_message(topic_name, message)
+                    events = await runtime.decode_message(topic_name, message, owner)
                     if events:
-                        events = await reroute(topic_name, message.key, events)
-                    outputs = processor.process(p.store, topic_name, events) if events else Outputs()
+                        events = await reroute(topic_name, message.key, events, owner)
+                    outputs = await run_step(p, topic_name, events, message) if events else Outputs()
                     if events:
                         p.watermark = max(p.watermark, max(getattr(e, "ts", 0.0) for e in events))
                     await handle(p, event, outputs)
@@ -200,13 +226,14 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
             consume.__name__ = consume.__qualname__ = f"{name}_{topic_name.replace('.', '_')}"
             app.agent(runtime.input_topics[topic_name], name=f"spcwatch.{name}.{topic_name}")(consume)
 
-        make_agent(topic_name)
+        make_agent(topic_name, owner)
 
-    async def reroute(topic_name: str, key: bytes | None, events: list[Any]) -> list[Any]:
+    async def reroute(topic_name: str, key: bytes | None, events: list[Any], owner: bool) -> list[Any]:
         """Events keyed to another key go to that key's partition; the rest stay.
 
         The contract has producers key by the state key, but a batch may hold
-        other resources' samples: their state lives elsewhere.
+        other resources' samples: their state lives elsewhere. Only the topic's
+        owner re-sends them; other readers skip them and get the re-sent copy.
         """
         own = key.decode("utf-8", "replace").strip() if key is not None else None
         local: list[Any] = []
@@ -217,6 +244,8 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
                 local.append(event)
             else:
                 foreign.setdefault(event_key, []).append(event)
+        if not owner:
+            return local
         for event_key, group in foreign.items():
             await runtime.input_topics[topic_name].send(
                 key=event_key.encode(), value=encode_events(topic_name, group),
@@ -224,16 +253,40 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
         runtime.metrics.events_rerouted.labels(topic_name).inc(sum(len(g) for g in foreign.values()))
         return local
 
+    for topic_name in internal:
+        def make_internal_agent(topic_name: str) -> None:
+            async def consume(stream: Any) -> None:
+                async for event in stream.noack().events():
+                    p = part(event.message.partition)
+                    outputs = await run_step(p, topic_name, [event.value], event.message)
+                    p.watermark = max(p.watermark, float(event.value.get("ts") or 0.0))
+                    await handle(p, event, outputs)
+
+            consume.__name__ = consume.__qualname__ = f"{name}_{topic_name.replace('.', '_')}"
+            app.agent(internal[topic_name], name=topic_name)(consume)
+
+        make_internal_agent(topic_name)
+
     async def ticks(stream: Any) -> None:
         async for event in stream.noack().events():
             p = part(event.message.partition)
             now = max(float(event.value.get("now", 0.0)), p.watermark)
-            outputs = processor.tick(p.store, now) if now > 0 else Outputs()
+            if internal:
+                outputs = await run_tick(p, now) if now > 0 else Outputs()
+            else:
+                outputs = processor.tick(p.store, now) if now > 0 else Outputs()
             if outputs.alerts:
                 await runtime.emit(Outputs(alerts=outputs.alerts))
             p.rows.merge(Outputs(rows=outputs.rows))
             p.unacked.append(event)
-            await checkpoint(p)  # every tick checkpoints, so idle partitions flush too
+            if time.monotonic() - p.last_checkpoint >= checkpoint_seconds:
+                await checkpoint(p)  # ticks keep coming, so idle partitions flush too
+
+    async def run_tick(p: _Partition, now: float) -> Outputs:
+        outputs = processor.step_tick(p.store, now)  # type: ignore[attr-defined]
+        for target, key, value in outputs.forward:
+            await internal[target].send(key=key.encode(), value=value)
+        return outputs
 
     ticks.__name__ = ticks.__qualname__ = f"{name}_ticks"
     app.agent(tick_topic, name=f"spcwatch.{name}.ticks")(ticks)

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 def register(runtime: Runtime) -> None:
     for name, topic in runtime.input_topics.items():
-        if name in runtime.claimed_topics:
+        if name in runtime.topic_owners:
             continue
         _register_one(runtime, name, topic)
 

@@ -41,7 +41,13 @@ class Runtime:
     input_topics: dict[str, faust.TopicT] = field(default_factory=dict)
     alerts_topic: faust.TopicT | None = None
     deadletter_topic: faust.TopicT | None = None
-    claimed_topics: set[str] = field(default_factory=set)
+    topic_owners: dict[str, str] = field(default_factory=dict)
+    """Input topic -> the use case that counts and dead-letters it (the first to claim it);
+    other use cases reading the same topic only process it, so nothing is counted twice."""
+
+    def claim(self, topic: str, use_case: str) -> bool:
+        """Register ``use_case`` as a reader of ``topic``; True if it is the owner."""
+        return self.topic_owners.setdefault(topic, use_case) == use_case
 
     async def dead_letter(self, topic: str, message: Message, error: InvalidEvent) -> None:
         """Publish the original bytes with where they came from and why they failed."""
@@ -66,7 +72,7 @@ class Runtime:
             if alert.status == "firing" and alert.event_ts is not None:
                 self.metrics.event_to_alert_seconds.observe(max(0.0, now - alert.event_ts))
 
-    async def decode_message(self, topic: str, message: Message) -> list[Any]:
+    async def decode_message(self, topic: str, message: Message, owner: bool = True) -> list[Any]:
         """Valid events of one message, after counting it and dead-lettering what is invalid.
 
         The events of one message come together so use cases can process a
@@ -74,10 +80,11 @@ class Runtime:
         worker re-routed to their own partition were counted when first seen.
         """
         result = DECODERS[topic](message.value)
-        if not _is_rerouted(message):
-            self.metrics.events_consumed.labels(topic).inc(len(result.events) + len(result.errors))
-        for error in result.errors:
-            await self.dead_letter(topic, message, error)
+        if owner:
+            if not _is_rerouted(message):
+                self.metrics.events_consumed.labels(topic).inc(len(result.events) + len(result.errors))
+            for error in result.errors:
+                await self.dead_letter(topic, message, error)
         return result.events
 
     async def decoded(self, topic: str, stream: StreamT) -> AsyncIterator[tuple[Message, list[Any]]]:

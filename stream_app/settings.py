@@ -51,6 +51,7 @@ class Settings:
     kafka_sasl_username: str = ""
     kafka_sasl_password: str = field(default="", repr=False)
     kafka_ssl_cafile: str = ""
+    state_cache_keys: int = 20000
     sink_batch_size: int = 1000
     sink_retry_max_seconds: float = 300.0
 
@@ -105,6 +106,7 @@ class Settings:
         if self.kafka_ssl_cafile:
             _check(os.path.isfile(self.kafka_ssl_cafile), "kafka_ssl_cafile",
                    f"file not found: {self.kafka_ssl_cafile}")
+        _check(self.state_cache_keys >= 1, "state_cache_keys", f"must be >= 1, got {self.state_cache_keys}")
         _check(1 <= self.sink_batch_size <= 100_000, "sink_batch_size",
                f"must be 1-100000, got {self.sink_batch_size}")
         _check(self.sink_retry_max_seconds > 0, "sink_retry_max_seconds", "must be > 0")

@@ -93,6 +93,14 @@ class Sink:
             self._tables[name] = table
         return table
 
+    @staticmethod
+    def _group(table: Table, rows: list[dict[str, Any]]) -> list[dict[tuple[Any, ...], dict[str, Any]]]:
+        keys = [c.name for c in table.primary_key.columns]
+        shapes: dict[tuple[str, ...], dict[tuple[Any, ...], dict[str, Any]]] = {}
+        for row in rows:
+            shapes.setdefault(tuple(row), {})[tuple(row.get(k) for k in keys)] = row
+        return list(shapes.values())
+
     def _statement(self, table: Table, rows: list[dict[str, Any]]) -> Any:
         keys = {c.name for c in table.primary_key.columns}
         columns = [c for c in rows[0] if c not in keys]
@@ -116,12 +124,12 @@ class Sink:
         """
         if not rows:
             return 0
-        # Rows with the same columns go in one statement; a row that leaves a
-        # column out leaves it unchanged on update (a partial upsert).
-        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for row in rows:
-            shapes.setdefault(tuple(row), []).append({k: _db_value(v) for k, v in row.items()})
         started = time.monotonic()
+        # Rows with the same columns go in one statement; a row that leaves a
+        # column out leaves it unchanged on update (a partial upsert). Within a
+        # shape only the last row of each key is sent: the same end state as
+        # upserting them one after another, for less work.
+        prepared_rows = [{k: _db_value(v) for k, v in row.items()} for row in rows]
         delay = self.backoff_initial
         attempt = 0
         while True:
@@ -129,7 +137,8 @@ class Sink:
             try:
                 table = await self._table(table_name)
                 async with self.engine.begin() as conn:
-                    for prepared in shapes.values():
+                    for by_key in self._group(table, prepared_rows):
+                        prepared = list(by_key.values())
                         for i in range(0, len(prepared), self.batch_size):
                             await conn.execute(self._statement(table, prepared[i:i + self.batch_size]))
                 break

@@ -168,3 +168,9 @@ async def test_sink_gives_up_after_its_retry_budget(mysql_url: str) -> None:
         await proxy.stop()
         await engine.dispose()
         await migrate.dispose()
+
+
+async def test_rows_for_one_key_in_a_batch_end_as_the_last_one(engine) -> None:  # type: ignore[no-untyped-def]
+    await Sink(engine).upsert("alerts", [alert_row(1, value=1.0), alert_row(2), alert_row(1, value=3.0)])
+    rows = {r[0]: r for r in await _rows(engine)}
+    assert len(rows) == 2 and rows["a-00001"][2] == 3.0
