@@ -278,7 +278,9 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
             if outputs.alerts:
                 await runtime.emit(Outputs(alerts=outputs.alerts))
             p.rows.merge(Outputs(rows=outputs.rows))
-            p.unacked.append(event)
+            # A tick carries no data: acknowledging it at once is safe (a lost tick's
+            # effect is redone, with the same ids, by the next one).
+            event.ack()
             if time.monotonic() - p.last_checkpoint >= checkpoint_seconds:
                 await checkpoint(p)  # ticks keep coming, so idle partitions flush too
 

@@ -166,6 +166,10 @@ def create_runtime(settings: Settings, registry: CollectorRegistry | None = None
         web_in_thread=False,
         autodiscover=False,
         producer_linger_ms=5,
+        # Events between checkpoints are unacknowledged on purpose (agents/runner.py);
+        # waiting for them at shutdown would hang. Uncommitted events are simply
+        # consumed again after the restart (at-least-once, idempotent outputs).
+        stream_wait_empty=False,
     )
     metrics = SpcMetrics(registry)
     sink = Sink(create_engine(settings.db_url), metrics,
