@@ -204,8 +204,12 @@ class ResourceMonitor:
         return self.last_seen + self.config.absent_after_intervals * self.expected_interval
 
     def check_absent(self, now: float) -> float | None:
-        """If the resource just became absent at event time ``now``, when that started."""
-        if self.absent_since is not None or not math.isfinite(self.last_seen):
+        """If the resource just became absent at event time ``now``, when that started.
+
+        Only once the resource has shown its interval (two distinct timestamps):
+        judging a 5-minute exporter by a 1-minute default would cry wolf.
+        """
+        if self.absent_since is not None or not math.isfinite(self.last_seen) or not self.interval:
             return None
         deadline = self.absence_deadline()
         if now >= deadline:

@@ -109,3 +109,11 @@ def test_a_small_shift_is_a_warning_episode() -> None:
     events = [(e.kind, sev) for o in feed(monitor, samples(days=3.0, faults=(fault,)))
               for r in o.series for e, sev in r.events]
     assert events == [("firing", "warning"), ("resolved", "warning")]
+
+
+def test_no_absence_before_the_interval_is_known() -> None:
+    monitor = ResourceMonitor("new", CONFIG)
+    monitor.observe([sample_from_obj({"ts": START, "resource_id": "new", "metric": "m", "value": 1.0})])
+    assert monitor.check_absent(START + 100 * 300.0) is None
+    monitor.observe([sample_from_obj({"ts": START + 600, "resource_id": "new", "metric": "m", "value": 1.0})])
+    assert monitor.check_absent(START + 600 + 5 * 600.0) == START + 600 + 5 * 600.0
