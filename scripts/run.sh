@@ -1,50 +1,139 @@
 #!/usr/bin/env bash
-# `make run`: local services, the worker (and the simulator once it exists), and
-# a live view until Ctrl-C; then stop what this script started.
+# `make run`: local services, the worker, the simulator (accelerated, every scenario on) and the
+# live alert view until Ctrl-C; then stop what this script started (and only that).
+#
+# Each run gets its own topic prefix (fresh topics and worker state: a second run never
+# meets the first one's event time), deleted again at exit. Alerts stay in the database.
+#
+# Environment (all optional):
+#   SPCWATCH_RUN_SIMULATE_ARGS  simulator flags (default: --speed 60 --scenario all --history-days 2
+#                               --infra-history-days 0: alerts within a minute on 2 cores; the whole
+#                               story, 30 days of history: --speed 60 --scenario all)
+#   SPCWATCH_RUN_LOG_DIR        logs and pid files (default: .run/make-run)
+#   SPCWATCH_RUN_KEEP_TOPICS=1  keep this run's topics instead of deleting them at exit
+#   SPCWATCH_TOPIC_PREFIX       when set (even empty), used as is and its topics are kept
+#   SPCWATCH_WEB_PORT, SPCWATCH_DB_URL, SPCWATCH_KAFKA_BOOTSTRAP, ...  as for the worker
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=.venv/bin
-RUN_DIR=${SPCWATCH_RUN_DIR:-.run}
+PY=.venv/bin/python          # `python -m stream_app.cli` from the repo root: the checkout is what runs
+LOG_DIR=${SPCWATCH_RUN_LOG_DIR:-.run/make-run}
 PORT=${SPCWATCH_WEB_PORT:-6066}
-mkdir -p "$RUN_DIR"
+SIM_ARGS=${SPCWATCH_RUN_SIMULATE_ARGS:---speed 60 --scenario all --history-days 2 --infra-history-days 0}
+STOP_TIMEOUT=30
+mkdir -p "$LOG_DIR"
+
+say() { echo "run: $*"; }
+
+own_prefix=false
+if [[ -z ${SPCWATCH_TOPIC_PREFIX+set} ]]; then
+  SPCWATCH_TOPIC_PREFIX="run$(date -u +%Y%m%d%H%M%S)-$$."
+  export SPCWATCH_TOPIC_PREFIX
+  own_prefix=true
+fi
+export SPCWATCH_WEB_PORT=$PORT
+export SPCWATCH_LOG_FORMAT=${SPCWATCH_LOG_FORMAT:-text}
+export SPCWATCH_DB_URL=${SPCWATCH_DB_URL:-mysql+aiomysql://spcwatch:spcwatch@127.0.0.1:3306/spcwatch}
+export SPCWATCH_DATA_DIR=${SPCWATCH_DATA_DIR:-$LOG_DIR/worker-data}
+# The simulator samples the estate every 5 minutes (CloudWatch basic monitoring).
+export SPCWATCH_INFRA_INTERVAL_SECONDS=${SPCWATCH_INFRA_INTERVAL_SECONDS:-300}
 
 services_were_up=false
 scripts/services.sh status >/dev/null 2>&1 && services_were_up=true
-scripts/services.sh up
+$services_were_up || scripts/services.sh up
 
 pids=()
-cleanup() {
-  trap - INT TERM EXIT
-  echo
-  echo "run: stopping"
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  $services_were_up || scripts/services.sh down
-}
-trap cleanup INT TERM EXIT
+names=()
 
-export SPCWATCH_LOG_FORMAT=${SPCWATCH_LOG_FORMAT:-text}
-export SPCWATCH_DB_URL=${SPCWATCH_DB_URL:-mysql+aiomysql://spcwatch:spcwatch@127.0.0.1:3306/spcwatch}
-$BIN/spcwatch worker >"$RUN_DIR/worker.log" 2>&1 &
+# stop PID NAME: SIGTERM, then SIGKILL after STOP_TIMEOUT seconds.
+stop() {
+  local pid=$1 name=$2 waited=0
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((waited >= STOP_TIMEOUT * 10)); then
+      say "$name did not stop after ${STOP_TIMEOUT}s: killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  wait "$pid" 2>/dev/null || true
+}
+
+drop_topics() {
+  "$PY" - "$SPCWATCH_TOPIC_PREFIX" <<'EOF' || say "could not delete this run's topics"
+import asyncio, sys
+from aiokafka.admin import AIOKafkaAdminClient
+from stream_app.settings import Settings
+from stream_app.topics import kafka_client_options
+
+async def main(prefix: str) -> None:
+    admin = AIOKafkaAdminClient(**kafka_client_options(Settings.from_env()), request_timeout_ms=30000)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if prefix and t.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+        print(f"run: deleted {len(names)} topics prefixed {prefix!r}")
+    finally:
+        await admin.close()
+
+asyncio.run(main(sys.argv[1]))
+EOF
+}
+
+cleanup() {
+  local rc=$?
+  trap '' INT TERM   # a second Ctrl-C must not cut the clean-up short
+  trap - EXIT
+  echo
+  say "stopping"
+  # The simulator first (nothing new arrives), then the worker; reverse start order.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    stop "${pids[$i]}" "${names[$i]}"
+    say "${names[$i]} stopped"
+  done
+  rm -f "$LOG_DIR"/*.pid
+  if $own_prefix && [[ ${SPCWATCH_RUN_KEEP_TOPICS:-0} != 1 ]]; then
+    drop_topics
+    rm -rf "$SPCWATCH_DATA_DIR"
+  fi
+  $services_were_up || scripts/services.sh down
+  ((rc == 130)) && rc=0   # Ctrl-C is how a run ends
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say "topic prefix '$SPCWATCH_TOPIC_PREFIX'"
+"$PY" -m stream_app.cli worker >"$LOG_DIR/worker.log" 2>&1 &
 pids+=($!)
-echo "run: worker starting (log: $RUN_DIR/worker.log)"
-for _ in $(seq 1 120); do
-  if curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "${pids[0]}" 2>/dev/null; then echo "run: worker exited:"; tail -n 40 "$RUN_DIR/worker.log"; exit 1; fi
+names+=(worker)
+echo "${pids[0]}" >"$LOG_DIR/worker.pid"
+say "worker starting (log: $LOG_DIR/worker.log)"
+healthy=false
+for _ in $(seq 1 240); do
+  if curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; then healthy=true; break; fi
+  if ! kill -0 "${pids[0]}" 2>/dev/null; then say "worker exited:"; tail -n 40 "$LOG_DIR/worker.log"; exit 1; fi
   sleep 0.5
 done
-curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null || { echo "run: worker not healthy"; tail -n 40 "$RUN_DIR/worker.log"; exit 1; }
-echo "run: worker healthy — metrics http://127.0.0.1:$PORT/metrics, health http://127.0.0.1:$PORT/health"
+$healthy || { say "worker not healthy after 120s:"; tail -n 40 "$LOG_DIR/worker.log"; exit 1; }
+say "worker healthy: metrics http://127.0.0.1:$PORT/metrics, health http://127.0.0.1:$PORT/health"
 
-if $BIN/spcwatch simulate --help >/dev/null 2>&1; then
-  $BIN/spcwatch simulate --speed 60 --scenario all >"$RUN_DIR/simulator.log" 2>&1 &
-  pids+=($!)
-  echo "run: simulator started (log: $RUN_DIR/simulator.log)"
-fi
+# shellcheck disable=SC2086  # SIM_ARGS is a list of flags
+"$PY" -m stream_app.cli simulate $SIM_ARGS >"$LOG_DIR/simulator.log" 2>&1 &
+pids+=($!)
+names+=(simulator)
+echo "${pids[1]}" >"$LOG_DIR/simulator.pid"
+sleep 1
+if ! kill -0 "${pids[1]}" 2>/dev/null; then say "simulator exited:"; tail -n 20 "$LOG_DIR/simulator.log"; exit 1; fi
+say "simulator started: $SIM_ARGS (log: $LOG_DIR/simulator.log; scenarios: spcwatch simulate --list)"
+say "the history goes first, as fast as possible; alerts appear as the worker catches up. Ctrl-C to stop."
 
-if $BIN/spcwatch alerts tail --help >/dev/null 2>&1; then
-  $BIN/spcwatch alerts tail
-else
-  echo "run: following the worker log (Ctrl-C to stop)"
-  tail -n 0 -F "$RUN_DIR/worker.log"
-fi
+# In the background + wait, so a signal to this script alone (not only Ctrl-C to the whole
+# terminal group) runs the clean-up at once.
+"$PY" -m stream_app.cli alerts tail --from-beginning &
+pids+=($!)
+names+=("alert view")
+wait "${pids[2]}"

@@ -159,6 +159,40 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Publish simulated infra, order and forecast streams with scenarios (or write them to a file)."""
+    from stream_app import simulate
+
+    if args.list:
+        print(simulate.describe_scenarios(), end="")
+        return 0
+    plan = simulate.plan_from_args(args)
+    if plan.out:
+        return simulate.write_file(plan)
+    settings = _settings()
+    return _run_or_unavailable(None, simulate.publish(plan, settings), f"Kafka at {settings.kafka_bootstrap}")
+
+
+def cmd_alerts_tail(args: argparse.Namespace) -> int:
+    """Live view of alerts as they fire and resolve, with the worker's throughput and lag."""
+    from stream_app import alerts_view
+
+    settings = _settings()
+    return _run_or_unavailable(None, alerts_view.tail(settings, args), f"Kafka at {settings.kafka_bootstrap}")
+
+
+def cmd_recon_spc(args: argparse.Namespace) -> int:
+    """Daily SPC (WE1-WE4) on reconciliation results: match rate and unmatched amount per store and day."""
+    from agents.recon import PREFIX, ReconSettings, run_daily_spc
+    from stream_app.settings import load_env
+
+    settings = _settings()
+    days, written = _run_or_unavailable(None, run_daily_spc(settings, load_env(ReconSettings, PREFIX), sys.stdout),
+                                        f"the database at {settings.db_url_masked}")
+    print(f"recon-spc: {days} closed store-days judged, {written} alert rows written", file=sys.stderr)
+    return 0
+
+
 def _run_or_unavailable(loop: asyncio.AbstractEventLoop | None, coro, what: str):  # type: ignore[no-untyped-def]
     from aiokafka.errors import KafkaError
     from sqlalchemy.exc import DBAPIError
@@ -209,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     topics_sub = topics_parser.add_subparsers(dest="topics_command", metavar="COMMAND", parser_class=_Parser)
     topics_sub.required = True
     add("create", cmd_topics_create, topics_sub)
+    add("recon-spc", cmd_recon_spc)
+
+    from stream_app import alerts_view, simulate  # light modules: their heavy imports are lazy
+
+    simulate.add_arguments(add("simulate", cmd_simulate))
+    alerts_parser = sub.add_parser("alerts", help="alerts", description="Alert commands.")
+    alerts_sub = alerts_parser.add_subparsers(dest="alerts_command", metavar="COMMAND", parser_class=_Parser)
+    alerts_sub.required = True
+    alerts_view.add_arguments(add("tail", cmd_alerts_tail, alerts_sub))
     return parser
 
 
