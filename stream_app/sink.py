@@ -101,15 +101,20 @@ class Sink:
             shapes.setdefault(tuple(row), {})[tuple(row.get(k) for k in keys)] = row
         return list(shapes.values())
 
-    def _statement(self, table: Table, rows: list[dict[str, Any]]) -> Any:
+    def _statement(self, table: Table, shape: Sequence[str]) -> Any:
+        """One upsert statement per column set, executed with many parameter sets.
+
+        The drivers batch ``executemany`` into multi-row INSERTs themselves, which
+        costs far less than compiling a statement with a thousand VALUES tuples.
+        """
         keys = {c.name for c in table.primary_key.columns}
-        columns = [c for c in rows[0] if c not in keys]
+        columns = [c for c in shape if c not in keys]
         if self.engine.dialect.name == "mysql":
-            stmt = mysql_insert(table).values(rows)
+            stmt = mysql_insert(table)
             if not columns:
                 return stmt.prefix_with("IGNORE")
             return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in columns})
-        stmt = sqlite_insert(table).values(rows)
+        stmt = sqlite_insert(table)
         if not columns:
             return stmt.on_conflict_do_nothing(index_elements=list(keys))
         return stmt.on_conflict_do_update(
@@ -139,8 +144,9 @@ class Sink:
                 async with self.engine.begin() as conn:
                     for by_key in self._group(table, prepared_rows):
                         prepared = list(by_key.values())
+                        statement = self._statement(table, list(prepared[0]))
                         for i in range(0, len(prepared), self.batch_size):
-                            await conn.execute(self._statement(table, prepared[i:i + self.batch_size]))
+                            await conn.execute(statement, prepared[i:i + self.batch_size])
                 break
             except Exception as exc:
                 if not is_transient(exc):
