@@ -15,7 +15,8 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-MODULES = ["bench.framework", "bench.bench_models", "bench.detection_quality"]
+MODULES = ["bench.framework", "bench.bench_models", "bench.detection_quality", "bench.bench_infra",
+           "bench.bench_forecast"]
 README = Path(__file__).resolve().parent / "README.md"
 
 
