@@ -182,10 +182,15 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
         return state
 
     async def checkpoint(p: _Partition) -> None:
+        # Agents of a use case's topics share the partition and run concurrently:
+        # take the events, the state and the rows together, before any await, so
+        # only events whose state and rows this checkpoint writes get acknowledged.
+        acks, p.unacked = p.unacked, []
         p.store.write_back()
         rows, p.rows = p.rows, Outputs()
         now = time.monotonic()
-        p.log_events += len(p.unacked)
+        p.last_checkpoint = now
+        p.log_events += len(acks)
         p.log_checkpoints += 1
         if now - p.last_log >= log_seconds:
             rows.add_row("pipeline_log", _log_row(name, p))
@@ -193,10 +198,8 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
             p.last_log = now
         if rows:
             await runtime.emit(Outputs(rows=rows.rows))
-        for event in p.unacked:
+        for event in acks:
             event.ack()
-        p.unacked.clear()
-        p.last_checkpoint = now
 
     async def handle(p: _Partition, event: Any, outputs: Outputs) -> None:
         if outputs.alerts:

@@ -45,6 +45,16 @@ def episodes(alerts: list[dict]) -> set[tuple]:
              a["starts_at"], a["ends_at"]) for a in alerts}
 
 
+def rows_when(url: str, ready, timeout: float = 60) -> dict[str, list[tuple]]:  # type: ignore[no-untyped-def]
+    """Table rows once ``ready(rows)`` holds: rows land at the worker's next checkpoint."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = asyncio.run(table_rows(url))
+        if ready(rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.5)
+
+
 async def table_rows(url: str) -> dict[str, list[tuple]]:
     engine = db.create_engine(url)
     try:
@@ -138,7 +148,7 @@ def test_stream_gives_the_same_alerts_as_replay(tmp_path: Path, sqlite_url: str,
     assert worker.metric("spcwatch_events_consumed_total", {"topic": "metrics.samples"}) == sum(map(len, batches))
     assert worker.metric("spcwatch_alerts_total", {"use_case": "infra", "rule": "WE1", "severity": "critical"}) == 2
     assert worker.metric("spcwatch_infra_health_score", {"resource_id": "db-04", "resource_type": "rds"}) == 0
-    rows = asyncio.run(table_rows(mysql_url))
+    rows = rows_when(mysql_url, lambda r: len(r["infra_inventory"]) == 6)
     assert len(rows["alerts"]) == 2 and len(rows["infra_inventory"]) == 6
 
 
@@ -164,9 +174,9 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(tmp_path: Path, sqlite_
     worker.start()
     streamed = asyncio.run(_alerts(kafka_bootstrap, topic_prefix + "alerts", expected, 120))
     assert episodes(streamed) == expected, worker.log_tail()
-    rows = asyncio.run(table_rows(mysql_url))
-    assert [r[:2] for r in rows["alerts"]] == [(next(iter(expected))[0], "resolved")]  # one row per alert_id
     n_points = sum(map(len, batches))
+    rows = rows_when(mysql_url, lambda r: len(r["infra_anomaly_scores"]) >= n_points)
+    assert [r[:2] for r in rows["alerts"]] == [(next(iter(expected))[0], "resolved")]  # one row per alert_id
     assert len(rows["infra_anomaly_scores"]) == n_points  # nothing lost, nothing twice
 
 
