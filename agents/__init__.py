@@ -25,6 +25,8 @@ PROCESSORS: dict[str, Callable[[Settings], Processor]] = {}
 from agents import infra  # noqa: E402  (use-case modules register below, one line each)
 
 PROCESSORS[infra.USE_CASE] = infra.InfraProcessor.from_settings
+from agents import recon  # noqa: E402, I001
+PROCESSORS[recon.ReconProcessor.use_case] = recon.from_settings
 from agents import forecast  # noqa: E402, I001
 PROCESSORS[forecast.USE_CASE] = forecast.ForecastProcessor.from_settings
 

@@ -1,0 +1,697 @@
+"""Three-way revenue reconciliation (UC-FN-02): orders ↔ payments ↔ ledger, per order.
+
+Pure and incremental: no I/O, no Faust, event time only. One :class:`OrderRecon`
+holds what each source has said about one order (compact, JSON-able state) and
+turns it into exception records and an order outcome.
+
+Why the exceptions are a *pure function of the events and a horizon*:
+the three sources are three topics, consumed concurrently, so the order in
+which a worker sees an order's events is not the order of their timestamps
+(a payment may be processed before its order). An exception must not depend
+on that interleaving, nor on when a timer happened to run. So:
+
+* every record keeps its event timestamp; an order's **history** is computed
+  by sweeping the timepoints (event timestamps and deadlines) in time order and
+  asking at each one "what is wrong *as of* t, counting only events with
+  ``ts <= t``";
+* the sweep stops at the **horizon** ``H``: the event time up to which every
+  source is known complete (the minimum over sources of the highest timestamp
+  seen on the partition). Nothing is decided about a time no source has
+  finished with, so a lagging topic delays exceptions but never invents them;
+* deadlines are event times: ``first_seen + window`` per source, so an overdue
+  order's exception has ``first_seen`` = its deadline, whenever the sweep runs.
+
+A late arrival (timestamp after the deadline) resolves the exception at its own
+timestamp; the record is one per (order, category), never a second one. An
+event that arrives after the horizon already passed its timestamp (data late
+beyond what the clocks promised) cannot rewrite what was published: an open
+record the new history no longer contains is resolved at that arrival.
+
+Categories (ids as in the contract's ``recon_exceptions``) are in
+:data:`CATEGORIES`; outcomes of an order in :data:`OUTCOMES`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from .config import DetectorConfig
+from .detector import SeriesDetector
+from .episodes import EpisodeEvent
+
+ORDERS, PAYMENTS, LEDGER = 0, 1, 2
+SOURCES = ("orders", "payments", "ledger")
+
+MATCHED = "matched"
+MATCHED_WITHIN_TOLERANCE = "matched_within_tolerance"
+PENDING = "pending"
+EXCEPTION = "exception"
+EXCLUDED = "excluded"
+OUTCOMES = (MATCHED, MATCHED_WITHIN_TOLERANCE, PENDING, EXCEPTION, EXCLUDED)
+
+MISSING_PAYMENT = "missing_payment"
+MISSING_LEDGER = "missing_ledger"
+ORPHAN_PAYMENT = "orphan_payment"
+ORPHAN_LEDGER = "orphan_ledger"
+AMOUNT_MISMATCH = "amount_mismatch"
+PARTIAL_PAYMENT = "partial_payment"
+OVERPAYMENT = "overpayment"
+UNIT_SCALE_MISMATCH = "unit_scale_mismatch"
+CURRENCY_MISMATCH = "currency_mismatch"
+STATUS_MISMATCH = "status_mismatch"
+REFUND_UNMATCHED = "refund_unmatched"
+DUPLICATE = "duplicate"
+EXCLUDED_TEST_DATA = "excluded_test_data"
+CATEGORIES = (
+    MISSING_PAYMENT, MISSING_LEDGER, ORPHAN_PAYMENT, ORPHAN_LEDGER, AMOUNT_MISMATCH, PARTIAL_PAYMENT,
+    OVERPAYMENT, UNIT_SCALE_MISMATCH, CURRENCY_MISMATCH, STATUS_MISMATCH, REFUND_UNMATCHED, DUPLICATE,
+    EXCLUDED_TEST_DATA,
+)
+UNKNOWN_STORE = "UNKNOWN"
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReconConfig:
+    """How orders are matched. Times in seconds of event time, money in minor units."""
+
+    payment_window_seconds: float = 900.0
+    """An order waits this long (from the first event seen for it) for its payments."""
+    ledger_window_seconds: float = 6 * 3600.0
+    """... and this long for its ledger entries."""
+    order_window_seconds: float = 900.0
+    """A payment or ledger entry waits this long for its order before it is an orphan."""
+    tolerance_abs_minor: int = 1
+    """Amounts within max(abs, rel * order total) of each other match (variance recorded)."""
+    tolerance_rel: float = 0.0
+    test_currencies: tuple[str, ...] = ("NZD",)
+    """Events in these currencies (or flagged ``test``) are excluded from matching and counted."""
+    scale_exponents: tuple[int, int, int] = (0, 0, 0)
+    """Known unit scale per source (orders, payments, ledger): amounts are multiplied by 10**e
+    before matching (e.g. -2 for a source known to send cents where units are expected)."""
+    retention_seconds: float = 2 * 86400.0
+    """A finished order (matched, resolved, excluded) leaves state this long after its last event."""
+    open_retention_seconds: float = 30 * 86400.0
+    """An order with open exceptions leaves state this long after its last event (rows stay)."""
+    timezone: str = "America/New_York"
+    """Business days are local dates in this zone (per store: ``store_timezones``)."""
+    store_timezones: tuple[tuple[str, str], ...] = ()
+    alert_min_amount_minor: int = 10_000
+    """An exception whose amount reaches this fires a ``RECON_<CATEGORY>`` alert (0: every one)."""
+    alert_categories: tuple[str, ...] = tuple(c for c in CATEGORIES if c != EXCLUDED_TEST_DATA)
+
+    def __post_init__(self) -> None:
+        for name in ("payment_window_seconds", "ledger_window_seconds", "order_window_seconds",
+                     "retention_seconds", "open_retention_seconds"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be finite and >= 0")
+        if self.tolerance_abs_minor < 0 or not (0.0 <= self.tolerance_rel < 1.0):
+            raise ValueError("tolerance_abs_minor must be >= 0 and tolerance_rel in [0, 1)")
+        if len(self.scale_exponents) != 3 or any(not -6 <= e <= 6 for e in self.scale_exponents):
+            raise ValueError("scale_exponents must be three integers in [-6, 6]")
+        if self.alert_min_amount_minor < 0:
+            raise ValueError("alert_min_amount_minor must be >= 0")
+        unknown = set(self.alert_categories) - set(CATEGORIES)
+        if unknown:
+            raise ValueError(f"unknown alert categories: {sorted(unknown)}")
+        for zone in (self.timezone, *(z for _, z in self.store_timezones)):
+            _zone(zone)  # raises on an unknown zone
+
+    def tolerance(self, total: int) -> int:
+        return max(self.tolerance_abs_minor, int(self.tolerance_rel * abs(total)))
+
+    def business_day(self, store_id: str, ts: float) -> date:
+        zone = dict(self.store_timezones).get(store_id, self.timezone)
+        return datetime.fromtimestamp(ts, _zone(zone)).date()
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except Exception:
+        raise ValueError(f"unknown time zone {name!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One source record, normalised. ``kind``: order status, payment status or ledger kind."""
+
+    source: int
+    ts: float
+    id: str
+    amount: int
+    currency: str
+    kind: str
+    store: str = ""
+    test: bool = False
+
+    def content(self) -> tuple:
+        """What must agree for a repeat of the same id to be the same record (not the timestamp:
+        a producer retry may restamp it)."""
+        return (self.amount, self.currency, self.kind, self.store)
+
+
+@dataclass(slots=True)
+class Finding:
+    """What is wrong with an order at one moment, with the amounts seen per source."""
+
+    amount: int
+    order: int | None = None
+    payments: int | None = None
+    payments_refund: int | None = None
+    ledger: int | None = None
+    ledger_refund: int | None = None
+    variance: int | None = None
+    currency: str = ""
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class ExceptionRecord:
+    """The published life of one (order, category): opened at ``first_seen``, maybe resolved."""
+
+    category: str
+    first_seen: float
+    last_seen: float
+    open: bool
+    resolved_at: float | None
+    finding: Finding
+    peak: int = 0
+    alerted: bool = False
+
+    def to_list(self) -> list:
+        f = self.finding
+        return [self.category, self.first_seen, self.last_seen, int(self.open), self.resolved_at,
+                f.amount, f.order, f.payments, f.payments_refund, f.ledger, f.ledger_refund, f.variance,
+                f.currency, f.detail, self.peak, int(self.alerted)]
+
+    @classmethod
+    def from_list(cls, s: list) -> ExceptionRecord:
+        (cat, first, last, is_open, resolved, amount, order, pay, pref, led, lref, var, cur, detail,
+         peak, alerted) = s
+        return cls(cat, float(first), float(last), bool(is_open), None if resolved is None else float(resolved),
+                   Finding(amount, order, pay, pref, led, lref, var, cur, detail), int(peak), bool(alerted))
+
+    def same(self, other: ExceptionRecord) -> bool:
+        return self.to_list() == other.to_list()
+
+
+@dataclass(slots=True)
+class Change:
+    """A record that changed (to upsert) and the alert transitions it causes."""
+
+    record: ExceptionRecord
+    fire: bool = False
+    resolve: bool = False
+
+
+@dataclass(slots=True)
+class Step:
+    """What one call to :meth:`OrderRecon.update` produced."""
+
+    changes: list[Change] = field(default_factory=list)
+    order_row: dict[str, Any] | None = None
+    state_changed: bool = False
+
+
+def _scale(amount: int, exponent: int) -> int:
+    if exponent >= 0:
+        return amount * 10**exponent
+    q, r = divmod(amount, 10**-exponent)
+    return q + (1 if 2 * r >= 10**-exponent else 0)  # round half up, integer arithmetic
+
+
+class OrderRecon:
+    """Everything known about one order, and its reconciliation as a function of the horizon."""
+
+    __slots__ = ("_loc", "_outcome", "_split", "exceptions", "horizon", "order_id", "place", "records", "row_sig",
+                 "tests")
+
+    def __init__(self, order_id: str) -> None:
+        self.order_id = order_id
+        self.records: list[Record] = []  # distinct real versions (same id + different content = duplicate)
+        self.tests: list[Record] = []  # excluded test records, one per (source, id)
+        self.exceptions: dict[str, ExceptionRecord] = {}  # as published
+        self.horizon = -math.inf  # the highest horizon this order was evaluated at
+        self.row_sig = ""  # signature of the last published order row
+        self.place = ""  # "store|business day" the published exception rows carry
+        self._split: tuple[list[Record], list[Record]] | None = None  # cache of _canonical()
+        self._outcome: str | None = None  # cache of the last order_row()'s outcome
+        self._loc: tuple[str, date] | None = None  # cache of location()
+
+    # -- input -----------------------------------------------------------------------
+    def add(self, rec: Record, cfg: ReconConfig) -> bool:
+        """Take one record; returns whether state changed (an exact repeat changes nothing)."""
+        rec = Record(rec.source, float(rec.ts), rec.id, _scale(rec.amount, cfg.scale_exponents[rec.source]),
+                     rec.currency, rec.kind, rec.store, rec.test or rec.currency in cfg.test_currencies)
+        pool = self.tests if rec.test else self.records
+        self._split = self._outcome = self._loc = None
+        for i, old in enumerate(pool):
+            if old.source == rec.source and old.id == rec.id:
+                if rec.test or old.content() == rec.content():
+                    if rec.ts < old.ts:  # the same record seen earlier elsewhere: keep the earliest
+                        pool[i] = rec
+                        return True
+                    return False
+        if rec.test:
+            self.tests.append(rec)
+        else:
+            self.records.append(rec)
+        return True
+
+    # -- evaluation --------------------------------------------------------------------
+    def _canonical(self) -> tuple[list[Record], list[Record]]:
+        """Per (source, id): the earliest version is the record; later different ones are duplicates."""
+        if self._split is None:
+            self._split = self._compute_canonical()
+        return self._split
+
+    def _compute_canonical(self) -> tuple[list[Record], list[Record]]:
+        best: dict[tuple[int, str], Record] = {}
+        for rec in sorted(self.records, key=lambda r: (r.ts, r.content())):
+            best.setdefault((rec.source, rec.id), rec)
+        canon = set(map(id, best.values()))
+        dups = [r for r in self.records if id(r) not in canon]
+        return list(best.values()), dups
+
+    def deadlines(self, cfg: ReconConfig) -> list[float]:
+        """The times at which a finding can change without a new record (the order deadline only
+        matters while no order had arrived by then: it only decides orphans)."""
+        canon, _ = self._canonical()
+        if not canon:
+            return []
+        first = min(r.ts for r in canon)
+        out = [first + cfg.payment_window_seconds, first + cfg.ledger_window_seconds]
+        order_due = first + cfg.order_window_seconds
+        if not any(r.source == ORDERS and r.ts <= order_due for r in canon):
+            out.append(order_due)
+        refund = _first_refund(canon)
+        if refund is not None:
+            out += [refund + cfg.payment_window_seconds, refund + cfg.ledger_window_seconds]
+        return out
+
+    def timepoints(self, cfg: ReconConfig) -> list[float]:
+        return sorted({r.ts for r in self.records} | set(self.deadlines(cfg)))
+
+    def findings(self, t: float, cfg: ReconConfig,
+                 split: tuple[list[Record], list[Record]] | None = None) -> dict[str, Finding]:
+        """What is wrong as of event time ``t``, from the records with ``ts <= t``."""
+        canon, dups = split or self._canonical()
+        seen = [r for r in canon if r.ts <= t]
+        out: dict[str, Finding] = {}
+        if not seen:
+            return out
+        first = min(r.ts for r in seen)
+        orders = [r for r in seen if r.source == ORDERS]
+        pays = [r for r in seen if r.source == PAYMENTS]
+        leds = [r for r in seen if r.source == LEDGER]
+        late_dups = [r for r in dups if r.ts <= t]
+        if late_dups:
+            d = min(late_dups, key=lambda r: (r.ts, r.source, r.id, r.content()))
+            out[DUPLICATE] = Finding(abs(d.amount), currency=d.currency,
+                                     detail=f"{SOURCES[d.source]} {d.id} seen again with different content")
+        if not orders:
+            if t >= first + cfg.order_window_seconds:
+                if pays:
+                    amount = sum(r.amount for r in pays if r.kind == "captured")
+                    out[ORPHAN_PAYMENT] = Finding(amount, payments=amount, currency=pays[0].currency,
+                                                  detail=f"{len(pays)} payment(s), no order")
+                if leds:
+                    amount = sum(r.amount for r in leds if r.kind == "revenue")
+                    out[ORPHAN_LEDGER] = Finding(amount, ledger=amount, currency=leds[0].currency,
+                                                 detail=f"{len(leds)} ledger entr(ies), no order")
+            return out
+        order = max(orders, key=lambda r: (r.ts, r.id))
+        total, cur, status = order.amount, order.currency, order.kind
+        tol = cfg.tolerance(total)
+        p_same = [r for r in pays if r.currency == cur]
+        l_same = [r for r in leds if r.currency == cur]
+        cap = sum(r.amount for r in p_same if r.kind == "captured")
+        pref = sum(r.amount for r in p_same if r.kind == "refunded")
+        rev = sum(r.amount for r in l_same if r.kind == "revenue")
+        lref = sum(r.amount for r in l_same if r.kind == "refund")
+
+        def finding(amount: int, variance: int | None = None, currency: str = cur, detail: str = "") -> Finding:
+            return Finding(abs(amount), total, cap if pays else None, pref if pays else None,
+                           rev if leds else None, lref if leds else None, variance, currency, detail)
+
+        pay_due = t >= first + cfg.payment_window_seconds
+        led_due = t >= first + cfg.ledger_window_seconds
+        other = sorted({r.currency for r in pays + leds if r.currency != cur})
+        if other and ((pay_due and any(r.currency != cur for r in pays))
+                      or (led_due and any(r.currency != cur for r in leds))):
+            out[CURRENCY_MISMATCH] = finding(total, detail=f"order in {cur}, other source(s) in {', '.join(other)}")
+        if status in ("paid", "refunded"):
+            if pay_due:
+                if not any(r.kind == "captured" for r in pays):
+                    out[MISSING_PAYMENT] = finding(total, detail="no captured payment")
+                elif len(p_same) == len(pays):
+                    _compare(out, cap, total, tol, "payments", finding, PARTIAL_PAYMENT, OVERPAYMENT)
+            if led_due:
+                if not any(r.kind == "revenue" for r in leds):
+                    out[MISSING_LEDGER] = finding(total, detail="no revenue entry")
+                elif len(l_same) == len(leds):
+                    _compare(out, rev, total, tol, "ledger", finding, AMOUNT_MISMATCH, AMOUNT_MISMATCH)
+        refund = _first_refund(seen)
+        if status == "cancelled":
+            charged, booked = cap - pref, rev - lref
+            why = []
+            if pay_due and charged > tol:
+                why.append(f"charged {charged}")
+            if led_due and booked > tol:
+                why.append(f"booked {booked} as revenue")
+            if why:
+                out[STATUS_MISMATCH] = finding(max(charged, booked), detail="cancelled order " + " and ".join(why))
+        elif refund is not None:
+            pay_ref = any(r.kind == "refunded" for r in pays)
+            led_ref = any(r.kind == "refund" for r in leds)
+            ref_pay_due = t >= refund + cfg.payment_window_seconds
+            ref_led_due = t >= refund + cfg.ledger_window_seconds
+            if status == "refunded" and ref_pay_due and cap > 0 and not pay_ref:
+                out[STATUS_MISMATCH] = finding(cap, detail="refunded order, captured payment not refunded")
+            elif status == "paid" and pay_ref and led_ref and ref_pay_due:
+                out[STATUS_MISMATCH] = finding(pref, detail="payment and ledger refunded, order still paid")
+            elif pay_ref and not led_ref and ref_led_due:
+                out[REFUND_UNMATCHED] = finding(pref, detail="payment refund without ledger refund")
+            elif led_ref and not pay_ref and status == "paid" and ref_pay_due:
+                out[REFUND_UNMATCHED] = finding(lref, detail="ledger refund without payment refund")
+        return out
+
+    def history(self, horizon: float, cfg: ReconConfig) -> dict[str, ExceptionRecord]:
+        """The exception records implied by the records, swept up to ``horizon`` (pure)."""
+        out: dict[str, ExceptionRecord] = {}
+        split = self._canonical()
+        for t in self.timepoints(cfg):
+            if t >= horizon:  # the horizon is exclusive: a record stamped exactly at it may still come
+                break
+            now = self.findings(t, cfg, split)
+            for cat, f in now.items():
+                rec = out.get(cat)
+                if rec is None:
+                    out[cat] = ExceptionRecord(cat, t, t, True, None, f, f.amount)
+                    continue
+                if not rec.open:
+                    rec.open, rec.last_seen, rec.resolved_at = True, t, None
+                rec.finding = f
+                rec.peak = max(rec.peak, f.amount)
+            for cat, rec in out.items():
+                if rec.open and cat not in now:
+                    rec.open, rec.last_seen, rec.resolved_at = False, t, t
+                    rec.finding = self._amounts_at(t, split, rec.finding)
+        return out
+
+    def _amounts_at(self, t: float, split: tuple[list[Record], list[Record]], f: Finding) -> Finding:
+        """The finding with the amounts each source shows at ``t`` (what resolved it)."""
+        seen = [r for r in split[0] if r.ts <= t]
+        orders = [r for r in seen if r.source == ORDERS]
+        order = max(orders, key=lambda r: (r.ts, r.id)) if orders else None
+        cur = order.currency if order else f.currency
+        pays = [r for r in seen if r.source == PAYMENTS and r.currency == cur]
+        leds = [r for r in seen if r.source == LEDGER and r.currency == cur]
+
+        def total(rs: list[Record], kind: str) -> int | None:
+            return sum(r.amount for r in rs if r.kind == kind) if rs else None
+
+        return Finding(f.amount, order.amount if order else None, total(pays, "captured"), total(pays, "refunded"),
+                       total(leds, "revenue"), total(leds, "refund"), f.variance, f.currency, f.detail)
+
+    def update(self, horizon: float, cfg: ReconConfig, arrival_ts: float | None = None) -> Step:
+        """Re-evaluate at ``horizon`` (never below one already used); publishable changes."""
+        step = Step()
+        if horizon > self.horizon:
+            self.horizon = horizon
+            step.state_changed = True
+        store, day = self.location(cfg)
+        place = f"{store}|{day}"
+        moved = place != self.place  # the order arrived after its payment: every row moves with it
+        if moved:
+            self.place = place
+            step.state_changed = True
+        fresh = self.history(self.horizon, cfg)
+        if self.tests:
+            fresh[EXCLUDED_TEST_DATA] = self._test_record()
+        for cat in sorted(set(fresh) | set(self.exceptions), key=CATEGORIES.index):
+            old = self.exceptions.get(cat)
+            new = fresh.get(cat)
+            if new is None:
+                assert old is not None
+                if not old.open:
+                    if moved:
+                        step.changes.append(Change(old))
+                    continue
+                # published open, but the records now say it never was: data later than the clocks
+                # promised. What was published stands; the late arrival resolves it.
+                at = max(old.first_seen, arrival_ts if arrival_ts is not None else self.horizon)
+                new = ExceptionRecord(cat, old.first_seen, at, False, at, old.finding, old.peak, old.alerted)
+            elif old is not None:
+                new.first_seen = min(new.first_seen, old.first_seen)
+                new.peak = max(new.peak, old.peak)
+                new.alerted = old.alerted
+            change = Change(new)
+            if not new.alerted and cat in cfg.alert_categories and new.peak >= cfg.alert_min_amount_minor:
+                new.alerted = change.fire = True
+            if new.alerted and not new.open and (old is None or old.open or change.fire):
+                change.resolve = True
+            if old is None or not old.same(new) or moved:
+                self.exceptions[cat] = new
+                step.changes.append(change)
+                step.state_changed = True
+        row = self.order_row(cfg)
+        sig = _signature(row)
+        if row["outcome"] != PENDING or self.row_sig:
+            if sig != self.row_sig:
+                self.row_sig = sig
+                step.order_row = row
+                step.state_changed = True
+        return step
+
+    # -- outcome -----------------------------------------------------------------------
+    def order_row(self, cfg: ReconConfig) -> dict[str, Any]:
+        """The order's outcome and amounts (the ``recon_orders`` row), from everything received."""
+        canon, _ = self._canonical()
+        orders = [r for r in canon if r.source == ORDERS]
+        order = max(orders, key=lambda r: (r.ts, r.id)) if orders else None
+        pays = [r for r in canon if r.source == PAYMENTS]
+        leds = [r for r in canon if r.source == LEDGER]
+        cur = order.currency if order else (canon[0].currency if canon else self.tests[0].currency)
+        cap = sum(r.amount for r in pays if r.kind == "captured" and r.currency == cur)
+        pref = sum(r.amount for r in pays if r.kind == "refunded" and r.currency == cur)
+        rev = sum(r.amount for r in leds if r.kind == "revenue" and r.currency == cur)
+        lref = sum(r.amount for r in leds if r.kind == "refund" and r.currency == cur)
+        open_cats = [c for c, e in self.exceptions.items() if e.open and c != EXCLUDED_TEST_DATA]
+        pay_var = led_var = None
+        if not canon:
+            outcome = EXCLUDED
+        elif open_cats:
+            outcome = EXCEPTION
+        elif order is None:
+            outcome = PENDING
+        else:
+            outcome = PENDING
+            total, tol = order.amount, cfg.tolerance(order.amount)
+            same = all(r.currency == cur for r in pays + leds)
+            if order.kind == "cancelled":
+                if same and cap - pref <= tol and rev - lref <= tol:
+                    outcome = MATCHED
+            elif same and any(r.kind == "captured" for r in pays) and any(r.kind == "revenue" for r in leds):
+                pay_var, led_var = cap - total, rev - total
+                pay_ref = any(r.kind == "refunded" for r in pays)
+                led_ref = any(r.kind == "refund" for r in leds)
+                refunds_agree = pay_ref == led_ref == (order.kind == "refunded")
+                if abs(pay_var) <= tol and abs(led_var) <= tol and refunds_agree:
+                    outcome = MATCHED_WITHIN_TOLERANCE if (pay_var or led_var) else MATCHED
+        store, day = self.location(cfg)
+        all_ts = [r.ts for r in canon] or [r.ts for r in self.tests]
+        test_minor = sum(r.amount for r in self.tests)
+        self._outcome = outcome
+        return {
+            "order_id": self.order_id,
+            "store_id": store,
+            "business_day": day,
+            "currency": cur,
+            "outcome": outcome,
+            "order_status": order.kind if order else None,
+            "order_minor": order.amount if order else None,
+            "payments_minor": cap if pays else None,
+            "payments_refund_minor": pref if pays else None,
+            "ledger_minor": rev if leds else None,
+            "ledger_refund_minor": lref if leds else None,
+            "payment_variance_minor": pay_var,
+            "ledger_variance_minor": led_var,
+            "open_categories": ",".join(sorted(open_cats, key=CATEGORIES.index)) or None,
+            "test_events": len(self.tests),
+            "test_minor": test_minor,
+            "first_seen": min(all_ts),
+            "last_event": max(all_ts),
+        }
+
+    def location(self, cfg: ReconConfig) -> tuple[str, date]:
+        """Store and business day: the first order event's, else the first event's with store UNKNOWN."""
+        if self._loc is None:
+            self._loc = self._compute_location(cfg)
+        return self._loc
+
+    def _compute_location(self, cfg: ReconConfig) -> tuple[str, date]:
+        canon, _ = self._canonical()
+        orders = [r for r in canon if r.source == ORDERS]
+        if orders:
+            anchor = min(orders, key=lambda r: (r.ts, r.id))
+            store, ts = anchor.store or UNKNOWN_STORE, anchor.ts
+        elif canon:
+            store, ts = UNKNOWN_STORE, min(r.ts for r in canon)
+        else:
+            store = next((r.store for r in self.tests if r.store), UNKNOWN_STORE)
+            ts = min(r.ts for r in self.tests)
+        return store, cfg.business_day(store, ts)
+
+    def _test_record(self) -> ExceptionRecord:
+        first = min(r.ts for r in self.tests)
+        last = max(r.ts for r in self.tests)
+        by = [sum(r.amount for r in self.tests if r.source == s) if any(r.source == s for r in self.tests) else None
+              for s in (ORDERS, PAYMENTS, LEDGER)]
+        currencies = sorted({r.currency for r in self.tests})
+        f = Finding(sum(r.amount for r in self.tests), by[0], by[1], None, by[2], None, None,
+                    ",".join(currencies), f"{len(self.tests)} test record(s) excluded from matching")
+        return ExceptionRecord(EXCLUDED_TEST_DATA, first, last, False, first, f, f.amount)
+
+    # -- time --------------------------------------------------------------------------------
+    def next_due(self, cfg: ReconConfig) -> float:
+        """The earliest horizon at which this order needs looking at again (evaluation or expiry).
+
+        A matched order whose records are all swept has nothing left to decide until a new
+        record arrives (which re-evaluates it anyway): only its expiry is due.
+        """
+        if self._outcome is None:
+            self.order_row(cfg)
+        if self._outcome in (MATCHED, MATCHED_WITHIN_TOLERANCE) and all(r.ts < self.horizon for r in self.records):
+            return self.expires_at(cfg)
+        later = [t for t in self.timepoints(cfg) if t >= self.horizon]
+        due = min(later) if later else math.inf
+        return min(due, self.expires_at(cfg))
+
+    def expires_at(self, cfg: ReconConfig) -> float:
+        every = self.records + self.tests
+        if not every:
+            return -math.inf
+        last = max([r.ts for r in every] + self.deadlines(cfg))
+        keep = cfg.open_retention_seconds if any(e.open for e in self.exceptions.values()) else cfg.retention_seconds
+        return last + keep
+
+    # -- state -------------------------------------------------------------------------------
+    def to_state(self, cfg: ReconConfig) -> dict[str, Any]:
+        """JSON-able state; ``n`` (next due horizon) lets a timer skip orders without decoding them."""
+        return {
+            "n": self.next_due(cfg),
+            "v": STATE_VERSION,
+            "r": [[r.source, r.ts, r.id, r.amount, r.currency, r.kind, r.store] for r in self.records],
+            "t": [[r.source, r.ts, r.id, r.amount, r.currency, r.kind, r.store] for r in self.tests],
+            "x": [e.to_list() for e in self.exceptions.values()],
+            "h": None if self.horizon == -math.inf else self.horizon,
+            "s": self.row_sig,
+            "w": self.place,
+        }
+
+    @classmethod
+    def from_state(cls, order_id: str, state: dict[str, Any]) -> OrderRecon:
+        if state.get("v") != STATE_VERSION:
+            raise ValueError(f"unsupported recon state version {state.get('v')!r}")
+        o = cls(order_id)
+        o.records = [Record(int(s), float(ts), i, int(a), c, k, st) for s, ts, i, a, c, k, st in state["r"]]
+        o.tests = [Record(int(s), float(ts), i, int(a), c, k, st, True) for s, ts, i, a, c, k, st in state["t"]]
+        o.exceptions = {e[0]: ExceptionRecord.from_list(e) for e in state["x"]}
+        o.horizon = -math.inf if state["h"] is None else float(state["h"])
+        o.row_sig = state["s"]
+        o.place = state["w"]
+        return o
+
+
+def _first_refund(records: list[Record]) -> float | None:
+    times = [r.ts for r in records if (r.source == ORDERS and r.kind == "refunded")
+             or (r.source == PAYMENTS and r.kind == "refunded") or (r.source == LEDGER and r.kind == "refund")]
+    return min(times) if times else None
+
+
+def _compare(out: dict[str, Finding], seen: int, total: int, tol: int, what: str, finding: Any,
+             below: str, above: str) -> None:
+    """Amount of one source against the order total: tolerance, cents/dollars, short, long."""
+    diff = seen - total
+    if abs(diff) <= tol:
+        return
+    if total and (abs(seen - 100 * total) <= 100 * tol or abs(100 * seen - total) <= 100 * tol):
+        ratio = "x100" if abs(seen) > abs(total) else "/100"
+        out[UNIT_SCALE_MISMATCH] = finding(total, diff, detail=f"{what} {seen} is the order total {total} {ratio}")
+        return
+    category = below if diff < 0 else above
+    out[category] = finding(diff, diff, detail=f"{what} {seen} vs order total {total}")
+
+
+def _signature(row: dict[str, Any]) -> str:
+    return hashlib.blake2b(repr(tuple(row.values())).encode(), digest_size=8).hexdigest()
+
+
+def ts_datetime(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+# --------------------------------------------------------------------------- daily SPC
+
+DAILY_METRICS = ("match_rate", "unmatched_minor")
+CHAIN = "ALL"
+
+
+@dataclass(frozen=True, slots=True)
+class DailyResult:
+    """One closed business day of one store (a ``recon_daily`` row): what the daily SPC judges."""
+
+    store_id: str
+    currency: str
+    day: date
+    matched: int
+    decided: int
+    unmatched_minor: int
+
+
+def daily_detector_config(metric: str) -> DetectorConfig:
+    """WE1-WE4 on a 28-day daily baseline (the store preset), with a minimum effect so that a
+    perfectly steady series (match rate 1.0 every day) does not alarm on noise-sized changes:
+    1 point of match rate, or half the usual unmatched amount (at least 10.00)."""
+    if metric == "match_rate":
+        return DetectorConfig.store(min_effect_abs=0.01, extra={"preset": "recon_match_rate"})
+    return DetectorConfig.store(min_effect_abs=1000.0, min_effect_rel=0.5, sigma_floor_rel=0.05,
+                                extra={"preset": "recon_unmatched"})
+
+
+def daily_spc(days: list[DailyResult]) -> list[tuple[str, str, str, EpisodeEvent]]:
+    """Western Electric rules over each store's (and the chain's) daily match rate and unmatched
+    amount, per currency, in day order. Returns ``(store_id, currency, metric, EpisodeEvent)``.
+
+    Pure and stateless: the daily results are the state (a few rows per store and day), so a run
+    over the same rows always gives the same episodes and ids.
+    """
+    series: dict[tuple[str, str], dict[date, list[int]]] = {}
+    for d in days:
+        for store in (d.store_id, CHAIN):
+            acc = series.setdefault((store, d.currency), {}).setdefault(d.day, [0, 0, 0])
+            acc[0] += d.matched
+            acc[1] += d.decided
+            acc[2] += d.unmatched_minor
+    out: list[tuple[str, str, str, EpisodeEvent]] = []
+    for (store, currency), by_day in sorted(series.items()):
+        for metric in DAILY_METRICS:
+            det = SeriesDetector(f"recon|{store}|{currency}|{metric}", daily_detector_config(metric))
+            for day in sorted(by_day):
+                matched, decided, unmatched = by_day[day]
+                value = (matched / decided if decided else math.nan) if metric == "match_rate" else float(unmatched)
+                ts = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+                for verdict in det.update(ts, value):
+                    if verdict.event is not None:
+                        out.append((store, currency, metric, verdict.event))
+    return out
