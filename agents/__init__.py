@@ -29,6 +29,8 @@ from agents import recon  # noqa: E402, I001
 PROCESSORS[recon.ReconProcessor.use_case] = recon.from_settings
 from agents import forecast  # noqa: E402, I001
 PROCESSORS[forecast.USE_CASE] = forecast.ForecastProcessor.from_settings
+from agents import store  # noqa: E402, I001
+PROCESSORS[store.USE_CASE] = store.StoreProcessor.from_settings
 
 
 def register_all(runtime: Runtime) -> None:
