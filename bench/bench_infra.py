@@ -166,10 +166,13 @@ this run on the single-sample topic (median of 3).
 | single-sample, `SEASONALITY=none` | {SINGLE:,} | {plain:,.0f} | {plain / ceiling:.2f} | {plain_rss:,.0f} MB |
 | 500-sample batches | {BATCHES * BATCH_SIZE:,} | {batched:,.0f} | {batched / ceiling:.2f} | {batch_rss:,.0f} MB |
 
-Memory of live series state (Python heap, tracemalloc; the worker's write-back cache holds up to
-`SPCWATCH_STATE_CACHE_KEYS` resources per partition, the Faust table holds their JSON state):
+Memory of live series state (Python heap, tracemalloc) after one day of data, i.e. 2 of the 30
+baseline buckets filled. A full 30-day baseline costs ~56-70 KB (seasonal) or ~7-12 KB (none) of heap
+per series (SPC engine table above): about 6 GB or 1 GB per 100,000 series. The worker's write-back
+cache holds up to `SPCWATCH_STATE_CACHE_KEYS` resources per partition; the Faust table holds their JSON
+state. The estate this replaces (~376 resources, ~2,000 series) needs ~150 MB.
 
-| seasonality | heap per 100,000 series |
+| seasonality | heap per 100,000 series, one day in |
 | --- | ---: |
 | `hour_of_day` (default) | {seasonal_mb:,.0f} MB |
 | `none` | {plain_mb:,.0f} MB |
