@@ -193,6 +193,26 @@ def cmd_recon_spc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect_prometheus(args: argparse.Namespace) -> int:
+    """Poll a Prometheus server's HTTP API and publish the samples to metrics.samples."""
+    from stream_app.collect import CollectError, PrometheusCollector, run
+
+    settings = _settings()
+    if args.interval <= 0:
+        raise UserError("--interval must be > 0 seconds", EXIT_USAGE)
+    if not args.url.startswith(("http://", "https://")):
+        raise UserError(f"--url must be an http(s) URL, got {args.url!r}", EXIT_USAGE)
+    collector = PrometheusCollector(args.url, args.query, resource_label=args.resource_label,
+                                    resource_type=args.resource_type)
+    try:
+        published = _run_or_unavailable(None, run(settings, collector, args.interval, once=args.once),
+                                        f"Kafka at {settings.kafka_bootstrap}")
+    except CollectError as exc:
+        raise UserError(str(exc), EXIT_UNAVAILABLE) from None
+    print(f"published {published} samples", file=sys.stderr)
+    return 0
+
+
 def _run_or_unavailable(loop: asyncio.AbstractEventLoop | None, coro, what: str):  # type: ignore[no-untyped-def]
     from aiokafka.errors import KafkaError
     from sqlalchemy.exc import DBAPIError
@@ -244,6 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     topics_sub.required = True
     add("create", cmd_topics_create, topics_sub)
     add("recon-spc", cmd_recon_spc)
+
+    collect_parser = sub.add_parser("collect", help="poll a metrics source into metrics.samples",
+                                    description="Collectors publishing to metrics.samples.")
+    collect_sub = collect_parser.add_subparsers(dest="collect_command", metavar="SOURCE", parser_class=_Parser)
+    collect_sub.required = True
+    prom = add("prometheus", cmd_collect_prometheus, collect_sub)
+    prom.add_argument("--url", required=True, help="Prometheus base URL, e.g. http://127.0.0.1:9090")
+    prom.add_argument("--query", required=True, action="append", metavar="Q",
+                      help="PromQL instant query (repeatable)")
+    prom.add_argument("--interval", type=float, default=60.0, metavar="S", help="seconds between polls (60)")
+    prom.add_argument("--resource-label", default="instance", help="label naming the resource (instance)")
+    prom.add_argument("--resource-type", default="prometheus", help="resource_type of the samples")
+    prom.add_argument("--once", action="store_true", help="poll once and exit")
 
     from stream_app import alerts_view, simulate  # light modules: their heavy imports are lazy
 

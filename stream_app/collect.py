@@ -1,0 +1,128 @@
+"""Collectors: poll a metrics source and publish samples to ``metrics.samples``.
+
+A :class:`Collector` turns one poll into contract samples; :func:`run` does the
+publishing (one ``{"samples": [...]}`` message per resource per poll, keyed by
+``resource_id``, as the contract asks of producers). Prometheus is the first
+source; CloudWatch fits the same interface (``poll(now) -> samples``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+
+from stream_app.settings import Settings
+from stream_app.topics import kafka_client_options
+
+log = logging.getLogger(__name__)
+
+
+class Collector(Protocol):
+    source: str
+
+    async def poll(self, now: float) -> list[dict[str, Any]]:
+        """Contract samples (dicts) observed at ``now``."""
+        ...
+
+
+class CollectError(RuntimeError):
+    """The source answered with an error, or not at all."""
+
+
+@dataclass
+class PrometheusCollector:
+    """Instant queries against the Prometheus HTTP API (``/api/v1/query``).
+
+    Each vector element becomes a sample: metric = ``__name__`` (or the query
+    text for expressions without one), resource = the ``resource_label``
+    (default ``instance``), all other labels kept as sample labels.
+    """
+
+    url: str
+    queries: Sequence[str]
+    resource_label: str = "instance"
+    resource_type: str = "prometheus"
+    source: str = "prometheus"
+    timeout: float = 10.0
+    dropped_non_finite: int = 0
+
+    async def poll(self, now: float) -> list[dict[str, Any]]:
+        samples: list[dict[str, Any]] = []
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
+            for query in self.queries:
+                samples.extend(self._samples(query, await self._query(session, query, now)))
+        return samples
+
+    async def _query(self, session: aiohttp.ClientSession, query: str, now: float) -> list[dict[str, Any]]:
+        endpoint = self.url.rstrip("/") + "/api/v1/query"
+        try:
+            async with session.get(endpoint, params={"query": query, "time": f"{now:.3f}"}) as response:
+                body = orjson.loads(await response.read())
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+            raise CollectError(f"cannot query Prometheus at {self.url}: {exc}") from exc
+        if body.get("status") != "success":
+            raise CollectError(f"Prometheus rejected {query!r}: {body.get('error', body)}")
+        data = body["data"]
+        if data.get("resultType") != "vector":
+            raise CollectError(f"{query!r} returns a {data.get('resultType')}, not an instant vector")
+        return data["result"]
+
+    def _samples(self, query: str, result: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for element in result:
+            labels = dict(element["metric"])
+            ts, raw = element["value"]
+            value = float(raw)
+            if not math.isfinite(value):
+                self.dropped_non_finite += 1  # NaN/Inf are real Prometheus values, but not samples
+                continue
+            metric = labels.pop("__name__", query)
+            resource = labels.pop(self.resource_label, None) or labels.get("job") or "unknown"
+            out.append({"ts": float(ts), "source": self.source, "resource_type": self.resource_type,
+                        "resource_id": resource, "metric": metric, "value": value, "labels": labels})
+        return out
+
+
+def batches(samples: list[dict[str, Any]]) -> dict[str, bytes]:
+    """One message per resource: ``resource_id -> {"samples": [...]}``."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for sample in samples:
+        grouped.setdefault(sample["resource_id"], []).append(sample)
+    return {resource: orjson.dumps({"samples": group}) for resource, group in grouped.items()}
+
+
+async def run(settings: Settings, collector: Collector, interval: float, once: bool = False) -> int:
+    """Poll every ``interval`` seconds and publish; returns the samples published."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(**kafka_client_options(settings), acks="all", linger_ms=20)
+    await producer.start()
+    topic = settings.topic("metrics.samples")
+    published = 0
+    try:
+        while True:
+            started = time.time()
+            try:
+                samples = await collector.poll(started)
+            except CollectError as exc:
+                if once:
+                    raise
+                log.warning("collect: %s; retrying at the next interval", exc)
+                samples = []
+            sends = [await producer.send(topic, value, key=key.encode()) for key, value in batches(samples).items()]
+            await asyncio.gather(*sends)
+            published += len(samples)
+            log.info("collect: published %d samples from %s", len(samples), collector.source)
+            if once:
+                return published
+            await asyncio.sleep(max(0.0, interval - (time.time() - started)))
+    finally:
+        await producer.stop()
