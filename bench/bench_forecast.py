@@ -15,10 +15,7 @@ import asyncio
 import os
 import random
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -27,7 +24,15 @@ import orjson
 import pymysql
 from aiokafka import AIOKafkaProducer
 
-from bench.common import BOOTSTRAP, create_topic, delete_topics, fill_topic
+from bench.common import (
+    BOOTSTRAP,
+    MYSQL,
+    create_topic,
+    delete_prefixed,
+    delete_topics,
+    fill_topic,
+    run_worker,
+)
 from bench.framework import faust_count_rate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +41,6 @@ DAYS = int(os.environ.get("SPCWATCH_BENCH_FORECAST_DAYS", "30"))
 CEILING_EVENTS = int(os.environ.get("SPCWATCH_BENCH_FORECAST_CEILING", "40000"))
 RUNS = int(os.environ.get("SPCWATCH_BENCH_RUNS", "3"))
 PARTITIONS = 4
-MYSQL = dict(host="127.0.0.1", port=3306, user="spcwatch", password="spcwatch")
 TOPICS = ("forecasts", "demand")
 
 
@@ -65,18 +69,6 @@ def _message(event: dict) -> bytes:
     return orjson.dumps({k: v for k, v in event.items() if k != "topic"})
 
 
-def _metric(port: int, name: str) -> float:
-    total = 0.0
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            for line in response.read().decode().splitlines():
-                if line.startswith(name + "{") and any(f'topic="{t}"' in line for t in TOPICS):
-                    total += float(line.rsplit(" ", 1)[1])
-    except OSError:
-        pass
-    return total
-
-
 async def _produce(prefix: str, events: list[dict]) -> None:
     for topic in TOPICS:
         await create_topic(BOOTSTRAP, prefix + topic, PARTITIONS)
@@ -89,74 +81,12 @@ async def _produce(prefix: str, events: list[dict]) -> None:
         await producer.stop()
 
 
-async def _delete_prefixed(prefix: str) -> None:
-    """Every topic of one run: the inputs and what the worker created (alerts, ticks, changelogs)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
-    finally:
-        await admin.close()
-    if names:
-        await delete_topics(BOOTSTRAP, names)
-
-
-def _rows(database: str) -> int:
-    try:
-        conn = pymysql.connect(**MYSQL, database=database, autocommit=True)
-    except pymysql.MySQLError:
-        return 0
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM forecast_accuracy_daily")
-            return int(cur.fetchone()[0])
-    except pymysql.MySQLError:
-        return 0
-    finally:
-        conn.close()
-
-
 def worker_rates(prefix: str, n_events: int, n_pairs: int, database: str,
                  extra_env: dict[str, str] | None = None) -> tuple[float, float]:
     """(consumed events/s, end-to-end pairs/s) of one worker over pre-filled topics."""
-    from tests.conftest import free_port
-
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPCWATCH_")}
-    env.update(SPCWATCH_KAFKA_BOOTSTRAP=BOOTSTRAP, SPCWATCH_TOPIC_PREFIX=prefix, SPCWATCH_WEB_PORT=str(port),
-               SPCWATCH_DB_URL=f"mysql+aiomysql://spcwatch:spcwatch@127.0.0.1:3306/{database}",
-               SPCWATCH_WEB_HOST="127.0.0.1", SPCWATCH_LOG_LEVEL="WARNING", SPCWATCH_PARTITIONS=str(PARTITIONS),
-               SPCWATCH_DATA_DIR=f"/tmp/{prefix}data", **(extra_env or {}))
-    log_path = Path(f"/tmp/{prefix}worker.log")
-    log = log_path.open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        first = consumed_at = 0.0
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            seen = _metric(port, "spcwatch_events_consumed_total")
-            now = time.perf_counter()
-            if seen and not first:
-                first = now
-            if seen >= n_events and not consumed_at:
-                consumed_at = now
-            if consumed_at and _rows(database) >= n_pairs:
-                return n_events / (consumed_at - first), n_pairs / (now - first)
-            if proc.poll() is not None:
-                raise RuntimeError(f"the forecast worker exited with {proc.returncode}; log: {log_path}")
-            time.sleep(0.05)
-        raise RuntimeError(f"the forecast worker did not finish within 600 s; log: {log_path}")
-    finally:
-        log.close()
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    marks = run_worker(prefix, database, TOPICS, n_events, rows_table="forecast_accuracy_daily", n_rows=n_pairs,
+                       env=extra_env, partitions=PARTITIONS)
+    return marks.rate(n_events, end_to_end=False), marks.rate(n_pairs)
 
 
 def in_process(events: list[dict]) -> tuple[float, float]:
@@ -192,7 +122,7 @@ def _one_run(events: list[dict], ceiling_topic: str, extra_env: dict[str, str]) 
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
         conn.close()
-        asyncio.run(_delete_prefixed(prefix))
+        asyncio.run(delete_prefixed(BOOTSTRAP, prefix))
 
 
 CONFIGS = {

@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
-import time
 import tracemalloc
 import uuid
 from pathlib import Path
@@ -21,7 +18,14 @@ from pathlib import Path
 import orjson
 import pymysql
 
-from bench.common import BOOTSTRAP, create_topic, delete_topics, fill_topic
+from bench.common import (
+    BOOTSTRAP,
+    MYSQL,
+    create_topic,
+    delete_topics,
+    fill_topic,
+    run_worker,
+)
 from bench.framework import faust_count_rate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +33,6 @@ SINGLE = int(os.environ.get("SPCWATCH_BENCH_INFRA_SINGLE", "40000"))
 BATCHES = int(os.environ.get("SPCWATCH_BENCH_INFRA_BATCHES", "200"))
 BATCH_SIZE = 500
 RESOURCES = 2000
-MYSQL = dict(host="127.0.0.1", port=3306, user="spcwatch", password="spcwatch")
 T0 = 1_771_286_400.0
 
 
@@ -52,60 +55,11 @@ def _key_single(i: int) -> bytes:
     return f"i-{i % RESOURCES:05d}".encode()
 
 
-def _metric(port: int, name: str, labels: str) -> float:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            for line in response.read().decode().splitlines():
-                if line.startswith(f"{name}{{{labels}}}"):
-                    return float(line.rsplit(" ", 1)[1])
-    except OSError:
-        pass
-    return 0.0
-
-
-def worker_rate(prefix: str, expected: int, db_url: str, env: dict[str, str] | None = None) -> tuple[float, float]:
+def worker_rate(prefix: str, expected: int, database: str,
+                env: dict[str, str] | None = None) -> tuple[float, float]:
     """Samples/s of a real worker over a pre-filled topic, and its peak RSS in MB."""
-    from tests.conftest import free_port
-
-    port = free_port()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SPCWATCH_")}
-    environ.update(SPCWATCH_KAFKA_BOOTSTRAP=BOOTSTRAP, SPCWATCH_TOPIC_PREFIX=prefix, SPCWATCH_DB_URL=db_url,
-                   SPCWATCH_WEB_PORT=str(port), SPCWATCH_WEB_HOST="127.0.0.1", SPCWATCH_LOG_LEVEL="WARNING",
-                   SPCWATCH_DATA_DIR=f"/tmp/{prefix}data", **(env or {}))
-    proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], cwd=ROOT, env=environ,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        first = done = 0.0
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            seen = _metric(port, "spcwatch_events_consumed_total", 'topic="metrics.samples"')
-            now = time.monotonic()
-            if seen and not first:
-                first, first_seen = now, seen
-            if seen >= expected:
-                done = now
-                break
-            time.sleep(0.05)
-        if not done:
-            raise RuntimeError(f"worker consumed {seen} of {expected} samples in time")
-        rss = _rss_mb(proc.pid)
-        return (expected - first_seen) / (done - first), rss
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    marks = run_worker(prefix, database, ("metrics.samples",), expected, env=env)
+    return marks.rate(expected), marks.peak_rss_mb
 
 
 def memory_per_100k_series(seasonality: str) -> float:
@@ -134,7 +88,6 @@ def run() -> str:
     database = f"spcwatch_bench_{suffix}"
     conn = pymysql.connect(autocommit=True, **MYSQL)
     conn.cursor().execute(f"CREATE DATABASE `{database}`")
-    db_url = f"mysql+aiomysql://spcwatch:spcwatch@127.0.0.1:3306/{database}"
     single_prefix, plain_prefix, batch_prefix = f"bsingle{suffix}.", f"bplain{suffix}.", f"bbatch{suffix}."
     topics = [p + "metrics.samples" for p in (single_prefix, plain_prefix, batch_prefix)]
     try:
@@ -144,9 +97,9 @@ def run() -> str:
         asyncio.run(fill_topic(BOOTSTRAP, topics[1], SINGLE, _single, _key_single))
         asyncio.run(fill_topic(BOOTSTRAP, topics[2], BATCHES, _batch, _key_single))
         ceiling = statistics.median(faust_count_rate(topics[0], SINGLE) for _ in range(3))
-        single, single_rss = worker_rate(single_prefix, SINGLE, db_url)
-        plain, plain_rss = worker_rate(plain_prefix, SINGLE, db_url, {"SPCWATCH_INFRA_SEASONALITY": "none"})
-        batched, batch_rss = worker_rate(batch_prefix, BATCHES * BATCH_SIZE, db_url)
+        single, single_rss = worker_rate(single_prefix, SINGLE, database)
+        plain, plain_rss = worker_rate(plain_prefix, SINGLE, database, {"SPCWATCH_INFRA_SEASONALITY": "none"})
+        batched, batch_rss = worker_rate(batch_prefix, BATCHES * BATCH_SIZE, database)
     finally:
         asyncio.run(delete_topics(BOOTSTRAP, topics))
         conn.cursor().execute(f"DROP DATABASE `{database}`")

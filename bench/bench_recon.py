@@ -13,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -24,27 +22,21 @@ import orjson
 import pymysql
 from aiokafka import AIOKafkaProducer
 
-from bench.common import BOOTSTRAP, create_topic, delete_topics, fill_topic
+from bench.common import (
+    BOOTSTRAP,
+    MYSQL,
+    create_topic,
+    delete_prefixed,
+    delete_topics,
+    fill_topic,
+    run_worker,
+)
 from bench.framework import faust_count_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDERS = int(os.environ.get("SPCWATCH_BENCH_RECON_ORDERS", "8000"))
 CEILING_EVENTS = int(os.environ.get("SPCWATCH_BENCH_RECON_CEILING", "40000"))
 PARTITIONS = 4
-MYSQL = dict(host="127.0.0.1", port=3306, user="spcwatch", password="spcwatch")
-
-
-def _metric(port: int, name: str) -> float:
-    total = 0.0
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            for line in response.read().decode().splitlines():
-                ours = any(f'topic="{t}"' in line for t in ("orders", "payments", "ledger"))
-                if line.startswith(name + "{") and ours:
-                    total += float(line.rsplit(" ", 1)[1])
-    except OSError:
-        pass
-    return total
 
 
 async def _produce(prefix: str, events: list[dict]) -> None:
@@ -60,66 +52,11 @@ async def _produce(prefix: str, events: list[dict]) -> None:
         await producer.stop()
 
 
-async def _delete_prefixed(prefix: str, *extra: str) -> None:
-    """Every topic of the run: inputs, and what the worker created (changelogs, ticks, alerts)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
-    finally:
-        await admin.close()
-    await delete_topics(BOOTSTRAP, names + list(extra))
-
-
-def _rows(database: str) -> int:
-    try:
-        conn = pymysql.connect(**MYSQL, database=database, autocommit=True)
-    except pymysql.MySQLError:
-        return 0
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM recon_orders")
-            return int(cur.fetchone()[0])
-    except pymysql.MySQLError:
-        return 0
-    finally:
-        conn.close()
-
-
 def worker_rates(prefix: str, n_events: int, n_orders: int, database: str) -> tuple[float, float]:
     """(consumed events/s, end-to-end events/s) of one worker over pre-filled topics."""
-    from tests.conftest import free_port
-
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPCWATCH_")}
-    env.update(SPCWATCH_KAFKA_BOOTSTRAP=BOOTSTRAP, SPCWATCH_TOPIC_PREFIX=prefix, SPCWATCH_WEB_PORT=str(port),
-               SPCWATCH_DB_URL=f"mysql+aiomysql://spcwatch:spcwatch@127.0.0.1:3306/{database}",
-               SPCWATCH_WEB_HOST="127.0.0.1", SPCWATCH_LOG_LEVEL="WARNING", SPCWATCH_PARTITIONS=str(PARTITIONS),
-               SPCWATCH_DATA_DIR=f"/tmp/{prefix}data")
-    proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        first = consumed_at = 0.0
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            seen = _metric(port, "spcwatch_events_consumed_total")
-            now = time.perf_counter()
-            if seen and not first:
-                first = now
-            if seen >= n_events and not consumed_at:
-                consumed_at = now
-            if consumed_at and _rows(database) >= n_orders:
-                return n_events / (consumed_at - first), n_events / (now - first)
-            time.sleep(0.05)
-        raise RuntimeError("the recon worker did not finish within 600 s")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    marks = run_worker(prefix, database, ("orders", "payments", "ledger"), n_events,
+                       rows_table="recon_orders", n_rows=n_orders, partitions=PARTITIONS)
+    return marks.rate(n_events, end_to_end=False), marks.rate(n_events)
 
 
 def in_process(events: list[dict]) -> tuple[float, float, float, int]:
@@ -165,7 +102,8 @@ def run() -> str:
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
         conn.close()
-        asyncio.run(_delete_prefixed(prefix, ceiling_topic))
+        asyncio.run(delete_prefixed(BOOTSTRAP, prefix))
+        asyncio.run(delete_topics(BOOTSTRAP, [ceiling_topic]))
     alone, pending_bytes, open_bytes, open_orders = in_process(sc.events)
     return f"""## Reconciliation (UC-FN-02), one worker, local Kafka + MariaDB
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -25,25 +23,20 @@ import orjson
 import pymysql
 from aiokafka import AIOKafkaProducer
 
-from bench.common import BOOTSTRAP, create_topic, delete_topics, fill_topic
+from bench.common import (
+    BOOTSTRAP,
+    MYSQL,
+    create_topic,
+    delete_topics,
+    fill_topic,
+    run_worker,
+)
 from bench.framework import faust_count_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 DAYS = int(os.environ.get("SPCWATCH_BENCH_STORE_DAYS", "8"))
 CEILING_EVENTS = int(os.environ.get("SPCWATCH_BENCH_STORE_CEILING", "40000"))
 PARTITIONS = 4
-MYSQL = dict(host="127.0.0.1", port=3306, user="spcwatch", password="spcwatch")
-
-
-def _metric(port: int) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            for line in response.read().decode().splitlines():
-                if line.startswith("spcwatch_events_consumed_total{") and 'topic="orders"' in line:
-                    return float(line.rsplit(" ", 1)[1])
-    except OSError:
-        pass
-    return 0.0
 
 
 async def _produce(prefix: str, events: list[dict]) -> None:
@@ -60,53 +53,11 @@ async def _produce(prefix: str, events: list[dict]) -> None:
         await producer.stop()
 
 
-def _rows(database: str) -> int:
-    try:
-        conn = pymysql.connect(**MYSQL, database=database, autocommit=True)
-    except pymysql.MySQLError:
-        return 0
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM store_daily_metrics")
-            return int(cur.fetchone()[0])
-    except pymysql.MySQLError:
-        return 0
-    finally:
-        conn.close()
-
-
 def worker_rates(prefix: str, n_events: int, n_days: int, database: str) -> tuple[float, float]:
     """(consumed orders/s, end-to-end orders/s) of one worker over a pre-filled topic."""
-    from tests.conftest import free_port
-
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPCWATCH_")}
-    env.update(SPCWATCH_KAFKA_BOOTSTRAP=BOOTSTRAP, SPCWATCH_TOPIC_PREFIX=prefix, SPCWATCH_WEB_PORT=str(port),
-               SPCWATCH_DB_URL=f"mysql+aiomysql://spcwatch:spcwatch@127.0.0.1:3306/{database}",
-               SPCWATCH_WEB_HOST="127.0.0.1", SPCWATCH_LOG_LEVEL="WARNING", SPCWATCH_PARTITIONS=str(PARTITIONS),
-               SPCWATCH_DATA_DIR=f"/tmp/{prefix}data")
-    proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        first = consumed_at = 0.0
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            seen = _metric(port)
-            now = time.perf_counter()
-            if seen and not first:
-                first = now
-            if seen >= n_events and not consumed_at:
-                consumed_at = now
-            if consumed_at and _rows(database) >= n_days:
-                return n_events / (consumed_at - first), n_events / (now - first)
-            time.sleep(0.05)
-        raise RuntimeError("the store worker did not finish within 600 s")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    marks = run_worker(prefix, database, ("orders",), n_events, rows_table="store_daily_metrics", n_rows=n_days,
+                       partitions=PARTITIONS)
+    return marks.rate(n_events, end_to_end=False), marks.rate(n_events)
 
 
 def in_process(events: list[dict]) -> tuple[float, int]:

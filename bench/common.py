@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import statistics
+import subprocess
+import sys
 import time
+import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
+import pymysql
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -68,3 +76,121 @@ async def fill_topic(bootstrap: str, topic: str, count: int, make: Callable[[int
     finally:
         await producer.stop()
     return count / (time.perf_counter() - started)
+
+
+# --------------------------------------------------------------------------- a real worker
+
+MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "spcwatch", "password": "spcwatch"}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def mysql_url(database: str) -> str:
+    return f"mysql+aiomysql://spcwatch:spcwatch@127.0.0.1:3306/{database}"
+
+
+def consumed(port: int, topics: Iterable[str]) -> float:
+    """``spcwatch_events_consumed_total`` of a worker, summed over ``topics``."""
+    wanted = {f'topic="{t}"' for t in topics}
+    total = 0.0
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith("spcwatch_events_consumed_total{") and any(w in line for w in wanted):
+                    total += float(line.rsplit(" ", 1)[1])
+    except OSError:
+        pass
+    return total
+
+
+def count_rows(database: str, table: str) -> int:
+    """Rows in a table (0 while the database or table does not exist yet)."""
+    try:
+        conn = pymysql.connect(**MYSQL, database=database, autocommit=True)
+    except pymysql.MySQLError:
+        return 0
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM {table}")
+            return int(cur.fetchone()[0])
+    except pymysql.MySQLError:
+        return 0
+    finally:
+        conn.close()
+
+
+async def delete_prefixed(bootstrap: str, prefix: str) -> None:
+    """Every topic of one run: inputs and what the worker created (alerts, ticks, changelogs)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+    finally:
+        await admin.close()
+    if names:
+        await delete_topics(bootstrap, names)
+
+
+@dataclass
+class WorkerRun:
+    """Wall-clock marks of one worker over pre-filled topics (``time.perf_counter``)."""
+
+    first: float  # first event counted on /metrics
+    consumed: float  # all events counted
+    done: float  # the expected rows are in the database (== consumed without a rows check)
+    peak_rss_mb: float
+
+    def rate(self, count: int, end_to_end: bool = True) -> float:
+        return count / ((self.done if end_to_end else self.consumed) - self.first)
+
+
+def run_worker(prefix: str, database: str, topics: Iterable[str], n_events: int, *, rows_table: str = "",
+               n_rows: int = 0, env: dict[str, str] | None = None, partitions: int = 4,
+               timeout: float = 600) -> WorkerRun:
+    """Start ``spcwatch worker`` on pre-filled topics and time it from its first event.
+
+    Start-up and rebalancing are excluded; ``done`` waits for ``n_rows`` rows in
+    ``rows_table`` when given (end to end: committed in MariaDB).
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SPCWATCH_")}
+    environ.update(SPCWATCH_KAFKA_BOOTSTRAP=BOOTSTRAP, SPCWATCH_TOPIC_PREFIX=prefix, SPCWATCH_WEB_PORT=str(port),
+                   SPCWATCH_DB_URL=mysql_url(database), SPCWATCH_WEB_HOST="127.0.0.1",
+                   SPCWATCH_LOG_LEVEL="WARNING", SPCWATCH_PARTITIONS=str(partitions),
+                   SPCWATCH_DATA_DIR=f"/tmp/{prefix}data", **(env or {}))
+    log_path = Path(f"/tmp/{prefix}worker.log")
+    topics = list(topics)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], cwd=ROOT, env=environ,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            first = consumed_at = 0.0
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                seen = consumed(port, topics)
+                now = time.perf_counter()
+                if seen and not first:
+                    first = now
+                if seen >= n_events and not consumed_at:
+                    consumed_at = now
+                if consumed_at and (not rows_table or count_rows(database, rows_table) >= n_rows):
+                    return WorkerRun(first, consumed_at, now, _peak_rss_mb(proc.pid))
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the worker exited with {proc.returncode}; log: {log_path}")
+                time.sleep(0.05)
+            raise RuntimeError(f"the worker did not finish within {timeout:.0f} s; log: {log_path}")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
