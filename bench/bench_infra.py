@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
+import time
 import tracemalloc
 import uuid
 from pathlib import Path
@@ -22,9 +23,12 @@ from bench.common import (
     BOOTSTRAP,
     MYSQL,
     create_topic,
+    delete_prefixed,
     delete_topics,
     fill_topic,
     run_worker,
+    wait_consumed,
+    worker,
 )
 from bench.framework import faust_count_rate
 
@@ -60,6 +64,93 @@ def worker_rate(prefix: str, expected: int, database: str,
     """Samples/s of a real worker over a pre-filled topic, and its peak RSS in MB."""
     marks = run_worker(prefix, database, ("metrics.samples",), expected, env=env)
     return marks.rate(expected), marks.peak_rss_mb
+
+
+def _histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """Prometheus ``histogram_quantile``: linear interpolation inside the bucket."""
+    total = buckets[-1][1]
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / max(count - lower_count, 1e-9)
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+def alert_latency(database: str, rate: float, series: int = 200,
+                  live_seconds: float = 20.0) -> tuple[float, float, int]:
+    """p50/p99 event-to-alert seconds at ``rate`` single-sample messages/s, samples stamped *now*.
+
+    Three days of half-hourly history warm the baselines; then every series gets
+    one spike (x5) at a random moment of the live phase.
+    """
+    import random
+    import urllib.request
+
+    from aiokafka import AIOKafkaProducer
+
+    suffix = uuid.uuid4().hex[:6]
+    prefix = f"blat{suffix}."
+    topic = prefix + "metrics.samples"
+    now = time.time()
+    rng = random.Random(1)
+    history = [
+        orjson.dumps({"samples": [{"ts": now - 3 * 86400 + 1800 * k, "resource_type": "ec2", "resource_id": f"r{i}",
+                                   "metric": "CPUUtilization", "value": 50 + rng.gauss(0, 2)}
+                                  for k in range(3 * 48 - 2)]}) for i in range(series)]
+    rounds = int(rate * live_seconds / series)
+    spike_round = [rng.randrange(2, rounds) for _ in range(series)]
+
+    async def produce_history() -> None:
+        await create_topic(BOOTSTRAP, topic, 4)
+        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=10)
+        await producer.start()
+        try:
+            await asyncio.gather(*[await producer.send(topic, m, key=f"r{i}".encode()) for i, m in enumerate(history)])
+        finally:
+            await producer.stop()
+
+    async def produce_live() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=2)
+        await producer.start()
+        started = time.perf_counter()
+        try:
+            for r in range(rounds):
+                for i in range(series):
+                    value = 50 + rng.gauss(0, 2)
+                    if r == spike_round[i]:
+                        value *= 5
+                    await producer.send(topic, orjson.dumps({
+                        "ts": time.time(), "resource_type": "ec2", "resource_id": f"r{i}",
+                        "metric": "CPUUtilization", "value": value}), key=f"r{i}".encode())
+                    sent = r * series + i + 1
+                    ahead = sent / rate - (time.perf_counter() - started)
+                    if ahead > 0.005:
+                        await asyncio.sleep(ahead)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce_history())
+    try:
+        with worker(prefix, database) as port:
+            wait_consumed(port, ("metrics.samples",), series * len(range(3 * 48 - 2)))
+            asyncio.run(produce_live())
+            time.sleep(10)  # the last spikes' alerts
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+    finally:
+        asyncio.run(delete_prefixed(BOOTSTRAP, prefix))
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith("spcwatch_event_to_alert_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+    buckets.sort()
+    return _histogram_quantile(buckets, 0.5), _histogram_quantile(buckets, 0.99), int(buckets[-1][1])
 
 
 def memory_per_100k_series(seasonality: str) -> float:
@@ -100,6 +191,7 @@ def run() -> str:
         single, single_rss = worker_rate(single_prefix, SINGLE, database)
         plain, plain_rss = worker_rate(plain_prefix, SINGLE, database, {"SPCWATCH_INFRA_SEASONALITY": "none"})
         batched, batch_rss = worker_rate(batch_prefix, BATCHES * BATCH_SIZE, database)
+        p50, p99, n_alerts = alert_latency(database, single / 2)
     finally:
         asyncio.run(delete_topics(BOOTSTRAP, topics))
         conn.cursor().execute(f"DROP DATABASE `{database}`")
@@ -118,6 +210,11 @@ this run on the single-sample topic (median of 3).
 | single-sample messages | {SINGLE:,} | {single:,.0f} | {single / ceiling:.2f} | {single_rss:,.0f} MB |
 | single-sample, `SEASONALITY=none` | {SINGLE:,} | {plain:,.0f} | {plain / ceiling:.2f} | {plain_rss:,.0f} MB |
 | 500-sample batches | {BATCHES * BATCH_SIZE:,} | {batched:,.0f} | {batched / ceiling:.2f} | {batch_rss:,.0f} MB |
+
+Event-to-alert latency at half the single-sample rate ({single / 2:,.0f} messages/s, samples stamped with
+the wall clock, 200 warmed series, one x5 spike each): p50 {p50:.2f} s, p99 {p99:.2f} s over {n_alerts}
+firing alerts (`spcwatch_event_to_alert_seconds`, interpolated inside histogram buckets as
+Prometheus's `histogram_quantile` does).
 
 Memory of live series state (Python heap, tracemalloc) after one day of data, i.e. 2 of the 30
 baseline buckets filled. A full 30-day baseline costs ~56-70 KB (seasonal) or ~7-12 KB (none) of heap

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
@@ -11,7 +12,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,14 +144,9 @@ class WorkerRun:
         return count / ((self.done if end_to_end else self.consumed) - self.first)
 
 
-def run_worker(prefix: str, database: str, topics: Iterable[str], n_events: int, *, rows_table: str = "",
-               n_rows: int = 0, env: dict[str, str] | None = None, partitions: int = 4,
-               timeout: float = 600) -> WorkerRun:
-    """Start ``spcwatch worker`` on pre-filled topics and time it from its first event.
-
-    Start-up and rebalancing are excluded; ``done`` waits for ``n_rows`` rows in
-    ``rows_table`` when given (end to end: committed in MariaDB).
-    """
+@contextlib.contextmanager
+def worker(prefix: str, database: str, env: dict[str, str] | None = None, partitions: int = 4) -> Iterator[int]:
+    """A real ``spcwatch worker`` subprocess for one run; yields its HTTP port. Its log: /tmp/<prefix>worker.log."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -159,34 +155,59 @@ def run_worker(prefix: str, database: str, topics: Iterable[str], n_events: int,
                    SPCWATCH_DB_URL=mysql_url(database), SPCWATCH_WEB_HOST="127.0.0.1",
                    SPCWATCH_LOG_LEVEL="WARNING", SPCWATCH_PARTITIONS=str(partitions),
                    SPCWATCH_DATA_DIR=f"/tmp/{prefix}data", **(env or {}))
-    log_path = Path(f"/tmp/{prefix}worker.log")
-    topics = list(topics)
-    with log_path.open("wb") as log:
+    with Path(f"/tmp/{prefix}worker.log").open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], cwd=ROOT, env=environ,
                                 stdout=log, stderr=subprocess.STDOUT)
+        _workers[port] = proc
         try:
-            first = consumed_at = 0.0
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                seen = consumed(port, topics)
-                now = time.perf_counter()
-                if seen and not first:
-                    first = now
-                if seen >= n_events and not consumed_at:
-                    consumed_at = now
-                if consumed_at and (not rows_table or count_rows(database, rows_table) >= n_rows):
-                    return WorkerRun(first, consumed_at, now, _peak_rss_mb(proc.pid))
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the worker exited with {proc.returncode}; log: {log_path}")
-                time.sleep(0.05)
-            raise RuntimeError(f"the worker did not finish within {timeout:.0f} s; log: {log_path}")
+            yield port
         finally:
+            _workers.pop(port, None)
             proc.terminate()
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+_workers: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def wait_consumed(port: int, topics: Iterable[str], n_events: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while consumed(port, topics) < n_events:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker did not consume {n_events} events within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def run_worker(prefix: str, database: str, topics: Iterable[str], n_events: int, *, rows_table: str = "",
+               n_rows: int = 0, env: dict[str, str] | None = None, partitions: int = 4,
+               timeout: float = 600) -> WorkerRun:
+    """Start ``spcwatch worker`` on pre-filled topics and time it from its first event.
+
+    Start-up and rebalancing are excluded; ``done`` waits for ``n_rows`` rows in
+    ``rows_table`` when given (end to end: committed in MariaDB).
+    """
+    topics = list(topics)
+    with worker(prefix, database, env, partitions) as port:
+        proc = _workers[port]
+        first = consumed_at = 0.0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen = consumed(port, topics)
+            now = time.perf_counter()
+            if seen and not first:
+                first = now
+            if seen >= n_events and not consumed_at:
+                consumed_at = now
+            if consumed_at and (not rows_table or count_rows(database, rows_table) >= n_rows):
+                return WorkerRun(first, consumed_at, now, _peak_rss_mb(proc.pid))
+            if proc.poll() is not None:
+                raise RuntimeError(f"the worker exited with {proc.returncode}; log: /tmp/{prefix}worker.log")
+            time.sleep(0.05)
+        raise RuntimeError(f"the worker did not finish within {timeout:.0f} s; log: /tmp/{prefix}worker.log")
 
 
 def _peak_rss_mb(pid: int) -> float:
