@@ -9,8 +9,9 @@ Writing the table and the database per event would cap a worker at a few
 thousand events/s, so each partition works between **checkpoints**: state
 lives in a write-back cache, rows accumulate, and events are not acknowledged.
 A checkpoint (every ``checkpoint_events`` events or ``checkpoint_seconds``, 5 s)
-writes the dirty state to the table (its changelog), upserts the rows, and only
-then acknowledges the events. Faust commits offsets only up to acknowledged
+writes the dirty state to the table (its changelog) and hands the rows to a
+background writer, which upserts them and only then acknowledges the events
+(processing goes on meanwhile; at most two checkpoints are in flight). Faust commits offsets only up to acknowledged
 events and flushes the producer first, so a committed offset never runs ahead
 of the state and rows it produced. After a crash, events after the last
 commit are processed again: processors are idempotent (deterministic alert
@@ -196,10 +197,13 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
             rows.add_row("pipeline_log", _log_row(name, p))
             p.log_events = p.log_checkpoints = 0
             p.last_log = now
-        if rows:
-            await runtime.emit(Outputs(rows=rows.rows))
-        for event in acks:
-            event.ack()
+        def acknowledge() -> None:
+            for event in acks:
+                event.ack()
+
+        # The rows are committed in the background while this partition goes on;
+        # its events are acknowledged only once they are (see Runtime.write_behind).
+        await runtime.write_behind(rows.rows, acknowledge)
 
     async def handle(p: _Partition, event: Any, outputs: Outputs) -> None:
         if outputs.alerts:

@@ -7,9 +7,11 @@ with its own topic prefix and metrics registry) against one broker.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +29,9 @@ from stream_app.metrics import SpcMetrics
 from stream_app.settings import Settings
 from stream_app.sink import Sink
 from stream_app.usecase import Outputs
+
+MAX_PENDING_WRITES = 2
+"""Checkpoints whose rows may be in flight to the database while processing goes on."""
 
 
 @dataclass
@@ -57,6 +62,37 @@ class Runtime:
         await self.deadletter_topic.send(key=message.key, value=envelope)
         self.metrics.events_invalid.labels(topic, error.reason).inc()
         self.metrics.deadletter_published.labels(topic).inc()
+
+    _writes: deque[asyncio.Future[None]] = field(default_factory=deque, init=False, repr=False)
+
+    async def write_behind(self, rows: dict[str, list[dict[str, Any]]], then: Callable[[], None]) -> None:
+        """Commit a checkpoint's rows in the background, then call ``then`` (its acknowledgements).
+
+        Processing goes on while the database commits. Writes run one after
+        another in the order asked, so the last write of a key wins and
+        acknowledgements stay in offset order. With ``MAX_PENDING_WRITES`` in
+        flight the caller waits for the oldest (back-pressure). A failed write
+        fails every later one and raises here, in the agent.
+        """
+        writes = self._writes
+        while writes and writes[0].done():
+            writes.popleft().result()
+        if not writes and not rows:
+            then()
+            return
+        if len(writes) >= MAX_PENDING_WRITES:
+            await writes[0]
+            writes.popleft()
+        previous = writes[-1] if writes else None
+        writes.append(asyncio.ensure_future(self._write_after(previous, rows, then)))
+
+    async def _write_after(self, previous: asyncio.Future[None] | None,
+                           rows: dict[str, list[dict[str, Any]]], then: Callable[[], None]) -> None:
+        if previous is not None:
+            await previous
+        for table, table_rows in rows.items():
+            await self.sink.upsert(table, table_rows)
+        then()
 
     async def emit(self, outputs: Outputs) -> None:
         """Rows first (sink, idempotent), then alerts on the topic; both before the offset commits."""

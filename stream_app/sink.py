@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -49,12 +49,46 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | OSError | asyncio.TimeoutError)
 
 
-def _db_value(value: Any) -> Any:
-    if isinstance(value, dict | list | tuple):
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(UTC).replace(tzinfo=None)
-    return value
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _mysql_datetime(value: datetime) -> str:
+    # What PyMySQL's own escaping writes: microseconds only when there are any.
+    return value.isoformat(" ", "microseconds" if value.microsecond else "seconds")
+
+
+def _sqlite_datetime(value: datetime) -> str:
+    # SQLAlchemy's SQLite storage format (always microseconds), so its reads and binds compare equal.
+    return value.isoformat(" ", "microseconds")
+
+
+class _Converter:
+    """Python values to what the driver takes, once per value, without SQLAlchemy's per-row machinery.
+
+    Timestamps of a checkpoint repeat (every series shares the minute), so their
+    text is cached.
+    """
+
+    def __init__(self, dialect: str) -> None:
+        self._datetime_text = _mysql_datetime if dialect == "mysql" else _sqlite_datetime
+        self._cache: dict[datetime, str] = {}
+
+    def __call__(self, value: Any) -> Any:
+        if type(value) in _PLAIN:
+            return value
+        if isinstance(value, datetime):
+            text = self._cache.get(value)
+            if text is None:
+                if len(self._cache) > 100_000:
+                    self._cache.clear()
+                naive = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+                text = self._cache[value] = self._datetime_text(naive)
+            return text
+        if isinstance(value, date):
+            return value.isoformat()
+        if isinstance(value, dict | list | tuple):
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        return value
 
 
 class Sink:
@@ -77,6 +111,8 @@ class Sink:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self._tables: dict[str, Table] = {}
+        self._statements: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
+        self._convert = _Converter(engine.dialect.name)
 
     async def _table(self, name: str) -> Table:
         table = self._tables.get(name)
@@ -94,31 +130,42 @@ class Sink:
         return table
 
     @staticmethod
-    def _group(table: Table, rows: list[dict[str, Any]]) -> list[dict[tuple[Any, ...], dict[str, Any]]]:
+    def _group(table: Table, rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, ...], list[Mapping[str, Any]]]:
+        """Rows by column set, only the last row of each key in each."""
         keys = [c.name for c in table.primary_key.columns]
-        shapes: dict[tuple[str, ...], dict[tuple[Any, ...], dict[str, Any]]] = {}
+        shapes: dict[tuple[str, ...], dict[tuple[Any, ...], Mapping[str, Any]]] = {}
         for row in rows:
             shapes.setdefault(tuple(row), {})[tuple(row.get(k) for k in keys)] = row
-        return list(shapes.values())
+        return {shape: list(by_key.values()) for shape, by_key in shapes.items()}
 
-    def _statement(self, table: Table, shape: Sequence[str]) -> Any:
-        """One upsert statement per column set, executed with many parameter sets.
+    def _statement(self, table: Table, shape: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+        """The driver-level upsert for one column set, compiled once and cached.
 
-        The drivers batch ``executemany`` into multi-row INSERTs themselves, which
-        costs far less than compiling a statement with a thousand VALUES tuples.
+        Returns the SQL and its parameter order (the table's column order).
+        Executed with ``executemany``: the drivers batch it into multi-row
+        INSERTs themselves, which costs far less than compiling a statement with
+        a thousand VALUES tuples or letting SQLAlchemy process every row.
         """
+        cached = self._statements.get((table.name, shape))
+        if cached is not None:
+            return cached
         keys = {c.name for c in table.primary_key.columns}
         columns = [c for c in shape if c not in keys]
         if self.engine.dialect.name == "mysql":
-            stmt = mysql_insert(table)
-            if not columns:
-                return stmt.prefix_with("IGNORE")
-            return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in columns})
-        stmt = sqlite_insert(table)
-        if not columns:
-            return stmt.on_conflict_do_nothing(index_elements=list(keys))
-        return stmt.on_conflict_do_update(
-            index_elements=list(keys), set_={c: stmt.excluded[c] for c in columns})
+            insert = mysql_insert(table)
+            stmt = (insert.prefix_with("IGNORE") if not columns
+                    else insert.on_duplicate_key_update({c: insert.inserted[c] for c in columns}))
+        else:
+            insert = sqlite_insert(table)
+            stmt = (insert.on_conflict_do_nothing(index_elements=list(keys)) if not columns
+                    else insert.on_conflict_do_update(index_elements=list(keys),
+                                                      set_={c: insert.excluded[c] for c in columns}))
+        compiled = stmt.compile(dialect=self.engine.dialect, column_keys=list(shape))
+        order = tuple(compiled.positiontup or ())
+        if sorted(order) != sorted(shape):
+            raise ValueError(f"unexpected parameters for {table.name}: {order}")
+        statement = self._statements[(table.name, shape)] = (compiled.string, order)
+        return statement
 
     async def upsert(self, table_name: str, rows: Sequence[Mapping[str, Any]]) -> int:
         """Write ``rows`` in one transaction; returns the row count once committed.
@@ -134,19 +181,23 @@ class Sink:
         # column out leaves it unchanged on update (a partial upsert). Within a
         # shape only the last row of each key is sent: the same end state as
         # upserting them one after another, for less work.
-        prepared_rows = [{k: _db_value(v) for k, v in row.items()} for row in rows]
         delay = self.backoff_initial
         attempt = 0
+        prepared: list[tuple[str, list[tuple[Any, ...]]]] | None = None
+        convert = self._convert
         while True:
             attempt += 1
             try:
-                table = await self._table(table_name)
+                if prepared is None:
+                    table = await self._table(table_name)
+                    prepared = []
+                    for shape, shape_rows in self._group(table, rows).items():
+                        sql, order = self._statement(table, shape)
+                        prepared.append((sql, [tuple(convert(row[c]) for c in order) for row in shape_rows]))
                 async with self.engine.begin() as conn:
-                    for by_key in self._group(table, prepared_rows):
-                        prepared = list(by_key.values())
-                        statement = self._statement(table, list(prepared[0]))
-                        for i in range(0, len(prepared), self.batch_size):
-                            await conn.execute(statement, prepared[i:i + self.batch_size])
+                    for sql, params in prepared:
+                        for i in range(0, len(params), self.batch_size):
+                            await conn.exec_driver_sql(sql, params[i:i + self.batch_size])
                 break
             except Exception as exc:
                 if not is_transient(exc):
