@@ -1,0 +1,77 @@
+"""Runtime.write_behind: checkpoint rows committed in order, in the background, acknowledged after."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from stream_app import db
+from stream_app.app import MAX_PENDING_WRITES, Runtime
+from stream_app.metrics import SpcMetrics
+from stream_app.settings import Settings
+from stream_app.sink import Sink
+from tests.stream_app.test_sink import alert_row
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def runtime(db_url: str):  # type: ignore[no-untyped-def]
+    engine = db.create_engine(db_url)
+    await db.upgrade(engine)
+    registry = CollectorRegistry()
+    yield Runtime(settings=Settings(), app=None, metrics=SpcMetrics(registry),  # type: ignore[arg-type]
+                  registry=registry, sink=Sink(engine))
+    await engine.dispose()
+
+
+async def _statuses(runtime: Runtime) -> dict[str, str]:
+    async with runtime.sink.engine.connect() as conn:
+        result = await conn.exec_driver_sql("SELECT alert_id, status FROM alerts")
+        return dict(result.all())
+
+
+async def test_rows_commit_in_order_and_acknowledgements_follow_their_commit(runtime: Runtime) -> None:
+    acked: list[tuple[int, dict[str, str]]] = []
+    pending: list[asyncio.Future[Any]] = []
+
+    def ack(n: int) -> Any:
+        def then() -> None:
+            # Runs after the commit: the rows of checkpoint n must be visible now.
+            pending.append(asyncio.ensure_future(_statuses(runtime)))
+            acked.append((n, {}))
+        return then
+
+    status = ["firing", "resolved", "firing", "resolved", "firing"]
+    for n, s in enumerate(status):
+        await runtime.write_behind({"alerts": [alert_row(1, status=s), alert_row(2 + n)]}, ack(n))
+        assert len(runtime._writes) <= MAX_PENDING_WRITES
+    await asyncio.gather(*runtime._writes)
+    seen = await asyncio.gather(*pending)
+    assert [n for n, _ in acked] == [0, 1, 2, 3, 4]  # in the order asked
+    final = await _statuses(runtime)
+    assert final["a-00001"] == "firing"  # the last write of the key wins
+    assert {f"a-{2 + n:05d}" for n in range(5)} <= set(final)
+    assert all("a-00002" in rows for rows in seen)
+
+
+async def test_a_checkpoint_without_rows_acknowledges_at_once_when_nothing_is_pending(runtime: Runtime) -> None:
+    acked = []
+    await runtime.write_behind({}, lambda: acked.append(1))
+    assert acked == [1]
+    assert not runtime._writes
+
+
+async def test_a_failed_write_withholds_its_acks_and_later_ones_and_raises_in_the_caller(runtime: Runtime) -> None:
+    acked: list[int] = []
+    bad = {**alert_row(9), "no_such_column": 1}
+    await runtime.write_behind({"alerts": [bad]}, lambda: acked.append(1))
+    await runtime.write_behind({"alerts": [alert_row(10)]}, lambda: acked.append(2))
+    with pytest.raises(Exception, match="no_such_column"):
+        for _ in range(MAX_PENDING_WRITES + 1):
+            await runtime.write_behind({"alerts": [alert_row(11)]}, lambda: acked.append(3))
+    await asyncio.gather(*runtime._writes, return_exceptions=True)
+    assert acked == []  # nothing after the failure is acknowledged: it will be redelivered
