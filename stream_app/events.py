@@ -308,7 +308,28 @@ def _test_flag(obj: dict[str, Any]) -> bool:
     return flag
 
 
+_NUMBER = (int, float)
+_SAMPLE_FIELDS = frozenset({"ts", "value", "resource_id", "metric", "source", "resource_type", "labels"})
+
+
 def sample_from_obj(obj: Any) -> MetricSample:
+    """A validated sample; the common, well-formed shape takes a fast path with the same result."""
+    if type(obj) is dict and obj.keys() <= _SAMPLE_FIELDS and obj.get("labels") is None:
+        ts, value = obj.get("ts"), obj.get("value")
+        rid, metric = obj.get("resource_id"), obj.get("metric")
+        source, rtype = obj.get("source", "unknown"), obj.get("resource_type", "unknown")
+        if (type(ts) in _NUMBER and type(value) in _NUMBER and type(rid) is str and type(metric) is str
+                and type(source) is str and type(rtype) is str):
+            seconds = ts / 1000.0 if ts > _MS_THRESHOLD else float(ts)
+            rid, metric, source, rtype = rid.strip(), metric.strip(), source.strip(), rtype.strip()
+            if (_MIN_TS <= seconds < _MAX_TS and math.isfinite(value) and rid and metric and source
+                    and rtype):
+                return MetricSample(seconds, source, rtype, rid, metric, float(value), {})
+    return _sample_from_obj_checked(obj)
+
+
+def _sample_from_obj_checked(obj: Any) -> MetricSample:
+    """Field by field, with the reason of the first problem."""
     obj = _object(obj)
     return MetricSample(
         ts=parse_timestamp(_require(obj, "ts")),

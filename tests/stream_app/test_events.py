@@ -5,6 +5,8 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream_app.events import (
     DECODERS,
@@ -180,3 +182,25 @@ def test_encode_events_round_trips_every_topic(topic: str) -> None:
     again = DECODERS[topic](encode_events(topic, first.events))
     assert again.errors == []
     assert again.events == first.events
+
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10, 5 * 10**12),
+                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=6),
+                     st.sampled_from([" r1 ", "", "  ", "1771322700", "2026-02-17T10:05:00Z", 1771322700.5]))
+_sample_objects = st.dictionaries(
+    st.sampled_from(["ts", "value", "resource_id", "metric", "source", "resource_type", "labels", "other"]),
+    _scalars, max_size=8)
+
+
+@given(st.one_of(_sample_objects, st.builds(lambda o: {**SAMPLE, **o, "labels": None}, _sample_objects)))
+@settings(max_examples=500)
+def test_the_fast_sample_path_agrees_with_field_by_field_validation(obj: dict) -> None:
+    from stream_app.events import _sample_from_obj_checked, sample_from_obj
+
+    def outcome(parse):
+        try:
+            return parse(obj)
+        except InvalidEvent as exc:
+            return exc.reason, exc.detail
+
+    assert outcome(sample_from_obj) == outcome(_sample_from_obj_checked)
