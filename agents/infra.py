@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from models import DetectorConfig, StateError
@@ -77,11 +78,15 @@ class InfraSettings:
                                 absent_after_intervals=self.absent_after_intervals, critical_z=self.critical_z)
 
 
+@lru_cache(maxsize=1 << 17)
 def series_id(series_key: str) -> str:
+    """Short stable id of a series for the tables (cached: every sample of the series asks)."""
     return hashlib.blake2b(series_key.encode(), digest_size=12).hexdigest()
 
 
+@lru_cache(maxsize=1 << 14)
 def _dt(ts: float) -> datetime:
+    # Cached: the rows of one checkpoint share a few minutes.
     return datetime.fromtimestamp(ts, UTC)
 
 
@@ -125,6 +130,16 @@ class InfraProcessor:
                             registry=registry),
         }
         self._series_seen: set[str] = set()
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def _resource_gauges(self, resource_id: str, resource_type: str) -> tuple[Any, Any]:
+        """The resource's health and active-episode gauge children (labels() per sample is costly)."""
+        children = self._children.get((resource_id, resource_type))
+        if children is None:
+            children = self._children[(resource_id, resource_type)] = (
+                self._gauges["health"].labels(resource_id, resource_type),
+                self._gauges["active"].labels(resource_id))
+        return children
 
     def key(self, topic: str, event: MetricSample) -> str:
         return event.resource_id
@@ -158,7 +173,7 @@ class InfraProcessor:
             out.add_row("infra_inventory", self._inventory_row(monitor))
             out.add_row("infra_health_scores", self._health_row(monitor, started))
             if self._gauges:
-                self._gauges["health"].labels(resource_id, monitor.resource_type).set(0)
+                self._resource_gauges(resource_id, monitor.resource_type)[0].set(0)
         return out
 
     # -- translation ----------------------------------------------------------------
@@ -191,8 +206,9 @@ class InfraProcessor:
         out.add_row("infra_health_scores", self._health_row(monitor, monitor.last_seen))
         if self._gauges:
             score, firing = monitor.health(monitor.last_seen)
-            self._gauges["health"].labels(rid, monitor.resource_type).set(score)
-            self._gauges["active"].labels(rid).set(firing)
+            health, active = self._resource_gauges(rid, monitor.resource_type)
+            health.set(score)
+            active.set(firing)
             self._gauges["late"].inc(late)
             self._series_seen.update(r.series_key for r in obs.series)
             self._gauges["series"].set(len(self._series_seen))

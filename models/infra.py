@@ -88,13 +88,14 @@ class SeriesMonitor:
         monitor.severity, monitor.peak_z, monitor.last_resolved = state["s"]
         return monitor
 
-    def observe(self, ts: np.ndarray, values: np.ndarray, critical_z: float) -> SeriesResult:
+    def observe(self, ts: Sequence[float], values: Sequence[float], critical_z: float) -> SeriesResult:
+        """Samples of this series in time order; one sample skips numpy (its set-up costs more)."""
         det = self.detector
         if len(ts) == 1:
             verdicts = det.update(float(ts[0]), float(values[0]))
             rows = [(v.ts, v.value, v.center, v.sigma, v.z, v.rules, v.status, v.event) for v in verdicts]
         else:
-            batch = det.update_many(ts, values)
+            batch = det.update_many(np.asarray(ts, dtype=np.float64), np.asarray(values, dtype=np.float64))
             events = dict(zip(batch.event_index, batch.events, strict=True))
             rows = [(t, x, c, s, z, batch.rules(i) if m else frozenset(), st, events.get(i))
                     for i, (t, x, c, s, z, m, st) in enumerate(zip(
@@ -188,9 +189,7 @@ class ResourceMonitor:
             if monitor is None:
                 monitor = self.series[key] = SeriesMonitor(
                     SeriesDetector(key, self.config.detector), group[0].metric, group[0].labels)
-            ts = np.fromiter((s.ts for s in group), dtype=np.float64, count=len(group))
-            values = np.fromiter((s.value for s in group), dtype=np.float64, count=len(group))
-            result = monitor.observe(ts, values, self.config.critical_z)
+            result = monitor.observe([s.ts for s in group], [s.value for s in group], self.config.critical_z)
             result.series_key = key
             results.append(result)
         return Observation(results, returned)
