@@ -1,9 +1,9 @@
 """UC-FN-02 streaming reconciliation: the Processor around :mod:`models.recon`.
 
-State: one value per ``order_id`` (the contract keys ``orders``, ``payments`` and
-``ledger`` by ``order_id``, so with equal partition counts an order's three
-sources land on the same partition and the generic runner's table *is* the
-matching state; no repartition is needed while producers key by ``order_id``).
+State: one value per order (key ``o:<order_id>``). The contract keys ``orders``,
+``payments`` and ``ledger`` by ``order_id``, so with equal partition counts an
+order's three sources land on the same partition and the generic runner's table
+*is* the matching state; no repartition is needed for the matching.
 
 Clock: each partition keeps, per source, the highest event time it has seen.
 The **horizon** is the lowest of the three: every source is complete up to it
@@ -12,47 +12,66 @@ by the deadline" at the horizon never depends on how the three topics happened
 to interleave. Those clocks are memory only: after a restart they rebuild from
 the next events, and each order remembers the horizon it was evaluated at.
 
-Translation only: records in, exception rows, order rows and ``RECON_*`` alerts
-out; every decision is in the model.
+Daily SPC (match rate, unmatched amount) needs every partition's orders of a
+store's day, so it runs in two more stages behind internal topics, like the store
+use case (the runner creates them from :attr:`ReconProcessor.internal_topics`):
+
+* ``spcwatch.recon.close`` (every message keyed ``ALL``, state ``c:ALL``): when a
+  partition's horizon passes a day's close, its tick sends one summary of its
+  orders of that day, each order's share taken as of the close
+  (:meth:`models.recon.OrderRecon.contribution`); :class:`models.recon.CloseBook`
+  closes the day once every partition has reported past it, and judges the chain;
+* ``spcwatch.recon.by-store`` (keyed ``store_id``, state ``s:<store>``): each
+  store's closed day, judged by its :class:`models.recon.DailySeries`.
+
+In ``spcwatch replay`` the hops run in memory (:meth:`ReconProcessor.process`),
+through the same :meth:`ReconProcessor.step`. Translation only: records in,
+exception rows, order rows and alerts out; every decision is in the model.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
-import orjson
-from sqlalchemy import text
-
+from agents.store import StageOutputs
+from models.episodes import EpisodeEvent
 from models.recon import (
     CATEGORIES,
+    CHAIN,
     EXCLUDED_TEST_DATA,
     LEDGER,
     ORDERS,
     PAYMENTS,
     Change,
-    DailyResult,
+    CloseBook,
+    CloseOut,
+    DailySeries,
+    DaySums,
     OrderRecon,
     ReconConfig,
     Record,
     Step,
-    daily_spc,
 )
-from stream_app import db
 from stream_app.alerts import Alert, alert_id
 from stream_app.events import LedgerEntry, Order, Payment, currency_exponent
 from stream_app.settings import ConfigError, Settings, check, load_env
-from stream_app.sink import Sink
 from stream_app.usecase import Outputs, StateStore
+
+log = logging.getLogger(__name__)
 
 PREFIX = "SPCWATCH_RECON_"
 SOURCE_OF_TOPIC = {"orders": ORDERS, "payments": PAYMENTS, "ledger": LEDGER}
 EXCEPTIONS_TABLE = "recon_exceptions"
 ORDERS_TABLE = "recon_orders"
+CLOSE = "spcwatch.recon.close"
+BY_STORE = "spcwatch.recon.by-store"
+ORDER_KEY, CLOSE_KEY, STORE_KEY = "o:", "c:", "s:"  # state keys by stage
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +94,12 @@ class ReconSettings:
     alert_min_amount_minor: int = 10_000
     alert_categories: tuple[str, ...] = tuple(c for c in CATEGORIES if c != EXCLUDED_TEST_DATA)
     idle_source_seconds: float = 0.0
+    close_wait_seconds: float = 0.0
 
     def validate(self) -> None:
         check(self.idle_source_seconds >= 0, f"{PREFIX}IDLE_SOURCE_SECONDS", "must be >= 0")
+        check(math.isfinite(self.close_wait_seconds) and self.close_wait_seconds >= 0,
+              f"{PREFIX}CLOSE_WAIT_SECONDS", "must be >= 0")
         for entry in self.store_timezones:
             check("=" in entry, f"{PREFIX}STORE_TIMEZONES", f"entries are STORE=Zone, got {entry!r}")
         try:
@@ -129,15 +151,18 @@ def _dt(ts: float | None) -> datetime | None:
 
 
 class ReconProcessor:
-    """Streaming three-way matching; see the module docstring and :mod:`models.recon`."""
+    """Streaming three-way matching and daily SPC; see the module docstring and :mod:`models.recon`."""
 
     use_case = "recon"
     topics = ("orders", "payments", "ledger")
+    internal_topics = (CLOSE, BY_STORE)
 
-    def __init__(self, settings: ReconSettings | None = None) -> None:
+    def __init__(self, settings: ReconSettings | None = None, partitions: int = 1) -> None:
         self.settings = settings or ReconSettings()
         self.cfg = self.settings.config()
+        self.partitions = partitions  # order partitions the daily close waits for (the worker's)
         self._clocks: dict[Any, list[float]] = {}  # partition -> highest event time per source
+        self._beats: dict[Any, dict[str, date]] = {}  # partition -> zone -> newest day reported closed
 
     def key(self, topic: str, event: Any) -> str:
         return event.order_id
@@ -152,16 +177,65 @@ class ReconProcessor:
             low = max(low, max(clocks) - self.settings.idle_source_seconds)
         return low
 
+    # -- replay: every hop in memory ---------------------------------------------------------
     def process(self, store: StateStore, topic: str, events: Sequence[Any]) -> Outputs:
+        return self._inline(store, self._orders(store, topic, events))
+
+    def tick(self, store: StateStore, now: float) -> Outputs:
+        return self._inline(store, self.step_tick(store, now))
+
+    def _inline(self, store: StateStore, first: StageOutputs) -> Outputs:
+        """Run what a hop forwards at once, in order (one partition: the close waits for no other)."""
+        out = Outputs(alerts=list(first.alerts), rows=dict(first.rows))
+        queue = deque(first.forward)
+        while queue:
+            topic, _key, value = queue.popleft()
+            hop = self._hop(store, topic, [value], sources=1)
+            out.merge(hop)
+            queue.extend(hop.forward)
+        return out
+
+    # -- one hop (the worker calls these per topic) ------------------------------------------
+    def step(self, store: StateStore, topic: str, events: Sequence[Any], now: float) -> StageOutputs:
+        """One message of one topic; ``now`` is not used: the stages run on their own event-time clocks."""
+        if topic in SOURCE_OF_TOPIC:
+            return self._orders(store, topic, events)
+        return self._hop(store, topic, events, sources=self.partitions)
+
+    def _hop(self, store: StateStore, topic: str, events: Sequence[Any], sources: int) -> StageOutputs:
+        out = StageOutputs()
+        if topic == CLOSE:
+            key = CLOSE_KEY + CHAIN
+            raw = store.get(key)
+            book = CloseBook.from_state(raw) if raw else CloseBook()
+            for msg in events:
+                self._close_out(book.apply(msg, self.cfg, sources, self.settings.close_wait_seconds), out)
+            store[key] = book.to_state()
+        elif topic == BY_STORE:
+            for msg in events:
+                key = STORE_KEY + msg["store"]
+                raw = store.get(key)
+                series = DailySeries.from_state(raw) if raw else DailySeries(msg["store"])
+                found, repeated = series.judge(msg["day"], msg["c"])
+                if repeated:
+                    log.info("recon daily SPC: %s %s judged already, ignored", msg["store"], msg["day"])
+                out.alerts.extend(_spc_alert(msg["store"], cur, metric, e, msg["ts"]) for cur, metric, e in found)
+                store[key] = series.to_state()
+        else:
+            raise ValueError(f"recon has no topic {topic!r}")
+        return out
+
+    # -- stage 1: orders (key order_id) ------------------------------------------------------
+    def _orders(self, store: StateStore, topic: str, events: Sequence[Any]) -> StageOutputs:
         clocks = self._clocks.setdefault(_partition_of(store), [-math.inf] * 3)
         source = SOURCE_OF_TOPIC[topic]
         clocks[source] = max(clocks[source], *(e.ts for e in events))
         horizon = self.horizon(store)
-        out = Outputs()
+        out = StageOutputs()
         for event in events:
-            key = event.order_id
+            key = ORDER_KEY + event.order_id
             state = store.get(key)
-            order = OrderRecon.from_state(key, state) if state else OrderRecon(key)
+            order = OrderRecon.from_state(event.order_id, state) if state else OrderRecon(event.order_id)
             added = order.add(record_of(topic, event), self.cfg)
             if not added and order.horizon >= horizon:
                 continue  # an exact repeat (a redelivery after a restart, a producer retry)
@@ -171,28 +245,73 @@ class ReconProcessor:
                 store[key] = order.to_state(self.cfg)
         return out
 
-    def tick(self, store: StateStore, now: float) -> Outputs:
-        """Deadlines and expiry at the partition's horizon (``now`` is the newest event time,
-        which a lagging source may not have reached: it is not used to decide anything)."""
+    def step_tick(self, store: StateStore, now: float) -> StageOutputs:
+        """Deadlines, expiry and the daily close at the partition's horizon (``now`` is the newest
+        event time, which a lagging source may not have reached: it is not used to decide anything).
+
+        Every order whose day closed before the horizon adds its share (as of the close) to this
+        partition's summary of that day; a summary goes out per day with shares, and one per zone
+        whenever the newest closed day moves (possibly empty: it tells the close this partition is
+        past that day). Only ticks send shares, so a partition's summary of a day holds all of them.
+        """
         horizon = self.horizon(store)
-        out = Outputs()
+        out = StageOutputs()
         if horizon == -math.inf:
             return out
+        shares: dict[tuple[str, str], dict[str, DaySums]] = {}
         for key in list(store.keys()):
+            if not key.startswith(ORDER_KEY):
+                continue
             state = store.get(key)
             if not state:
                 continue
             due = state.get("n")
             if due is not None and due >= horizon:
                 continue
-            order = OrderRecon.from_state(key, state)
+            order = OrderRecon.from_state(key[len(ORDER_KEY):], state)
             step = order.update(horizon, self.cfg)
             self._emit(order, step, out)
+            changed = step.state_changed
+            close = order.close_due(self.cfg)
+            if close < horizon:
+                self._share(order, close, shares)
+                changed = True
             if horizon >= order.expires_at(self.cfg):
                 del store[key]
-            elif step.state_changed:
+            elif changed:
                 store[key] = order.to_state(self.cfg)
+        partition = _partition_of(store)
+        beats = self._beats.setdefault(partition, {})
+        for zone in self.cfg.zones():
+            day = self.cfg.closed_through(zone, horizon)
+            if day is not None and beats.get(zone) != day:
+                beats[zone] = day
+                shares.setdefault((zone, day.isoformat()), {})
+        src = 0 if partition is None else partition
+        for (zone, day), by_store in sorted(shares.items()):
+            out.forward.append((CLOSE, CHAIN, {"t": "sum", "src": src, "zone": zone, "day": day, "h": horizon,
+                                               "ts": horizon, "s": by_store}))
         return out
+
+    def _share(self, order: OrderRecon, close: float, shares: dict[tuple[str, str], dict[str, DaySums]]) -> None:
+        order.contributed = True
+        share = order.contribution(close, self.cfg)
+        if share is None:  # only test records by the close: not part of any store's day
+            return
+        store_id, day = order.location(self.cfg)
+        by_store = shares.setdefault((self.cfg.zone_of(store_id), day.isoformat()), {})
+        share.add_to(by_store.setdefault(store_id, {}))
+
+    # -- stage 2: the chain's daily close (key ALL) --------------------------------------------
+    def _close_out(self, result: CloseOut, out: StageOutputs) -> None:
+        for store_id, day, sums, close in result.days:
+            out.forward.append((BY_STORE, store_id, {"t": "day", "store": store_id, "day": day, "c": sums,
+                                                     "ts": close}))
+        out.alerts.extend(_spc_alert(CHAIN, cur, metric, e, close) for cur, metric, e, close in result.chain)
+        for zone, day, src in result.ignored:
+            log.warning("recon daily close: partition %s summarised %s (%s) again or after the day closed (a "
+                        "repeat after a restart, or orders later than their partition's clocks): ignored, the "
+                        "day stands as judged at its close", src, day, zone)
 
     # -- translation ----------------------------------------------------------------------
     def _emit(self, order: OrderRecon, step: Step, out: Outputs) -> None:
@@ -258,66 +377,18 @@ class ReconProcessor:
 
 
 def from_settings(settings: Settings | None = None) -> ReconProcessor:
-    """The registry factory: ``SPCWATCH_RECON_*`` from the environment."""
-    return ReconProcessor(load_env(ReconSettings, PREFIX))
+    """The registry factory: ``SPCWATCH_RECON_*`` from the environment; the daily close waits for
+    each of the worker's partitions."""
+    return ReconProcessor(load_env(ReconSettings, PREFIX), settings.partitions if settings else 1)
 
 
-# --------------------------------------------------------------------------- daily SPC (spcwatch recon-spc)
-
-
-def daily_alerts(days: list[DailyResult]) -> list[Alert]:
-    """``models.recon.daily_spc`` episodes as contract alerts (entity: store, metric, currency)."""
-    alerts = []
-    for store, currency, metric, e in daily_spc(days):
-        alerts.append(Alert(
-            alert_id=e.episode_id, status=e.kind, severity="warning", use_case="recon", rule=e.rule,
-            rules=e.rules, entity={"store_id": store, "metric": metric, "currency": currency},
-            starts_at=e.starts_at, ends_at=e.ends_at, value=e.value, center=e.center, lower=e.lower,
-            upper=e.upper, zscore=e.z, event_ts=e.ts,
-            summary=(f"{'chain' if store == 'ALL' else store} daily {metric.replace('_', ' ')} {e.value:.4g} "
-                     f"outside its control limits ({e.lower:.4g} .. {e.upper:.4g}), {e.rule}"),
-        ))
-    return alerts
-
-
-def closed(row_day: date, store_id: str, cfg: ReconConfig, newest_event: float) -> bool:
-    """A business day is closed once the data has passed its local midnight plus the ledger window."""
-    zone = ZoneInfo(dict(cfg.store_timezones).get(store_id, cfg.timezone))
-    midnight = datetime.combine(row_day + timedelta(days=1), time(0), zone).timestamp()
-    return newest_event >= midnight + cfg.ledger_window_seconds
-
-
-async def run_daily_spc(settings: Settings, recon: ReconSettings, output: Any) -> tuple[int, int]:
-    """Read ``recon_daily``, judge the closed days, upsert the episodes to ``alerts``.
-
-    Stateless and idempotent: every run recomputes from the daily rows, so the same rows give the
-    same alert ids and a run after a new day only adds or resolves what that day changed.
-    Returns (closed days judged, alert rows written).
-    """
-    cfg = recon.config()
-    engine = db.create_engine(settings.db_url)
-    try:
-        await db.upgrade(engine)
-        async with engine.connect() as conn:
-            newest = (await conn.execute(text("SELECT MAX(last_event) FROM recon_orders"))).scalar()
-            rows = (await conn.execute(text(
-                "SELECT store_id, business_day, currency, matched, exceptions, unmatched_minor FROM recon_daily"
-                " WHERE store_id <> 'UNKNOWN'"))).all()
-        if newest is None:
-            return 0, 0
-        if isinstance(newest, str):  # SQLite returns text for aggregates
-            newest = datetime.fromisoformat(newest)
-        newest_ts = newest.replace(tzinfo=UTC).timestamp()
-        days = []
-        for store, day, currency, matched, exceptions, unmatched in rows:
-            day = date.fromisoformat(day) if isinstance(day, str) else day
-            if closed(day, store, cfg, newest_ts):
-                days.append(DailyResult(store, currency, day, int(matched), int(matched) + int(exceptions),
-                                        int(unmatched)))
-        alerts = daily_alerts(days)
-        written = await Sink(engine).upsert("alerts", [a.to_row() for a in alerts]) if alerts else 0
-        for alert in alerts:
-            output.write(orjson.dumps(alert.to_event()).decode() + "\n")
-        return len(days), written
-    finally:
-        await engine.dispose()
+def _spc_alert(store_id: str, currency: str, metric: str, e: EpisodeEvent, close: float) -> Alert:
+    """A daily SPC episode event as a contract alert (entity: store or ``ALL``, metric, currency)."""
+    return Alert(
+        alert_id=e.episode_id, status=e.kind, severity="warning", use_case="recon", rule=e.rule,
+        rules=e.rules, entity={"store_id": store_id, "metric": metric, "currency": currency},
+        starts_at=e.starts_at, ends_at=e.ends_at, value=e.value, center=e.center, lower=e.lower,
+        upper=e.upper, zscore=e.z, event_ts=close,
+        summary=(f"{'chain' if store_id == CHAIN else store_id} daily {metric.replace('_', ' ')} {e.value:.4g} "
+                 f"({currency}) outside its control limits ({e.lower:.4g} .. {e.upper:.4g}), {e.rule}"),
+    )

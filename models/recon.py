@@ -29,6 +29,11 @@ record the new history no longer contains is resolved at that arrival.
 
 Categories (ids as in the contract's ``recon_exceptions``) are in
 :data:`CATEGORIES`; outcomes of an order in :data:`OUTCOMES`.
+
+The daily SPC on match rate and unmatched amount (:class:`CloseBook`,
+:class:`DailySeries`, at the end) judges each business day as of its close, from
+each order's :meth:`OrderRecon.contribution`, a pure function of the records
+stamped up to the close.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -128,8 +133,32 @@ class ReconConfig:
         return max(self.tolerance_abs_minor, int(self.tolerance_rel * abs(total)))
 
     def business_day(self, store_id: str, ts: float) -> date:
-        zone = dict(self.store_timezones).get(store_id, self.timezone)
-        return datetime.fromtimestamp(ts, _zone(zone)).date()
+        return datetime.fromtimestamp(ts, _zone(self.zone_of(store_id))).date()
+
+    def zone_of(self, store_id: str) -> str:
+        return dict(self.store_timezones).get(store_id, self.timezone)
+
+    def zones(self) -> tuple[str, ...]:
+        """Every zone a business day can be in (the default and the per-store overrides)."""
+        return tuple(sorted({self.timezone, *(z for _, z in self.store_timezones)}))
+
+    def close_ts(self, zone: str, day: date) -> float:
+        """When a business day of ``zone`` closes: its local midnight plus the ledger window, the
+        latest deadline of an order of that day (refund checks aside), so every order is decided."""
+        return _midnight(zone, day + timedelta(days=1)) + self.ledger_window_seconds
+
+    def closed_through(self, zone: str, horizon: float) -> date | None:
+        """The newest day of ``zone`` whose close is before ``horizon`` (None before any)."""
+        if not math.isfinite(horizon):
+            return None
+        t = horizon - self.ledger_window_seconds
+        d = datetime.fromtimestamp(t, _zone(zone)).date()
+        return d - timedelta(days=1 if _midnight(zone, d) < t else 2)
+
+
+@lru_cache(maxsize=4096)
+def _midnight(zone: str, day: date) -> float:
+    return datetime.combine(day, time(0), _zone(zone)).timestamp()
 
 
 @lru_cache(maxsize=64)
@@ -232,8 +261,8 @@ def _scale(amount: int, exponent: int) -> int:
 class OrderRecon:
     """Everything known about one order, and its reconciliation as a function of the horizon."""
 
-    __slots__ = ("_loc", "_outcome", "_split", "exceptions", "horizon", "order_id", "place", "records", "row_sig",
-                 "tests")
+    __slots__ = ("_loc", "_outcome", "_split", "contributed", "exceptions", "horizon", "order_id", "place", "records",
+                 "row_sig", "tests")
 
     def __init__(self, order_id: str) -> None:
         self.order_id = order_id
@@ -243,6 +272,7 @@ class OrderRecon:
         self.horizon = -math.inf  # the highest horizon this order was evaluated at
         self.row_sig = ""  # signature of the last published order row
         self.place = ""  # "store|business day" the published exception rows carry
+        self.contributed = False  # its share of its day was sent to the daily close (once, at the close)
         self._split: tuple[list[Record], list[Record]] | None = None  # cache of _canonical()
         self._outcome: str | None = None  # cache of the last order_row()'s outcome
         self._loc: tuple[str, date] | None = None  # cache of location()
@@ -477,61 +507,63 @@ class OrderRecon:
     def order_row(self, cfg: ReconConfig) -> dict[str, Any]:
         """The order's outcome and amounts (the ``recon_orders`` row), from everything received."""
         canon, _ = self._canonical()
-        orders = [r for r in canon if r.source == ORDERS]
-        order = max(orders, key=lambda r: (r.ts, r.id)) if orders else None
-        pays = [r for r in canon if r.source == PAYMENTS]
-        leds = [r for r in canon if r.source == LEDGER]
-        cur = order.currency if order else (canon[0].currency if canon else self.tests[0].currency)
-        cap = sum(r.amount for r in pays if r.kind == "captured" and r.currency == cur)
-        pref = sum(r.amount for r in pays if r.kind == "refunded" and r.currency == cur)
-        rev = sum(r.amount for r in leds if r.kind == "revenue" and r.currency == cur)
-        lref = sum(r.amount for r in leds if r.kind == "refund" and r.currency == cur)
         open_cats = [c for c, e in self.exceptions.items() if e.open and c != EXCLUDED_TEST_DATA]
-        pay_var = led_var = None
-        if not canon:
-            outcome = EXCLUDED
-        elif open_cats:
-            outcome = EXCEPTION
-        elif order is None:
-            outcome = PENDING
-        else:
-            outcome = PENDING
-            total, tol = order.amount, cfg.tolerance(order.amount)
-            same = all(r.currency == cur for r in pays + leds)
-            if order.kind == "cancelled":
-                if same and cap - pref <= tol and rev - lref <= tol:
-                    outcome = MATCHED
-            elif same and any(r.kind == "captured" for r in pays) and any(r.kind == "revenue" for r in leds):
-                pay_var, led_var = cap - total, rev - total
-                pay_ref = any(r.kind == "refunded" for r in pays)
-                led_ref = any(r.kind == "refund" for r in leds)
-                refunds_agree = pay_ref == led_ref == (order.kind == "refunded")
-                if abs(pay_var) <= tol and abs(led_var) <= tol and refunds_agree:
-                    outcome = MATCHED_WITHIN_TOLERANCE if (pay_var or led_var) else MATCHED
+        j = _judge(canon, bool(open_cats), self.tests[0].currency if self.tests else "", cfg)
         store, day = self.location(cfg)
         all_ts = [r.ts for r in canon] or [r.ts for r in self.tests]
         test_minor = sum(r.amount for r in self.tests)
-        self._outcome = outcome
+        self._outcome = j.outcome
         return {
             "order_id": self.order_id,
             "store_id": store,
             "business_day": day,
-            "currency": cur,
-            "outcome": outcome,
-            "order_status": order.kind if order else None,
-            "order_minor": order.amount if order else None,
-            "payments_minor": cap if pays else None,
-            "payments_refund_minor": pref if pays else None,
-            "ledger_minor": rev if leds else None,
-            "ledger_refund_minor": lref if leds else None,
-            "payment_variance_minor": pay_var,
-            "ledger_variance_minor": led_var,
+            "currency": j.currency,
+            "outcome": j.outcome,
+            "order_status": j.order.kind if j.order else None,
+            "order_minor": j.order.amount if j.order else None,
+            "payments_minor": j.payments,
+            "payments_refund_minor": j.payments_refund,
+            "ledger_minor": j.ledger,
+            "ledger_refund_minor": j.ledger_refund,
+            "payment_variance_minor": j.payment_variance,
+            "ledger_variance_minor": j.ledger_variance,
             "open_categories": ",".join(sorted(open_cats, key=CATEGORIES.index)) or None,
             "test_events": len(self.tests),
             "test_minor": test_minor,
             "first_seen": min(all_ts),
             "last_event": max(all_ts),
         }
+
+    def contribution(self, t: float, cfg: ReconConfig) -> Contribution | None:
+        """The order's share of its store's day *as of event time* ``t`` (the day's close).
+
+        Pure in the records with ``ts <= t``: whatever arrived later, and however the topics
+        interleaved, the same records give the same share, so the daily SPC of a replay and of a
+        worker with many partitions agree. None for an order with only test records by then.
+        """
+        canon, dups = self._canonical()
+        seen = [r for r in canon if r.ts <= t]
+        if not seen:
+            return None
+        open_now = bool(self.findings(t, cfg, (canon, dups)))
+        j = _judge(seen, open_now, "", cfg)
+        decided = j.outcome in (MATCHED, MATCHED_WITHIN_TOLERANCE, EXCEPTION)
+        matched = j.outcome in (MATCHED, MATCHED_WITHIN_TOLERANCE)
+        unmatched = 0
+        if j.outcome == EXCEPTION:  # as recon_daily.unmatched_minor: the order total, else what a source saw
+            unmatched = next((x for x in (j.order.amount if j.order else None, j.payments, j.ledger)
+                              if x is not None), 0)
+        return Contribution(j.currency, decided, matched, unmatched)
+
+    def close_due(self, cfg: ReconConfig) -> float:
+        """When the order's business day closes, while its share of that day is still to be sent
+        (never for orphans, whose store is unknown, nor for test-only orders)."""
+        if self.contributed or not self._canonical()[0]:
+            return math.inf
+        store, day = self.location(cfg)
+        if store == UNKNOWN_STORE:
+            return math.inf
+        return cfg.close_ts(cfg.zone_of(store), day)
 
     def location(self, cfg: ReconConfig) -> tuple[str, date]:
         """Store and business day: the first order event's, else the first event's with store UNKNOWN."""
@@ -567,15 +599,16 @@ class OrderRecon:
         """The earliest horizon at which this order needs looking at again (evaluation or expiry).
 
         A matched order whose records are all swept has nothing left to decide until a new
-        record arrives (which re-evaluates it anyway): only its expiry is due.
+        record arrives (which re-evaluates it anyway): only its expiry and its day's close are due.
         """
         if self._outcome is None:
             self.order_row(cfg)
+        close = self.close_due(cfg)
         if self._outcome in (MATCHED, MATCHED_WITHIN_TOLERANCE) and all(r.ts < self.horizon for r in self.records):
-            return self.expires_at(cfg)
+            return min(self.expires_at(cfg), close)
         later = [t for t in self.timepoints(cfg) if t >= self.horizon]
         due = min(later) if later else math.inf
-        return min(due, self.expires_at(cfg))
+        return min(due, self.expires_at(cfg), close)
 
     def expires_at(self, cfg: ReconConfig) -> float:
         every = self.records + self.tests
@@ -583,7 +616,8 @@ class OrderRecon:
             return -math.inf
         last = max([r.ts for r in every] + self.deadlines(cfg))
         keep = cfg.open_retention_seconds if any(e.open for e in self.exceptions.values()) else cfg.retention_seconds
-        return last + keep
+        close = self.close_due(cfg)  # never before its share of its day went to the daily close
+        return last + keep if close == math.inf else max(last + keep, math.nextafter(close, math.inf))
 
     # -- state -------------------------------------------------------------------------------
     def to_state(self, cfg: ReconConfig) -> dict[str, Any]:
@@ -597,6 +631,7 @@ class OrderRecon:
             "h": None if self.horizon == -math.inf else self.horizon,
             "s": self.row_sig,
             "w": self.place,
+            "c": int(self.contributed),
         }
 
     @classmethod
@@ -610,7 +645,55 @@ class OrderRecon:
         o.horizon = -math.inf if state["h"] is None else float(state["h"])
         o.row_sig = state["s"]
         o.place = state["w"]
+        o.contributed = bool(state.get("c", 0))
         return o
+
+
+@dataclass(slots=True)
+class _Judged:
+    outcome: str
+    order: Record | None
+    currency: str
+    payments: int | None
+    payments_refund: int | None
+    ledger: int | None
+    ledger_refund: int | None
+    payment_variance: int | None = None
+    ledger_variance: int | None = None
+
+
+def _judge(canon: list[Record], has_open: bool, test_currency: str, cfg: ReconConfig) -> _Judged:
+    """An order's outcome from its canonical records and whether an exception is open."""
+    orders = [r for r in canon if r.source == ORDERS]
+    order = max(orders, key=lambda r: (r.ts, r.id)) if orders else None
+    pays = [r for r in canon if r.source == PAYMENTS]
+    leds = [r for r in canon if r.source == LEDGER]
+    cur = order.currency if order else (canon[0].currency if canon else test_currency)
+    cap = sum(r.amount for r in pays if r.kind == "captured" and r.currency == cur)
+    pref = sum(r.amount for r in pays if r.kind == "refunded" and r.currency == cur)
+    rev = sum(r.amount for r in leds if r.kind == "revenue" and r.currency == cur)
+    lref = sum(r.amount for r in leds if r.kind == "refund" and r.currency == cur)
+    j = _Judged(PENDING, order, cur, cap if pays else None, pref if pays else None, rev if leds else None,
+                lref if leds else None)
+    if not canon:
+        j.outcome = EXCLUDED
+    elif has_open:
+        j.outcome = EXCEPTION
+    elif order is not None:
+        total, tol = order.amount, cfg.tolerance(order.amount)
+        same = all(r.currency == cur for r in pays + leds)
+        if order.kind == "cancelled":
+            if same and cap - pref <= tol and rev - lref <= tol:
+                j.outcome = MATCHED
+        elif same and any(r.kind == "captured" for r in pays) and any(r.kind == "revenue" for r in leds):
+            pay_var, led_var = cap - total, rev - total
+            j.payment_variance, j.ledger_variance = pay_var, led_var
+            pay_ref = any(r.kind == "refunded" for r in pays)
+            led_ref = any(r.kind == "refund" for r in leds)
+            refunds_agree = pay_ref == led_ref == (order.kind == "refunded")
+            if abs(pay_var) <= tol and abs(led_var) <= tol and refunds_agree:
+                j.outcome = MATCHED_WITHIN_TOLERANCE if (pay_var or led_var) else MATCHED
+    return j
 
 
 def _first_refund(records: list[Record]) -> float | None:
@@ -641,22 +724,37 @@ def ts_datetime(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-# --------------------------------------------------------------------------- daily SPC
+# --------------------------------------------------------------------------- daily close and SPC
+#
+# The daily match rate and unmatched amount of a store need every order of its day, but orders
+# are spread over every partition by order id. So the day is closed in stages (agents/recon.py
+# wires them): each order partition, once its horizon passes a day's close, sends one *summary*
+# of its orders of that day (absolute sums per store and currency, each order's share taken as
+# of the close) to one place, the :class:`CloseBook`; that closes the day once every partition
+# has reported past it, and hands each store's day to the store's :class:`DailySeries` (its
+# detectors) and the chain's day to its own.
 
 DAILY_METRICS = ("match_rate", "unmatched_minor")
 CHAIN = "ALL"
+CLOSE_STATE_VERSION = 1
+DaySums = dict[str, list[int]]
+"""A store's (or the chain's) day: currency -> [matched orders, decided orders, unmatched_minor]."""
 
 
 @dataclass(frozen=True, slots=True)
-class DailyResult:
-    """One closed business day of one store (a ``recon_daily`` row): what the daily SPC judges."""
+class Contribution:
+    """One order's share of its store's day, as of the day's close."""
 
-    store_id: str
     currency: str
-    day: date
-    matched: int
-    decided: int
-    unmatched_minor: int
+    decided: bool  # matched, matched within tolerance, or exception (pending and excluded are not)
+    matched: bool
+    unmatched_minor: int  # the order's amount when it is an exception
+
+    def add_to(self, sums: DaySums) -> None:
+        acc = sums.setdefault(self.currency, [0, 0, 0])
+        acc[0] += self.matched
+        acc[1] += self.decided
+        acc[2] += self.unmatched_minor
 
 
 def daily_detector_config(metric: str) -> DetectorConfig:
@@ -669,29 +767,154 @@ def daily_detector_config(metric: str) -> DetectorConfig:
                                 extra={"preset": "recon_unmatched"})
 
 
-def daily_spc(days: list[DailyResult]) -> list[tuple[str, str, str, EpisodeEvent]]:
-    """Western Electric rules over each store's (and the chain's) daily match rate and unmatched
-    amount, per currency, in day order. Returns ``(store_id, currency, metric, EpisodeEvent)``.
+def _day_ts(day: str) -> float:
+    """A day's point on the chart: its UTC midnight (the same for every zone, so ids are stable)."""
+    d = date.fromisoformat(day)
+    return datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()
 
-    Pure and stateless: the daily results are the state (a few rows per store and day), so a run
-    over the same rows always gives the same episodes and ids.
-    """
-    series: dict[tuple[str, str], dict[date, list[int]]] = {}
-    for d in days:
-        for store in (d.store_id, CHAIN):
-            acc = series.setdefault((store, d.currency), {}).setdefault(d.day, [0, 0, 0])
-            acc[0] += d.matched
-            acc[1] += d.decided
-            acc[2] += d.unmatched_minor
-    out: list[tuple[str, str, str, EpisodeEvent]] = []
-    for (store, currency), by_day in sorted(series.items()):
-        for metric in DAILY_METRICS:
-            det = SeriesDetector(f"recon|{store}|{currency}|{metric}", daily_detector_config(metric))
-            for day in sorted(by_day):
-                matched, decided, unmatched = by_day[day]
+
+class DailySeries:
+    """The daily charts of one store (or of the chain, ``ALL``): WE1-WE4 on the match rate and the
+    unmatched amount, per currency. Days must come in order; a day already judged is ignored
+    (a re-sent day after a restart), so judging is idempotent. State: one detector per chart."""
+
+    __slots__ = ("dets", "entity", "last")
+
+    def __init__(self, entity: str) -> None:
+        self.entity = entity
+        self.last: dict[str, str] = {}  # currency -> newest day judged
+        self.dets: dict[str, dict[str, dict]] = {}  # currency -> metric -> detector state
+
+    def judge(self, day: str, sums: DaySums) -> tuple[list[tuple[str, str, EpisodeEvent]], int]:
+        """One closed day; returns ``(currency, metric, episode event)`` and how many currencies
+        were ignored because that day was judged already."""
+        events: list[tuple[str, str, EpisodeEvent]] = []
+        repeated = 0
+        for cur in sorted(sums):
+            if day <= self.last.get(cur, ""):
+                repeated += 1
+                continue
+            self.last[cur] = day
+            matched, decided, unmatched = sums[cur]
+            states = self.dets.setdefault(cur, {})
+            for metric in DAILY_METRICS:
+                cfg = daily_detector_config(metric)
+                key = f"recon|{self.entity}|{cur}|{metric}"
+                det = SeriesDetector.from_state(states[metric], cfg, key) if metric in states \
+                    else SeriesDetector(key, cfg)
                 value = (matched / decided if decided else math.nan) if metric == "match_rate" else float(unmatched)
-                ts = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
-                for verdict in det.update(ts, value):
+                for verdict in det.update(_day_ts(day), value):
                     if verdict.event is not None:
-                        out.append((store, currency, metric, verdict.event))
-    return out
+                        events.append((cur, metric, verdict.event))
+                states[metric] = det.to_state()
+        return events, repeated
+
+    def to_state(self) -> dict[str, Any]:
+        return {"v": CLOSE_STATE_VERSION, "e": self.entity, "l": self.last, "d": self.dets}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> DailySeries:
+        if state.get("v") != CLOSE_STATE_VERSION:
+            raise ValueError(f"unsupported recon daily state version {state.get('v')!r}")
+        s = cls(state["e"])
+        s.last, s.dets = state["l"], state["d"]
+        return s
+
+
+@dataclass(slots=True)
+class CloseOut:
+    """What one summary closed: each store's day ``(store, day, sums, close ts)`` for its
+    :class:`DailySeries`, the chain's episode events ``(currency, metric, event, close ts)``,
+    and how many summaries were ignored (see :meth:`CloseBook.apply`)."""
+
+    days: list[tuple[str, str, DaySums, float]] = field(default_factory=list)
+    chain: list[tuple[str, str, EpisodeEvent, float]] = field(default_factory=list)
+    ignored: list[tuple[str, str, str]] = field(default_factory=list)  # (zone, day, source)
+
+
+class CloseBook:
+    """The daily close of the whole chain (one key): collects the partitions' day summaries and
+    closes a (zone, day) once every one of ``sources`` partitions has reported that day or a
+    later one (a partition reports in day order, and its summary of a day holds all its orders
+    of that day). Like the horizon, which waits for every source, the close waits for every
+    partition: while a worker catches up a backlog one partition can be days ahead of another.
+    Opt-in, ``wait_seconds`` > 0 closes a day anyway once some partition is that far past its
+    close (for a deployment that knowingly has partitions without data).
+
+    Bounded: only days not closed yet keep per-store sums; a closed day keeps its date only.
+    Summaries are absolute per (partition, zone, day): the first counts, a repeat (re-sent after
+    a restart) or a later one for a closed day (orders that reached their partition after it had
+    closed the day) is ignored and reported in :attr:`CloseOut.ignored`.
+    """
+
+    __slots__ = ("chain", "done", "hi", "open", "series")
+
+    def __init__(self) -> None:
+        self.hi: dict[str, dict[str, list]] = {}  # zone -> source -> [newest day reported, newest horizon]
+        self.done: dict[str, str] = {}  # zone -> newest day closed
+        self.open: dict[str, dict[str, dict[str, Any]]] = {}  # zone -> day -> {"src": [...], "s": {store: sums}}
+        self.chain: dict[str, DaySums] = {}  # closed in some zones, not yet in all
+        self.series = DailySeries(CHAIN)
+
+    def apply(self, msg: dict[str, Any], cfg: ReconConfig, sources: int, wait_seconds: float) -> CloseOut:
+        """One partition's summary ``{"src", "zone", "day", "h", "s": {store: sums}}``."""
+        out = CloseOut()
+        zone, day, src, h = msg["zone"], msg["day"], str(msg["src"]), float(msg["h"])
+        entry = None if day <= self.done.get(zone, "") else self.open.setdefault(zone, {}).setdefault(
+            day, {"src": [], "s": {}})
+        if entry is None or src in entry["src"]:
+            if msg["s"]:
+                out.ignored.append((zone, day, src))
+        else:
+            entry["src"].append(src)
+            for store, sums in msg["s"].items():
+                acc = entry["s"].setdefault(store, {})
+                for cur, values in sums.items():
+                    tot = acc.setdefault(cur, [0, 0, 0])
+                    for i in range(3):
+                        tot[i] += values[i]
+        seen = self.hi.setdefault(zone, {})
+        old = seen.get(src)
+        seen[src] = [max(old[0], day), max(old[1], h)] if old else [day, h]
+        self._close(zone, cfg, sources, wait_seconds, out)
+        return out
+
+    def _close(self, zone: str, cfg: ReconConfig, sources: int, wait_seconds: float, out: CloseOut) -> None:
+        seen = self.hi.get(zone, {})
+        through = min(d for d, _ in seen.values()) if len(seen) >= sources else ""
+        newest = max((h for _, h in seen.values()), default=-math.inf)
+        days = self.open.get(zone, {})
+        for day in sorted(days):
+            close = cfg.close_ts(zone, date.fromisoformat(day))
+            if not (day <= through or (wait_seconds > 0 and newest >= close + wait_seconds)):
+                break
+            entry = days.pop(day)
+            self.done[zone] = max(self.done.get(zone, ""), day)
+            for store, sums in sorted(entry["s"].items()):
+                out.days.append((store, day, sums, close))
+                chain = self.chain.setdefault(day, {})
+                for cur, values in sums.items():
+                    tot = chain.setdefault(cur, [0, 0, 0])
+                    for i in range(3):
+                        tot[i] += values[i]
+        # the chain's day is complete once every zone has closed it
+        zones = cfg.zones()
+        for day in sorted(self.chain):
+            if any(self.done.get(z, "") < day for z in zones):
+                break
+            close = max(cfg.close_ts(z, date.fromisoformat(day)) for z in zones)
+            events, _ = self.series.judge(day, self.chain.pop(day))
+            out.chain.extend((cur, metric, e, close) for cur, metric, e in events)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"v": CLOSE_STATE_VERSION, "hi": self.hi, "done": self.done, "open": self.open,
+                "chain": self.chain, "spc": self.series.to_state()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> CloseBook:
+        if state.get("v") != CLOSE_STATE_VERSION:
+            raise ValueError(f"unsupported recon close state version {state.get('v')!r}")
+        b = cls()
+        b.hi, b.done, b.open, b.chain = state["hi"], state["done"], state["open"], state["chain"]
+        b.series = DailySeries.from_state(state["spc"])
+        return b

@@ -181,18 +181,6 @@ def cmd_alerts_tail(args: argparse.Namespace) -> int:
     return _run_or_unavailable(None, alerts_view.tail(settings, args), f"Kafka at {settings.kafka_bootstrap}")
 
 
-def cmd_recon_spc(args: argparse.Namespace) -> int:
-    """Daily SPC (WE1-WE4) on reconciliation results: match rate and unmatched amount per store and day."""
-    from agents.recon import PREFIX, ReconSettings, run_daily_spc
-    from stream_app.settings import load_env
-
-    settings = _settings()
-    days, written = _run_or_unavailable(None, run_daily_spc(settings, load_env(ReconSettings, PREFIX), sys.stdout),
-                                        f"the database at {settings.db_url_masked}")
-    print(f"recon-spc: {days} closed store-days judged, {written} alert rows written", file=sys.stderr)
-    return 0
-
-
 def cmd_collect_prometheus(args: argparse.Namespace) -> int:
     """Poll a Prometheus server's HTTP API and publish the samples to metrics.samples."""
     from stream_app.collect import CollectError, PrometheusCollector, run
@@ -263,7 +251,6 @@ def build_parser() -> argparse.ArgumentParser:
     topics_sub = topics_parser.add_subparsers(dest="topics_command", metavar="COMMAND", parser_class=_Parser)
     topics_sub.required = True
     add("create", cmd_topics_create, topics_sub)
-    add("recon-spc", cmd_recon_spc)
 
     collect_parser = sub.add_parser("collect", help="poll a metrics source into metrics.samples",
                                     description="Collectors publishing to metrics.samples.")

@@ -137,3 +137,51 @@ def generate(n_orders: int = 2000, seed: int = 7, problem_rate: float = 0.3, sen
 def key_of(event: dict[str, Any]) -> bytes:
     """The contract's message key: the normalised order id."""
     return str(event["order_id"]).strip().encode()
+
+
+def generate_days(days: int = 20, stores: int = 3, per_day: int = 20, seed: int = 23, noise: float = 0.05,
+                  drop: tuple[str, int] | None = ("US00001", 16), drop_rate: float = 0.5) -> Scenario:
+    """``days`` business days of ``stores`` stores: ``per_day`` orders each between 08:00 and 18:00 in
+    New York, a fraction ``noise`` missing their ledger entry (the usual exception rate), and on day
+    ``drop[1]`` store ``drop[0]`` misses ``drop_rate`` of them: a match-rate drop the daily SPC must
+    see. Test-currency orders a day after the last close every day on every partition."""
+    rng = random.Random(seed)
+    sc = Scenario()
+    for d in range(days):
+        for store in STORES[:stores]:
+            rate = drop_rate if drop == (store, d) else noise
+            for k in range(per_day):
+                oid = f"{d:02d}{store[-2:]}{k:03d}"
+                t = T0 + d * 86400 + rng.uniform(0, 10 * 3600)
+                total = rng.randrange(300, 3000)
+                missing = rng.random() < rate
+                sc.kinds[oid] = "missing_ledger" if missing else "clean"
+                sc.events.append({"topic": "orders", "event_id": f"o-{oid}", "order_id": oid, "store_id": store,
+                                  "ts": t, "status": "paid", "total": f"{total / 100:.2f}", "currency": "USD",
+                                  "items": []})
+                sc.events.append({"topic": "payments", "event_id": f"p-{oid}", "payment_id": f"pay-{oid}",
+                                  "order_id": oid,
+                                  "ts": t + rng.uniform(2, 300), "currency": "USD", "status": "captured",
+                                  "amount_minor": total})
+                if missing:
+                    sc.expected[(oid, "missing_ledger")] = "open"
+                else:
+                    sc.events.append({"topic": "ledger", "event_id": f"l-{oid}", "entry_id": f"je-{oid}",
+                                      "order_id": oid,
+                                      "ts": t + rng.uniform(600, 4 * 3600), "currency": "USD", "kind": "revenue",
+                                      "amount": f"{total / 100:.2f}"})
+    end = max(e["ts"] for e in sc.events) + 86400
+    for j in range(16):
+        oid = f"T{j:04d}"
+        for topic, extra in (("orders", {"event_id": f"o-{oid}", "store_id": "TEST1", "status": "paid",
+                                         "total": "10.00", "items": []}),
+                             ("payments", {"event_id": f"p-{oid}", "payment_id": f"pay-{oid}", "status": "captured",
+                                           "amount_minor": 1000}),
+                             ("ledger", {"event_id": f"l-{oid}", "entry_id": f"je-{oid}", "kind": "revenue",
+                                         "amount": "10.00"})):
+            sc.events.append({"topic": topic, "order_id": oid, "ts": end + j, "currency": "NZD", **extra})
+        sc.expected[(oid, "excluded_test_data")] = "resolved"
+    sc.events.sort(key=lambda e: e["ts"])
+    for e in sc.events:
+        e["ts"] = round(e["ts"], 3)
+    return sc

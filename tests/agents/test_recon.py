@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import zlib
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from stream_app.events import DECODERS
 from stream_app.replay import run_replay
 from stream_app.settings import ConfigError, Settings, load_env
 from stream_app.usecase import Outputs, PartitionStore
-from tests.agents.recon_data import T0, generate
+from tests.agents.recon_data import T0, generate, generate_days
 
 ORDER = {"event_id": "e-1", "order_id": "1000231", "store_id": "US00001", "ts": T0, "status": "paid",
          "total": "12.40", "currency": "USD", "items": []}
@@ -45,8 +47,10 @@ def exceptions(out: Outputs) -> dict[tuple[str, str], dict[str, Any]]:
 
 def test_registered_and_configured_from_the_environment() -> None:
     assert "recon" in PROCESSORS
-    proc = from_settings(Settings())
+    proc = from_settings(Settings(partitions=6))
     assert proc.topics == ("orders", "payments", "ledger") and proc.use_case == "recon"
+    assert proc.internal_topics == ("spcwatch.recon.close", "spcwatch.recon.by-store")
+    assert proc.partitions == 6  # the daily close waits for each of the worker's partitions
     s = load_env(ReconSettings, "SPCWATCH_RECON_", {"SPCWATCH_RECON_TEST_CURRENCIES": "nzd,aud",
                                                       "SPCWATCH_RECON_PAYMENTS_SCALE_EXPONENT": "-2",
                                                       "SPCWATCH_RECON_STORE_TIMEZONES": "JP1=Asia/Tokyo"})
@@ -60,6 +64,7 @@ def test_registered_and_configured_from_the_environment() -> None:
     ({"SPCWATCH_RECON_TOLERANCE_ABS_MINOR": "one"}, "SPCWATCH_RECON_TOLERANCE_ABS_MINOR must be an integer"),
     ({"SPCWATCH_RECON_STORE_TIMEZONES": "JP1"}, "STORE=Zone"),
     ({"SPCWATCH_RECON_ALERT_CATEGORIES": "missing_payment,bogus"}, "unknown alert categories"),
+    ({"SPCWATCH_RECON_CLOSE_WAIT_SECONDS": "-1"}, "SPCWATCH_RECON_CLOSE_WAIT_SECONDS must be >= 0"),
 ])
 def test_bad_settings_are_one_clear_error(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -71,7 +76,7 @@ def test_integer_and_padded_string_ids_are_one_order_and_money_forms_agree() -> 
     out = feed(proc, store, [("orders", {**ORDER, "order_id": 1000231}),
                              ("payments", {**PAYMENT, "order_id": " 1000231 "}),
                              ("ledger", LEDGER)])
-    assert list(store) == ["1000231"]
+    assert list(store) == ["o:1000231"]
     assert proc.key("payments", DECODERS["payments"](orjson.dumps({**PAYMENT, "order_id": 1000231})).events[0]) \
         == "1000231"
     (row,) = out.rows["recon_orders"]
@@ -139,17 +144,18 @@ def test_partitions_keep_their_own_clocks_and_ticks_touch_only_their_keys() -> N
     feed(proc, p1, far)
     assert proc.horizon(p1) == T0 + 9e4 and proc.horizon(p0) == -math.inf
     assert not exceptions(proc.tick(p0, T0 + 9e4))  # partition 0's payments clock never moved
-    assert table["1000231"]["p"] == 0
+    assert table["o:1000231"]["p"] == 0
 
 
-def test_expired_orders_leave_state() -> None:
+def test_expired_orders_leave_state_once_their_day_has_closed() -> None:
     proc, store = ReconProcessor(ReconSettings(retention_seconds=3600)), {}
     feed(proc, store, [("orders", ORDER), ("payments", PAYMENT), ("ledger", LEDGER)])
-    later = T0 + 6 * 3600 + 3601
-    feed(proc, store, [(t, {**obj, "order_id": "7", "ts": later})
-                       for t, obj in (("orders", ORDER), ("payments", PAYMENT), ("ledger", LEDGER))])
-    proc.tick(store, later)
-    assert "1000231" not in store and "7" in store
+    close = T0 + 22 * 3600  # 2026-02-17 closes at 06:00 in New York the next morning
+    for later, gone in ((T0 + 6 * 3600 + 3601, False), (close + 1, True)):
+        feed(proc, store, [(t, {**obj, "order_id": f"x{later}", "ts": later})
+                           for t, obj in (("orders", ORDER), ("payments", PAYMENT), ("ledger", LEDGER))])
+        proc.tick(store, later)
+        assert ("o:1000231" not in store) == gone and f"o:x{later}" in store
 
 
 def _replay(tmp_path: Path, events: list[dict[str, Any]], name: str = "r") -> str:
@@ -213,48 +219,87 @@ def test_daily_views_sum_the_orders(tmp_path: Path) -> None:
     assert dict(cats) == expected
 
 
-def test_recon_spc_command_judges_closed_days_and_is_idempotent(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
-    from datetime import UTC, date, datetime, timedelta
+def _spc(alerts: list[dict[str, Any]]) -> list[tuple]:
+    """Daily SPC alerts (entity with a metric), as (store, metric, rule, status, start, alert id)."""
+    return sorted((a["entity"]["store_id"], a["entity"]["metric"], a["rule"], a["status"], a["starts_at"][:10],
+                   a["alert_id"]) for a in alerts if "metric" in a["entity"])
 
+
+def test_replay_publishes_the_daily_spc_alerts_as_the_days_close(tmp_path: Path, monkeypatch, capfd) -> None:  # type: ignore[no-untyped-def]
     from stream_app.cli import main
-    from stream_app.sink import Sink
 
+    monkeypatch.setenv("SPCWATCH_DB_URL", f"sqlite+aiosqlite:///{tmp_path / 'spc.db'}")
+    for name, drop in (("steady", None), ("drop", ("US00001", 16))):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in generate_days(drop=drop).events))
+        assert main(["replay", "recon", "--input", str(path), "--output", str(tmp_path / f"{name}.out")]) == 0
+    assert _spc([orjson.loads(x) for x in (tmp_path / "steady.out").read_text().splitlines()]) == []
+    alerts = [orjson.loads(x) for x in (tmp_path / "drop.out").read_text().splitlines()]
+    firing = [a[:5] for a in _spc(alerts) if a[3] == "firing"]
+    # day 16 is 2026-03-05: the store and the chain, on both charts, and nothing else
+    assert firing == [(store, metric, "WE1", "firing", "2026-03-05") for store in ("ALL", "US00001")
+                      for metric in ("match_rate", "unmatched_minor")]
+    spc = [a for a in alerts if "metric" in a["entity"]]
+    assert all(a["use_case"] == "recon" and a["entity"]["currency"] == "USD" for a in spc)
+    assert [a["status"] for a in spc if a["entity"]["metric"] == "match_rate"
+            and a["entity"]["store_id"] == "US00001"] == ["firing", "resolved"]  # back in control later
+    last = {a["alert_id"]: a["status"] for a in spc}  # the alerts table keeps each episode's last state
     url = f"sqlite+aiosqlite:///{tmp_path / 'spc.db'}"
-    rows = []
-    for d in range(25):
-        day = date(2026, 1, 1) + timedelta(days=d)
-        bad = 20 if d == 22 else 1 + d % 2
-        for i in range(40):
-            ts = datetime(day.year, day.month, day.day, 15, tzinfo=UTC) + timedelta(minutes=i)
-            rows.append({"order_id": f"{d}-{i}", "store_id": "US00001", "business_day": day, "currency": "USD",
-                         "outcome": "exception" if i < bad else "matched", "order_status": "paid",
-                         "order_minor": 1000, "payments_minor": 1000, "payments_refund_minor": 0,
-                         "ledger_minor": None, "ledger_refund_minor": None, "payment_variance_minor": None,
-                         "ledger_variance_minor": None, "open_categories": None, "test_events": 0,
-                         "test_minor": 0, "first_seen": ts, "last_event": ts})
+    stored = asyncio.run(_query(url, "SELECT alert_id, status FROM alerts WHERE entity_key LIKE '%metric=%'"))
+    assert dict(stored) == last and "resolved" in last.values()
 
-    async def load() -> None:
-        engine = db.create_engine(url)
-        try:
-            await db.upgrade(engine)
-            await Sink(engine).upsert("recon_orders", rows)
-        finally:
-            await engine.dispose()
 
-    asyncio.run(load())
-    monkeypatch.setenv("SPCWATCH_DB_URL", url)
-    assert main(["recon-spc"]) == 0
-    out, err = capsys.readouterr()
-    assert "24 closed store-days judged" in err  # the newest day is still open (ledger window)
-    events = [orjson.loads(line) for line in out.splitlines()]
-    assert {(e["entity"]["store_id"], e["entity"]["metric"], e["rule"], e["status"]) for e in events} >= {
-        ("US00001", "match_rate", "WE1", "firing"), ("ALL", "match_rate", "WE1", "firing")}
-    assert all(e["use_case"] == "recon" and e["starts_at"].startswith("2026-01-23") for e in events
-               if e["status"] == "firing")
-    stored = asyncio.run(_query(url, "SELECT alert_id, status FROM alerts WHERE use_case = 'recon'"))
-    assert main(["recon-spc"]) == 0
-    assert sorted(asyncio.run(_query(url, "SELECT alert_id, status FROM alerts WHERE use_case = 'recon'"))) \
-        == sorted(stored)
+def _partition(key: str, n: int) -> int:
+    return zlib.crc32(key.encode()) % n
+
+
+def test_staged_hops_with_a_partition_days_behind_give_the_replay_alerts() -> None:
+    """Two order partitions, one consumed entirely before the other (a worst-case backlog), every
+    internal message delivered twice (at-least-once) and the table kept as JSON: the daily close
+    waits for the slow partition, so the daily SPC alerts are the one-partition replay's."""
+    sc = generate_days()
+    decoded = []
+    for e in sc.events:
+        body = {k: v for k, v in e.items() if k != "topic"}
+        decoded += [(e["topic"], ev) for ev in DECODERS[e["topic"]](orjson.dumps(body)).events]
+    inline, store = ReconProcessor(), {}
+    want = Outputs()
+    for i, (topic, ev) in enumerate(decoded):
+        want.merge(inline.process(store, topic, [ev]))
+        if i % 50 == 0:
+            want.merge(inline.tick(store, ev.ts))
+    want.merge(inline.tick(store, decoded[-1][1].ts))
+    expected = _spc([a.to_event() for a in want.alerts])
+    assert len(expected) >= 6
+
+    n = 2
+    proc = ReconProcessor(partitions=n)
+    table: dict[str, Any] = {}
+    got: list[Any] = []
+
+    def deliver(forward: list[tuple[str, str, dict]]) -> None:
+        queue = deque(forward)
+        while queue:
+            topic, key, value = queue.popleft()
+            part = PartitionStore(table, _partition(key, n))
+            for _ in range(2):  # at least once: a redelivery changes nothing
+                hop = proc.step(part, topic, [orjson.loads(orjson.dumps(value))], 0.0)
+                got.extend(hop.alerts)
+                queue.extend(hop.forward)
+
+    for p in range(n):  # partition 0 to the end first, then partition 1
+        part = PartitionStore(table, p)
+        mine = [(t, ev) for t, ev in decoded if _partition(ev.order_id, n) == p]
+        for i, (topic, ev) in enumerate(mine):
+            deliver(proc.step(part, topic, [ev], ev.ts).forward)
+            if i % 50 == 0 or i == len(mine) - 1:
+                deliver(proc.step_tick(part, ev.ts).forward)
+                fresh = orjson.loads(orjson.dumps(table))  # what the changelog keeps is JSON
+                table.clear()
+                table.update(fresh)
+    firing = [a for a in _spc([a.to_event() for a in got]) if a[3] == "firing"]
+    assert sorted(set(_spc([a.to_event() for a in got]))) == expected and len(firing) == 4
+    assert all(len(orjson.dumps(v)) < 20_000 for k, v in table.items() if not k.startswith("o:"))
 
 
 def test_replay_command_line(tmp_path: Path, monkeypatch, capfd) -> None:  # type: ignore[no-untyped-def]

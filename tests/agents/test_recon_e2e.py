@@ -3,6 +3,8 @@
 The generated stream carries a known mix of injected problems (tests/agents/recon_data.py);
 the worker must find each with the right category and status and report nothing else, give
 the same rows as the offline replay, and give the same rows again after a SIGKILL mid-stream.
+Over 20 business days, the worker's daily SPC (through its internal topics, two partitions)
+must publish on the ``alerts`` topic exactly the daily SPC alerts of the offline replay.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import MetaData, Table, func, select
 
 from agents.recon import ReconProcessor
@@ -24,7 +26,7 @@ from stream_app import db
 from stream_app.replay import run_replay
 from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
-from tests.agents.recon_data import generate, key_of
+from tests.agents.recon_data import generate, generate_days, key_of
 
 pytestmark = pytest.mark.integration
 
@@ -167,3 +169,55 @@ def test_sigkill_mid_stream_restores_state_and_gives_the_same_exceptions(
     found = _settle(lambda: _exceptions(mysql_url), sc.expected, again)
     assert found == sc.expected, _diff(found or {}, sc.expected)
     again.stop(signal.SIGKILL)
+
+
+def _spc(alerts: list[dict[str, Any]]) -> set[tuple]:
+    """Daily SPC transitions (recon, entity with a metric): (alert id, status, rule, store, metric, start, end)."""
+    return {(a["alert_id"], a["status"], a["rule"], a["entity"]["store_id"], a["entity"]["metric"],
+             a["starts_at"], a["ends_at"]) for a in alerts if a["use_case"] == "recon" and "metric" in a["entity"]}
+
+
+async def _consume_spc(bootstrap: str, topic: str, want: set[tuple], timeout: float) -> set[tuple]:
+    """Daily SPC transitions on the ``alerts`` topic, until ``want`` is there and 3 s more (extras)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    found: set[tuple] = set()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                found |= _spc([orjson.loads(r.value) for r in records])
+            if found >= want:
+                deadline = min(deadline, time.monotonic() + 3)
+    finally:
+        await consumer.stop()
+    return found
+
+
+def test_worker_publishes_the_daily_spc_alerts_of_the_replay(
+        make_worker, kafka_bootstrap: str, topic_prefix: str, mysql_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sc = generate_days()  # 20 days, 3 stores, a match-rate drop at US00001 on day 16
+    path = tmp_path / "days.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in sc.events))
+    replay_url = f"sqlite+aiosqlite:///{tmp_path / 'replay.db'}"
+    out = io.StringIO()
+    asyncio.run(run_replay(Settings(db_url=replay_url), ReconProcessor(), path, out))
+    expected = _spc([orjson.loads(line) for line in out.getvalue().splitlines()])
+    assert {(a[3], a[4]) for a in expected if a[1] == "firing"} == {
+        (s, m) for s in ("ALL", "US00001") for m in ("match_rate", "unmatched_minor")}
+
+    asyncio.run(_produce(kafka_bootstrap, topic_prefix, sc.events))
+    worker = make_worker(SPCWATCH_DB_URL=mysql_url)  # two partitions: the close waits for both
+    worker.start()
+    streamed = asyncio.run(_consume_spc(kafka_bootstrap, topic_prefix + "alerts", expected, 90))
+    assert streamed == expected, (f"missing {sorted(expected - streamed)[:4]}, extra {sorted(streamed - expected)[:4]}"
+                                  f"\n{worker.log_tail()}")
+    # the alerts table holds each episode once, in its last state, as the replay's
+    def spc_rows(url: str) -> list[tuple]:
+        return [r[:2] for r in asyncio.run(_rows(url, "alerts")) if r[3] == "recon" and "metric=" in r[7]]
+
+    want = spc_rows(replay_url)
+    assert _settle(lambda: spc_rows(mysql_url), want, worker, timeout=30) == want
+    worker.stop(signal.SIGKILL)

@@ -393,41 +393,179 @@ def test_any_interleaving_of_the_sources_gives_the_batch_result(records: list[Re
     o.update(END, CFG)
     assert {c: e.to_list() for c, e in o.exceptions.items()} == {c: e.to_list() for c, e in batch.exceptions.items()}
     assert o.order_row(CFG) == batch.order_row(CFG)
+    # once everything is swept, the share the daily close would take agrees with the recon_orders row
+    row, share = batch.order_row(CFG), batch.contribution(END, CFG)
+    assert (share is None) == (row["outcome"] == "excluded")  # test records only: part of no day
+    if share is None:
+        return
+    assert share.currency == row["currency"]
+    assert (share.matched, share.decided) == (row["outcome"] in ("matched", "matched_within_tolerance"),
+                                              row["outcome"] in ("matched", "matched_within_tolerance", "exception"))
+    assert share.unmatched_minor == (next((x for x in (row["order_minor"], row["payments_minor"], row["ledger_minor"])
+                                           if x is not None), 0) if row["outcome"] == "exception" else 0)
 
 
-# --------------------------------------------------------------------------- daily SPC
+# --------------------------------------------------------------------------- daily close and SPC
+
+NY_MIDNIGHT = 1_771_390_800.0  # 2026-02-18T05:00:00Z: the end of 2026-02-17 in New York
+CLOSE = NY_MIDNIGHT + LW  # when the orders of 2026-02-17 (T0 is 05:00 that day in New York) are all decided
 
 
-def _days(n: int, drop_on: int | None = None, store: str = "US00001") -> list:
+def test_a_day_closes_at_local_midnight_plus_the_ledger_window() -> None:
+    from datetime import date
+
+    assert CFG.close_ts("America/New_York", date(2026, 2, 17)) == CLOSE
+    assert CFG.closed_through("America/New_York", CLOSE) == date(2026, 2, 16)  # exclusive: not yet
+    assert CFG.closed_through("America/New_York", CLOSE + 0.001) == date(2026, 2, 17)
+    # spring forward (2026-03-08 has 23 hours in New York): the close follows the local midnight
+    assert CFG.close_ts("America/New_York", date(2026, 3, 8)) == 1_773_028_800.0 + LW  # 03-09 04:00Z
+    cfg = ReconConfig(timezone="America/New_York", store_timezones=(("JP1", "Asia/Tokyo"),))
+    assert cfg.zones() == ("America/New_York", "Asia/Tokyo") and cfg.zone_of("JP1") == "Asia/Tokyo"
+
+
+def test_an_order_shares_its_day_as_of_the_close_whatever_comes_later() -> None:
+    o = run(order(), pay(), horizon=CLOSE + 1)  # no ledger entry by the close: an exception
+    assert o.close_due(CFG) == CLOSE
+    share = o.contribution(CLOSE, CFG)
+    assert (share.currency, share.decided, share.matched, share.unmatched_minor) == ("USD", True, False, 1240)
+    o.add(led(ts=CLOSE + 3600), CFG)  # a late ledger entry resolves it after the close ...
+    o.update(END, CFG)
+    assert o.order_row(CFG)["outcome"] == "matched"  # ... recon_orders and recon_daily follow,
+    assert o.contribution(CLOSE, CFG) == share  # the day's share as of its close does not
+    before = run(order(), pay(), led(ts=CLOSE - 60))  # in before the close: matched that day
+    assert before.contribution(CLOSE, CFG).matched
+
+
+def test_shares_of_pending_orphan_and_test_orders() -> None:
+    # refunded shortly before the close, the ledger refund is not due yet: pending, not decided
+    o = run(order(), pay(), led(), order(ts=CLOSE - 600, status="refunded", eid="e-2"),
+            pay(ts=CLOSE - 500, status="refunded", pid="pay-2"))
+    share = o.contribution(CLOSE, CFG)
+    assert share is not None and not share.decided and not share.matched
+    orphan = run(pay())
+    assert orphan.close_due(CFG) == math.inf  # store unknown: no store's day
+    assert run(order(test=True)).close_due(CFG) == math.inf  # test data only
+    assert run(order(cur="NZD")).contribution(CLOSE, CFG) is None
+
+
+def test_the_close_is_due_until_the_share_is_sent_and_the_order_stays_until_then() -> None:
+    cfg = ReconConfig(retention_seconds=0)
+    o = run(order(), pay(), led(), horizon=T0 + LW + 1, cfg=cfg)
+    assert o.next_due(cfg) == CLOSE  # matched and swept: only the close is left
+    assert o.expires_at(cfg) > CLOSE  # a tiny retention must not drop it before
+    o.contributed = True
+    o = OrderRecon.from_state(o.order_id, json.loads(json.dumps(o.to_state(cfg))))
+    assert o.contributed and o.close_due(cfg) == math.inf and o.next_due(cfg) < CLOSE
+
+
+def _series(days: int, drop_on: int | None = None) -> list[tuple[str, dict[str, list[int]]]]:
     from datetime import date, timedelta
 
-    from models.recon import DailyResult
-
     out = []
-    for i in range(n):
+    for i in range(days):
         matched = 95 + (i * 7) % 4  # 95..98 of 100, steady
         if i == drop_on:
             matched = 60
-        out.append(DailyResult(store, "USD", date(2026, 1, 1) + timedelta(days=i), matched, 100,
-                               (100 - matched) * 1500))
+        out.append(((date(2026, 1, 1) + timedelta(days=i)).isoformat(),
+                    {"USD": [matched, 100, (100 - matched) * 1500]}))
     return out
 
 
-def test_daily_spc_fires_we_rules_on_a_match_rate_drop_for_the_store_and_the_chain() -> None:
-    from models.recon import daily_spc
+def test_daily_series_fires_on_a_match_rate_drop_after_its_warm_up() -> None:
+    from models.recon import DailySeries
 
-    assert daily_spc(_days(30)) == []  # a steady month: nothing
-    events = daily_spc(_days(30, drop_on=25))
-    firing = {(store, metric): e for store, _cur, metric, e in events if e.kind == "firing"}
-    assert set(firing) == {("US00001", "match_rate"), ("ALL", "match_rate"),
-                           ("US00001", "unmatched_minor"), ("ALL", "unmatched_minor")}
-    e = firing[("US00001", "match_rate")]
+    steady = DailySeries("US00001")
+    assert [e for day, sums in _series(30) for e in steady.judge(day, sums)[0]] == []
+    s = DailySeries("US00001")
+    events = [e for day, sums in _series(30, drop_on=25) for e in s.judge(day, sums)[0]]
+    firing = {metric: e for _cur, metric, e in events if e.kind == "firing"}
+    assert set(firing) == {"match_rate", "unmatched_minor"}
+    e = firing["match_rate"]
     assert e.rule == "WE1" and e.value == pytest.approx(0.60) and e.value < e.lower
     assert e.starts_at == 1_769_385_600.0  # 2026-01-26 00:00 UTC, the day of the drop
-    assert daily_spc(_days(30, drop_on=25)) == events  # stateless: same rows, same episodes and ids
+    assert e.key == "recon|US00001|USD|match_rate"  # ids as the batch command gave them
+    early = DailySeries("US00001")  # 9 days of history < the 14 the store preset needs
+    assert [e for day, sums in _series(10, drop_on=9) for e in early.judge(day, sums)[0]] == []
 
 
-def test_daily_spc_waits_for_a_baseline() -> None:
-    from models.recon import daily_spc
+def test_daily_series_ignores_a_day_sent_again_and_round_trips_through_json() -> None:
+    from models.recon import DailySeries
 
-    assert daily_spc(_days(10, drop_on=9)) == []  # 9 days of history < the 14 the store preset needs
+    days = _series(30, drop_on=25)
+    straight = DailySeries("US00001")
+    want = [e for day, sums in days for e in straight.judge(day, sums)[0]]
+    s, got = DailySeries("US00001"), []
+    for i, (day, sums) in enumerate(days):
+        s = DailySeries.from_state(json.loads(json.dumps(s.to_state())))
+        found, repeated = s.judge(day, sums)
+        got += found
+        assert repeated == 0
+        if i % 5 == 0:  # the same day re-sent (a redelivery): nothing changes
+            assert s.judge(day, sums) == ([], 1)
+            assert s.judge(day, {"USD": [0, 100, 10**6]}) == ([], 1)
+    assert got == want and len(json.dumps(s.to_state())) < 5000
+
+
+def _summary(src: int, day: str, stores: dict | None = None, h: float = 0.0,
+             zone: str = "America/New_York") -> dict:
+    return {"t": "sum", "src": src, "zone": zone, "day": day, "h": h, "ts": h, "s": stores or {}}
+
+
+def test_close_book_waits_for_every_partition_then_hands_each_store_its_day() -> None:
+    from models.recon import CloseBook
+
+    book = CloseBook()
+    fast = book.apply(_summary(0, "2026-02-17", {"US1": {"USD": [9, 10, 500]}}, CLOSE + 1), CFG, 2, 0)
+    assert fast.days == []  # partition 1 has said nothing yet
+    # partition 0 is days ahead (a backlog): still nothing, partition 1 may hold orders of the 17th
+    assert book.apply(_summary(0, "2026-02-19", {"US1": {"USD": [1, 1, 0]}}, CLOSE + 20 * 86400), CFG, 2,
+                      0).days == []
+    out = book.apply(_summary(1, "2026-02-17", {"US1": {"USD": [5, 5, 0]}, "US2": {"USD": [3, 4, 700]}},
+                              CLOSE + 5), CFG, 2, 0)
+    assert out.days == [("US1", "2026-02-17", {"USD": [14, 15, 500]}, CLOSE),
+                        ("US2", "2026-02-17", {"USD": [3, 4, 700]}, CLOSE)]
+    assert "2026-02-17" not in book.open["America/New_York"]  # bounded: a closed day keeps no sums
+    # a repeat (re-sent after a restart) and orders that came after the close change nothing
+    again = book.apply(_summary(1, "2026-02-17", {"US1": {"USD": [5, 5, 0]}}, CLOSE + 5), CFG, 2, 0)
+    assert again.days == [] and again.ignored == [("America/New_York", "2026-02-17", "1")]
+    out = book.apply(_summary(1, "2026-02-19", {}, CLOSE + 2 * 86400 + 9), CFG, 2, 0)
+    assert out.days == [("US1", "2026-02-19", {"USD": [1, 1, 0]}, CLOSE + 2 * 86400)]
+
+
+def test_close_book_stops_waiting_for_a_silent_partition_only_when_told_to() -> None:
+    from models.recon import CloseBook
+
+    patient = CloseBook()
+    patient.apply(_summary(0, "2026-02-17", {"US1": {"USD": [9, 10, 500]}}, CLOSE + 1), CFG, 2, 0)
+    assert patient.apply(_summary(0, "2026-03-30", {}, CLOSE + 40 * 86400), CFG, 2, 0).days == []
+    book = CloseBook()
+    book.apply(_summary(0, "2026-02-17", {"US1": {"USD": [9, 10, 500]}}, CLOSE + 1), CFG, 2, 3600)
+    assert book.apply(_summary(0, "2026-02-17", {}, CLOSE + 3599), CFG, 2, 3600).days == []
+    out = book.apply(_summary(0, "2026-02-18", {}, CLOSE + 3600), CFG, 2, 3600)
+    assert out.days == [("US1", "2026-02-17", {"USD": [9, 10, 500]}, CLOSE)]
+    late = book.apply(_summary(1, "2026-02-17", {"US1": {"USD": [1, 1, 0]}}, CLOSE + 7200), CFG, 2, 3600)
+    assert late.days == [] and late.ignored == [("America/New_York", "2026-02-17", "1")]
+
+
+def test_close_book_judges_the_chain_once_every_zone_closed_the_day() -> None:
+    from datetime import date, timedelta
+
+    from models.recon import CloseBook
+
+    cfg = ReconConfig(store_timezones=(("JP1", "Asia/Tokyo"),))
+    book, fired = CloseBook(), []
+    for i, (day, sums) in enumerate(_series(30, drop_on=25)):
+        d = date.fromisoformat(day)
+        tokyo = cfg.close_ts("Asia/Tokyo", d) + 1
+        ny = cfg.close_ts("America/New_York", d) + 1
+        a = book.apply(_summary(0, day, {"JP1": {"USD": [0, 0, 0]}}, tokyo, "Asia/Tokyo"), cfg, 1, 86400)
+        assert a.chain == []  # New York has not closed the day yet
+        b = book.apply(_summary(0, day, {"US1": sums}, ny), cfg, 1, 86400)
+        assert [s for s, *_ in a.days + b.days] == ["JP1", "US1"]
+        fired += [(cur, metric, e.kind, e.rule, close) for cur, metric, e, close in b.chain]
+        book = CloseBook.from_state(json.loads(json.dumps(book.to_state())))
+        if i == 24:
+            assert fired == []
+    drop_close = cfg.close_ts("America/New_York", date(2026, 1, 1) + timedelta(days=25))
+    assert ("USD", "match_rate", "firing", "WE1", drop_close) in fired
+    assert book.open == {"America/New_York": {}, "Asia/Tokyo": {}} and book.chain == {}
