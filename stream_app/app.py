@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,8 @@ from stream_app.metrics import SpcMetrics
 from stream_app.settings import Settings
 from stream_app.sink import Sink
 from stream_app.usecase import Outputs
+
+log = logging.getLogger(__name__)
 
 MAX_PENDING_WRITES = 2
 """Checkpoints whose rows may be in flight to the database while processing goes on."""
@@ -72,7 +75,7 @@ class Runtime:
         another in the order asked, so the last write of a key wins and
         acknowledgements stay in offset order. With ``MAX_PENDING_WRITES`` in
         flight the caller waits for the oldest (back-pressure). A failed write
-        fails every later one and raises here, in the agent.
+        fails every later one, raises here, in the agent, and stops the worker.
         """
         writes = self._writes
         while writes and writes[0].done():
@@ -90,8 +93,17 @@ class Runtime:
                            rows: dict[str, list[dict[str, Any]]], then: Callable[[], None]) -> None:
         if previous is not None:
             await previous
-        for table, table_rows in rows.items():
-            await self.sink.upsert(table, table_rows)
+        try:
+            for table, table_rows in rows.items():
+                await self.sink.upsert(table, table_rows)
+        except Exception as exc:
+            # Nothing after this checkpoint may be acknowledged (offsets would pass rows that
+            # were never written): stop the worker; after a restart it resumes from the last
+            # commit and writes these rows again.
+            log.critical("sink: a checkpoint's rows could not be written (%s: %s); stopping the worker",
+                         exc.__class__.__name__, exc)
+            await self.app.crash(exc)
+            raise
         then()
 
     async def emit(self, outputs: Outputs) -> None:

@@ -140,3 +140,39 @@ def test_unreachable_broker_is_one_clear_line(make_worker) -> None:  # type: ign
     assert result.returncode == 69
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("spcwatch: error: cannot reach Kafka at 127.0.0.1:")
+
+
+def test_a_failed_database_write_stops_the_worker_and_a_restart_writes_the_rows(
+        make_worker, kafka_bootstrap: str, topic_prefix: str, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    path = sqlite_url.split(":///", 1)[1]
+
+    def minutes() -> list[str]:
+        with sqlite3.connect(path) as conn:
+            return [m for (m,) in conn.execute("SELECT minute FROM infra_metric_rollups ORDER BY minute")]
+
+    def wait_until(condition, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.25)
+
+    topic = topic_prefix + "metrics.samples"
+    worker = make_worker()
+    worker.start()
+    asyncio.run(produce(kafka_bootstrap, topic, [(b"db-1", orjson.dumps(SAMPLE))]))
+    wait_until(lambda: len(minutes()) == 1, "the first checkpoint's rollup row")
+
+    with sqlite3.connect(path) as conn:  # a write that no retry can fix
+        conn.execute("ALTER TABLE infra_metric_rollups RENAME TO rollups_away")
+    asyncio.run(produce(kafka_bootstrap, topic, [(b"db-1", orjson.dumps({**SAMPLE, "ts": "2026-02-17T10:06:00Z"}))]))
+    wait_until(lambda: worker.proc.poll() is not None, "the worker to stop")
+    assert worker.proc.returncode != 0
+    assert "could not be written" in worker.log_tail(200)
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE rollups_away RENAME TO infra_metric_rollups")
+    worker.start()  # resumes from the last commit: the unwritten checkpoint is processed again
+    wait_until(lambda: len(minutes()) == 2, "the second sample's rollup row after the restart")
+    assert minutes() == ["2026-02-17 10:05:00.000000", "2026-02-17 10:06:00.000000"]
