@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,7 +145,8 @@ class WorkerRun:
 
 
 @contextlib.contextmanager
-def worker(prefix: str, database: str, env: dict[str, str] | None = None, partitions: int = 4) -> Iterator[int]:
+def worker(prefix: str, database: str, env: dict[str, str] | None = None, partitions: int = 4,
+           command: Sequence[str] = ("-m", "stream_app.cli", "worker")) -> Iterator[int]:
     """A real ``spcwatch worker`` subprocess for one run; yields its HTTP port. Its log: /tmp/<prefix>worker.log."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -156,7 +157,7 @@ def worker(prefix: str, database: str, env: dict[str, str] | None = None, partit
                    SPCWATCH_LOG_LEVEL="WARNING", SPCWATCH_PARTITIONS=str(partitions),
                    SPCWATCH_DATA_DIR=f"/tmp/{prefix}data", **(env or {}))
     with Path(f"/tmp/{prefix}worker.log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "stream_app.cli", "worker"], cwd=ROOT, env=environ,
+        proc = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=environ,
                                 stdout=log, stderr=subprocess.STDOUT)
         _workers[port] = proc
         try:
@@ -184,14 +185,14 @@ def wait_consumed(port: int, topics: Iterable[str], n_events: int, timeout: floa
 
 def run_worker(prefix: str, database: str, topics: Iterable[str], n_events: int, *, rows_table: str = "",
                n_rows: int = 0, env: dict[str, str] | None = None, partitions: int = 4,
-               timeout: float = 600) -> WorkerRun:
+               timeout: float = 600, command: Sequence[str] = ("-m", "stream_app.cli", "worker")) -> WorkerRun:
     """Start ``spcwatch worker`` on pre-filled topics and time it from its first event.
 
     Start-up and rebalancing are excluded; ``done`` waits for ``n_rows`` rows in
     ``rows_table`` when given (end to end: committed in MariaDB).
     """
     topics = list(topics)
-    with worker(prefix, database, env, partitions) as port:
+    with worker(prefix, database, env, partitions, command) as port:
         proc = _workers[port]
         first = consumed_at = 0.0
         deadline = time.monotonic() + timeout
