@@ -61,7 +61,7 @@ def worker_rates(prefix: str, n_events: int, n_orders: int, database: str) -> tu
 
 def in_process(events: list[dict]) -> tuple[float, float, float, int]:
     """Processor alone (decode included) events/s; mean state bytes of pending and of all open orders."""
-    from agents.recon import ReconProcessor
+    from agents.recon import ORDER_KEY, ReconProcessor
     from stream_app.events import DECODERS
 
     decoded = [(e["topic"], DECODERS[e["topic"]](orjson.dumps({k: v for k, v in e.items() if k != "topic"})).events)
@@ -74,8 +74,9 @@ def in_process(events: list[dict]) -> tuple[float, float, float, int]:
         if i % 2000 == 0:
             proc.tick(store, evs[0].ts)
         if i == half:
-            sizes = {k: len(orjson.dumps({"p": 0, "s": v})) for k, v in store.items()}
-            pending = [sizes[k] for k, v in store.items() if not v["s"]]  # no order row published yet
+            orders = {k: v for k, v in store.items() if k.startswith(ORDER_KEY)}  # not the daily stages
+            sizes = {k: len(orjson.dumps({"p": 0, "s": v})) for k, v in orders.items()}
+            pending = [sizes[k] for k, v in orders.items() if not v["s"]]  # no order row published yet
     rate = len(decoded) / (time.perf_counter() - started)
     return rate, statistics.mean(pending), statistics.mean(sizes.values()), len(sizes)
 
