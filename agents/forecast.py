@@ -28,7 +28,7 @@ from models.forecast import (
 from stream_app.alerts import Alert, alert_id
 from stream_app.events import Demand, Forecast
 from stream_app.metrics import SpcMetrics
-from stream_app.settings import ConfigError, Settings, check, load_env
+from stream_app.settings import Settings, load_env
 from stream_app.usecase import Outputs, StateStore
 
 USE_CASE = "forecast"
@@ -38,56 +38,13 @@ _EPOCH = date(1970, 1, 1).toordinal()  # day_num = days since 1970-01-01
 
 @dataclass(frozen=True, slots=True)
 class ForecastSettings:
-    """``SPCWATCH_FORECAST_*``; field meanings in :class:`models.forecast.ForecastConfig`."""
+    """Worker-side ``SPCWATCH_FORECAST_*`` options; the thresholds and windows are
+    :class:`models.forecast.ForecastConfig`'s fields, read from the same prefix."""
 
-    windows: tuple[str, ...] = ("7", "28")
-    tolerance: float = 0.20
-    timezone: str = "UTC"
-    grace_hours: float = 6.0
-    stall_hours: float = 48.0
-    alert_window_days: int = 7
-    min_items: int = 20
-    mape_warning: float = 0.30
-    mape_critical: float = 0.40
-    mape_hysteresis: float = 0.02
-    coverage_min: float = 0.95
-    coverage_hysteresis: float = 0.02
-    ts_window_days: int = 14
-    ts_threshold: float = 4.0
-    ts_resolve: float = 2.0
-    ts_min_items: int = 7
-    ts_min_bias: float = 0.20
-    ts_persist_days: int = 5
-    drift_rules: tuple[str, ...] = ("WE1", "WE2", "WE3", "WE4")
-    drift_window_days: int = 28
-    drift_min_samples: int = 14
-    drift_min_effect_rel: float = 0.10
-    drift_resolve_after: int = 3
     sku_summary_rows: bool = True
     """Write per-(store, SKU) rolling rows (176 per store-day at 88 SKUs); off: store rows only, the
     per-(store, SKU) figures stay available from the forecast_store_sku_rolling view."""
     runbook_url: str = ""
-
-    def validate(self) -> None:
-        check(all(w.isdigit() for w in self.windows) and bool(self.windows), _P + "WINDOWS",
-              f"must be comma-separated whole days, got {','.join(self.windows)!r}")
-        try:
-            self.model_config().validate()
-        except ValueError as exc:
-            raise ConfigError(_P + str(exc).split(" ", 1)[0].upper() + " " + str(exc).split(" ", 1)[1]) from None
-
-    def model_config(self) -> ForecastConfig:
-        return ForecastConfig(
-            windows=tuple(int(w) for w in self.windows), tolerance=self.tolerance, timezone=self.timezone,
-            grace_hours=self.grace_hours, stall_hours=self.stall_hours, alert_window_days=self.alert_window_days,
-            min_items=self.min_items, mape_warning=self.mape_warning, mape_critical=self.mape_critical,
-            mape_hysteresis=self.mape_hysteresis, coverage_min=self.coverage_min,
-            coverage_hysteresis=self.coverage_hysteresis, ts_window_days=self.ts_window_days,
-            ts_threshold=self.ts_threshold, ts_resolve=self.ts_resolve, ts_min_items=self.ts_min_items,
-            ts_min_bias=self.ts_min_bias, ts_persist_days=self.ts_persist_days,
-            drift_rules=tuple(r.upper() for r in self.drift_rules), drift_window_days=self.drift_window_days,
-            drift_min_samples=self.drift_min_samples, drift_min_effect_rel=self.drift_min_effect_rel,
-            drift_resolve_after=self.drift_resolve_after)
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -142,14 +99,14 @@ class ForecastProcessor:
     use_case = USE_CASE
     topics = ("forecasts", "demand")
 
-    def __init__(self, settings: ForecastSettings | None = None) -> None:
+    def __init__(self, settings: ForecastSettings | None = None, config: ForecastConfig | None = None) -> None:
         self.settings = settings or ForecastSettings()
-        self.config = self.settings.model_config()
+        self.config = config or ForecastConfig()
         self._metrics: dict[str, Any] | None = None
 
     @classmethod
     def from_settings(cls, _settings: Settings) -> ForecastProcessor:
-        return cls(load_env(ForecastSettings, _P))
+        return cls(load_env(ForecastSettings, _P), load_env(ForecastConfig, _P))
 
     # -- state at the table boundary (agents.runner.CachedStore) ----------------
     def load(self, state: dict) -> StoreForecast | None:

@@ -90,6 +90,9 @@ class ForecastConfig:
     drift_min_effect_rel: float = 0.10
     drift_resolve_after: int = 3
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "drift_rules", tuple(r.strip().upper() for r in self.drift_rules))
+
     def validate(self) -> None:
         """Raise ValueError naming the field; callers map it to their config error."""
         def need(ok: bool, name: str, msg: str) -> None:

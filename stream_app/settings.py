@@ -139,19 +139,31 @@ def load_env(cls: type[T], prefix: str, environ: Mapping[str, str] | None = None
     """Build dataclass ``cls`` from ``<prefix><FIELD>`` variables, then ``validate()`` it.
 
     Use cases keep their own settings dataclasses (``SPCWATCH_INFRA_*``, ...) and
-    load them with this, so every variable is parsed and reported the same way.
-    Field types: ``str``, ``int``, ``float``, ``bool`` and ``tuple[str, ...]`` (comma-separated).
+    load them with this, so every variable is parsed and reported the same way; a
+    model's own config dataclass can be loaded directly: its ``ValueError`` messages,
+    which start with the field name, become :class:`ConfigError` naming the variable.
+    Field types: ``str``, ``int``, ``float``, ``bool``, ``tuple[str, ...]`` and
+    ``tuple[int, ...]`` (comma-separated).
     """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     for f in fields(cls):  # type: ignore[arg-type]
         raw = environ.get(prefix + f.name.upper())
         if raw is not None:
             values[f.name] = _coerce(prefix + f.name.upper(), f.type, raw.strip())
-    obj = cls(**values)
-    validate = getattr(obj, "validate", None)
-    if validate is not None:
-        validate()
+    try:
+        obj = cls(**values)
+        validate = getattr(obj, "validate", None)
+        if validate is not None:
+            validate()
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        field_name, _, rest = str(exc).partition(" ")
+        if field_name in names:
+            raise ConfigError(f"{prefix}{field_name.upper()} {rest}") from None
+        raise ConfigError(f"{prefix}* {exc}") from None
     return obj
 
 
@@ -173,6 +185,11 @@ def _coerce(variable: str, type_: Any, raw: str) -> Any:
         if raw.lower() in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{variable} must be true or false, got {raw!r}")
+    if type_name.startswith("tuple[int"):
+        try:
+            return tuple(int(part) for part in raw.split(",") if part.strip())
+        except ValueError:
+            raise ConfigError(f"{variable} must be comma-separated integers, got {raw!r}") from None
     if type_name.startswith("tuple"):
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     if variable.endswith(("LOG_LEVEL", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM")):
