@@ -15,22 +15,34 @@ routes each stage's output to the next one:
 
 State keys are prefixed by stage (``o:`` order, ``s:`` store, ``c:`` chain) and
 live in the partition of the message that carries them.
+
+Time: each ``orders`` partition stamps what it forwards with its clock (and
+sends heartbeats and store joins from its tick), and the store and chain stages
+act at the low watermark of those clocks (:class:`models.store.SourceClocks`),
+so a backlog caught up unevenly by several partitions gives the replay's
+result. The clocks live in this object's memory, per state store (partition),
+and are rebuilt after a restart or rebalance (docs/store.md, "Time").
 """
 
 from __future__ import annotations
 
+import math
+import time
+import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
 from models.rules import WESTERN_ELECTRIC
 from models.store import (
+    DEFAULT_RULES,
     METRICS,
     Calendar,
     ChainOut,
     ChainState,
+    SourceClocks,
     StoreConfig,
     StoreOut,
     StoreState,
@@ -47,6 +59,8 @@ BY_STORE = "spcwatch.store.by-store"
 CHAIN = "spcwatch.store.chain"
 CHAIN_KEY = "chain"
 SWEEP_SECONDS = 21600.0  # forget expired orders at most every 6 hours of event time (housekeeping only)
+HEARTBEAT_SECONDS = 900.0  # an order partition re-sends its clock to a store it has been quiet for this long
+CHAIN_CLOCK_SECONDS = 60.0  # ... and to the chain each time it has moved on by this much (at most once a tick)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,20 +73,21 @@ class StoreSettings:
     max_lateness_seconds: float = 86400.0
     window_days: int = 28
     seasonality: str = "day_of_week"
-    rules: tuple[str, ...] = WESTERN_ELECTRIC
+    rules: tuple[str, ...] = DEFAULT_RULES
     min_samples: int = 10
     resolve_after: int = 3
     cooldown: int = 0
     protect_z: float = 3.0
+    cusum_h: float = 3.0
     closed_days: tuple[str, ...] = ()  # [STORE:]YYYY-MM-DD,...
     peer_groups: tuple[str, ...] = ()  # STORE=group,...
     peer_z: float = 3.5
     chain_fraction: float = 0.5
     chain_min_stores: int = 3
-    chain_wait_days: int = 7
     intraday_slot_minutes: int = 15
     intraday_window_minutes: int = 60
     intraday_min_days: int = 3
+    idle_partition_seconds: float = 120.0
     runbook_url: str = ""
 
     def validate(self) -> None:
@@ -89,20 +104,22 @@ class StoreSettings:
         check(7 <= self.window_days <= 366, p + "WINDOW_DAYS", f"must be 7-366, got {self.window_days}")
         check(self.seasonality in ("none", "day_of_week"), p + "SEASONALITY",
               f"must be none or day_of_week, got {self.seasonality!r}")
-        unknown = [r for r in self.rules if r not in WESTERN_ELECTRIC]
+        unknown = [r for r in self.rules if r not in (*WESTERN_ELECTRIC, "CUSUM")]
         check(bool(self.rules) and not unknown, p + "RULES",
-              f"must be a comma-separated subset of WE1,WE2,WE3,WE4, got {','.join(self.rules)!r}")
+              f"must be a comma-separated subset of WE1,WE2,WE3,WE4,CUSUM, got {','.join(self.rules)!r}")
+        check(self.cusum_h > 0, p + "CUSUM_H", "must be > 0")
         check(self.min_samples >= 2, p + "MIN_SAMPLES", "must be >= 2")
         check(self.resolve_after >= 1 and self.cooldown >= 0, p + "RESOLVE_AFTER", "must be >= 1 (COOLDOWN >= 0)")
         check(self.peer_z > 0, p + "PEER_Z", "must be > 0")
         check(0 < self.chain_fraction <= 1, p + "CHAIN_FRACTION", "must be in (0, 1]")
         check(self.chain_min_stores >= 2, p + "CHAIN_MIN_STORES", "must be >= 2")
-        check(self.chain_wait_days >= 1, p + "CHAIN_WAIT_DAYS", "must be >= 1")
         check(1 <= self.intraday_slot_minutes <= 240 and 1440 % self.intraday_slot_minutes == 0,
               p + "INTRADAY_SLOT_MINUTES", "must divide a day (e.g. 15)")
         check(self.intraday_window_minutes >= self.intraday_slot_minutes, p + "INTRADAY_WINDOW_MINUTES",
               "must be >= INTRADAY_SLOT_MINUTES")
         check(self.intraday_min_days >= 1, p + "INTRADAY_MIN_DAYS", "must be >= 1")
+        check(self.idle_partition_seconds >= 0, p + "IDLE_PARTITION_SECONDS",
+              "must be >= 0 (0: wait for every partition, however long)")
 
     def model_config(self) -> StoreConfig:
         closed = []
@@ -116,10 +133,9 @@ class StoreSettings:
             grace_seconds=self.grace_seconds, max_lateness_seconds=self.max_lateness_seconds,
             window_days=self.window_days, seasonality=None if self.seasonality == "none" else self.seasonality,
             rules=self.rules, min_samples=self.min_samples, resolve_after=self.resolve_after, cooldown=self.cooldown,
-            protect_z=self.protect_z, closed_days=tuple(closed),
+            protect_z=self.protect_z, cusum_h=self.cusum_h, closed_days=tuple(closed),
             peer_groups=tuple(tuple(g.split("=", 1)) for g in self.peer_groups if "=" in g),  # type: ignore[misc]
             peer_z=self.peer_z, chain_fraction=self.chain_fraction, chain_min_stores=self.chain_min_stores,
-            chain_wait_days=self.chain_wait_days,
             intraday_slot_minutes=self.intraday_slot_minutes, intraday_window_minutes=self.intraday_window_minutes,
             intraday_min_days=self.intraday_min_days,
         )
@@ -142,22 +158,72 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
+def _partition_of(store: StateStore) -> int | None:
+    """The partition a state store belongs to (the runner's cache, or its backing store); ``None`` for
+    the replay's single dict."""
+    for candidate in (store, getattr(store, "backing", None)):
+        partition = getattr(candidate, "partition", None)
+        if partition is not None:
+            return int(partition)
+    return None
+
+
+@dataclass(slots=True)
+class _Clocks:
+    """Memory of one state store (one partition): its order-stage clock and what it knows of the sources.
+
+    Never persisted: after a restart or a rebalance it is rebuilt from the next messages, and until every
+    source has been heard from again the store and chain stages simply wait (nothing is decided early)."""
+
+    src: int  # this partition as an order source (0 in replay)
+    n: int  # number of order sources (partitions of ``orders``; 1 in replay)
+    stores: SourceClocks  # as seen by this partition's store stage
+    chain: SourceClocks  # as seen by the chain stage (if it is here)
+    wm: float = -math.inf  # newest order time processed by this partition's order stage
+    sent: dict[str, float] = field(default_factory=dict)  # store -> clock last forwarded to it
+    chain_sent: float = -math.inf  # clock last sent to the chain
+    joined: set[str] = field(default_factory=set)  # stores announced to the chain
+
+    def stamp(self) -> dict[str, Any]:
+        return {"src": self.src, "n": self.n, "wm": self.wm}
+
+
 class StoreProcessor:
     use_case = USE_CASE
     topics = ("orders",)
     internal_topics = (BY_STORE, CHAIN)
     tick_seconds = 1.0
 
-    def __init__(self, settings: StoreSettings | None = None) -> None:
+    def __init__(self, settings: StoreSettings | None = None, partitions: int = 1,
+                 wall: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings or StoreSettings()
         self.cal = Calendar(self.settings.model_config())
+        self.partitions = partitions  # of the orders topic: the order sources the later stages wait for
+        self._wall = wall  # wall clock, only to tell an idle order partition (see SourceClocks)
         # Caches per state store (never change outputs): last sweep of expired orders, store keys.
         self._swept: dict[int, float] = {}
         self._stores: dict[int, set[str]] = {}
+        self._clocks: dict[int, tuple[Any, _Clocks]] = {}
 
     @classmethod
-    def from_settings(cls, _settings: Settings) -> StoreProcessor:
-        return cls(load_env(StoreSettings, "SPCWATCH_STORE_"))
+    def from_settings(cls, settings: Settings) -> StoreProcessor:
+        return cls(load_env(StoreSettings, "SPCWATCH_STORE_"), partitions=settings.partitions)
+
+    def _mem(self, store: StateStore) -> _Clocks:
+        """The clocks of ``store``'s partition (memory; a new store object starts afresh, as after a restart)."""
+        entry = self._clocks.get(id(store))
+        if entry is not None and (entry[0]() if isinstance(entry[0], weakref.ref) else entry[0]) is store:
+            return entry[1]
+        partition = _partition_of(store)
+        now = self._wall()
+        src, n = (0, 1) if partition is None else (partition, self.partitions)
+        mem = _Clocks(src, n, SourceClocks(now), SourceClocks(now))
+        try:
+            ref: Any = weakref.ref(store)
+        except TypeError:  # a plain dict (replay, tests): it lives as long as the run
+            ref = store
+        self._clocks[id(store)] = (ref, mem)
+        return mem
 
     def key(self, topic: str, event: Any) -> str:
         if topic == "orders":
@@ -196,8 +262,12 @@ class StoreProcessor:
             key = "c:" + CHAIN_KEY
             raw = store.get(key)
             chain = ChainState.from_state(raw, self.cal) if raw else ChainState(self.cal)
+            clocks = self._mem(store).chain
+            idle, wall = self.settings.idle_partition_seconds, self._wall()
             for msg in events:
-                self._chain_out(chain.apply(msg), out)
+                if "src" in msg:
+                    clocks.see(msg["src"], msg["n"], msg["wm"], wall)
+                self._chain_out(chain.apply(msg, clocks.low(idle, wall)), out)
             store[key] = chain.to_state()
         return out
 
@@ -211,11 +281,12 @@ class StoreProcessor:
             known = self._stores[id(store)] = {k for k in keys if k.startswith("s:")}
         else:
             keys = list(known)
-        # The store stage's clock is the newest order time its own input has reached (in the worker the
-        # order partitions run ahead of the repartition topic): a silent store's day closes once the
-        # stores sharing its state partition have moved past the close.
-        states = {k: store.get(k) for k in keys if k.startswith("s:")}
-        clock = min(now, max((raw["wm"] for raw in states.values() if raw), default=0.0))
+        mem = self._mem(store)
+        self._heartbeats(mem, out)
+        # The store stage's clock is the low watermark of the order sources as seen on this partition:
+        # every order up to it has arrived, so a day (also a silent store's) closes complete.
+        clock = mem.stores.low(self.settings.idle_partition_seconds, self._wall())
+        states = {k: store.get(k) for k in keys if k.startswith("s:")} if math.isfinite(clock) else {}
         for key in keys:
             if key.startswith("s:"):
                 raw = states.get(key)
@@ -224,51 +295,90 @@ class StoreProcessor:
                 st = StoreState.from_state(raw, self.cal)
                 self._store_out(st, st.advance(clock), out)
                 store[key] = st.to_state()
-            elif sweep and key.startswith("o:"):
+            elif sweep and key.startswith("o:") and math.isfinite(mem.wm):
                 entry = store.get(key)
-                if entry is not None and order_expired(entry, self.cal, now):
+                if entry is not None and order_expired(entry, self.cal, mem.wm):
                     del store[key]
         return out
+
+    def _heartbeats(self, mem: _Clocks, out: StageOutputs) -> None:
+        """This order partition's clock to the chain, and to the stores it has been quiet to for a while.
+
+        Contributions carry the clock already; a heartbeat is what lets a store stage that gets nothing from
+        this partition (no orders of its stores here lately) move on."""
+        if not math.isfinite(mem.wm):
+            return
+        stamp = mem.stamp()
+        for s, last in mem.sent.items():
+            if mem.wm - last >= HEARTBEAT_SECONDS:
+                out.forward.append((BY_STORE, s, {"t": "clock", "store": s, "ts": mem.wm, **stamp}))
+                mem.sent[s] = mem.wm
+        if mem.wm - mem.chain_sent >= CHAIN_CLOCK_SECONDS:
+            out.forward.append((CHAIN, CHAIN_KEY, {"t": "clock", "ts": mem.wm, **stamp}))
+            mem.chain_sent = mem.wm
 
     # -- stage 1: orders ----------------------------------------------------------------
     def _order(self, store: StateStore, order: Order, now: float, out: StageOutputs) -> None:
         key = "o:" + order.order_id
-        step = apply_order(store.get(key), order, self.cal, now)
+        mem = self._mem(store)
+        mem.wm = max(mem.wm, order.ts)
+        # Lateness is judged against this partition's own order clock: the runner's ``now`` also moves with the
+        # internal topics, which carry other (faster) order partitions' times when a backlog is caught up.
+        step = apply_order(store.get(key), order, self.cal, mem.wm)
         if step.entry is not None:
             store[key] = step.entry
         if step.forward is not None:
-            out.forward.append((BY_STORE, step.forward["store"], step.forward))
+            s, day = step.forward["store"], step.forward["day"]
+            msg = dict(step.forward, **mem.stamp())
         elif step.outcome == "too_late":
             entry = store.get(key)
             s, day = (entry[0], entry[1]) if entry else (order.store_id, self.cal.local_day(order.store_id, order.ts))
             out.dead.append((order, f"order {order.order_id} of {s} {day} arrived after the day was final "
                                     f"(close + SPCWATCH_STORE_MAX_LATENESS_SECONDS)"))
-            out.forward.append((BY_STORE, s, {"t": "late", "store": s, "day": day, "ts": order.ts}))
+            msg = {"t": "late", "store": s, "day": day, "ts": order.ts, **mem.stamp()}
+        else:
+            return
+        if msg["t"] == "order" and s not in mem.joined:
+            mem.joined.add(s)
+            # The chain must know every store before it decides a day: the join goes straight to it, with this
+            # partition's clock, so once the chain's low watermark passes a day no unknown store can appear in it.
+            out.forward.append((CHAIN, CHAIN_KEY, {"t": "join", "store": s, "day": day, "ts": order.ts,
+                                                   **mem.stamp()}))
+        mem.sent[s] = mem.wm
+        out.forward.append((BY_STORE, s, msg))
 
     # -- stage 2: stores ------------------------------------------------------------------
     def _store_msg(self, store: StateStore, msg: dict, out: StageOutputs) -> None:
+        clocks, wall = self._mem(store).stores, self._wall()
+        if "src" in msg:
+            clocks.see(msg["src"], msg["n"], msg["wm"], wall)
+        clock = clocks.low(self.settings.idle_partition_seconds, wall)
         key = "s:" + msg["store"]
         raw = store.get(key)
-        st = StoreState.from_state(raw, self.cal) if raw else StoreState(msg["store"], self.cal)
         if raw is None:
+            if msg["t"] == "clock":
+                return  # a heartbeat for a store this partition does not hold (yet): the clock is what counts
             if id(store) in self._stores:
                 self._stores[id(store)].add(key)
-            if msg["t"] == "order":  # the chain waits for this store from its first day on
-                out.forward.append((CHAIN, CHAIN_KEY, {"t": "join", "store": msg["store"], "day": msg["day"],
-                                                       "ts": msg["ts"]}))
+        st = StoreState.from_state(raw, self.cal) if raw else StoreState(msg["store"], self.cal)
         if msg["t"] == "late":
             st.counts["rejected"] += 1
             st.wm = max(st.wm, msg["ts"])
-            result = st.advance(st.wm)
+            result = st.advance(clock)
             result.rejected += 1
+        elif msg["t"] == "clock":
+            if raw["due"] is None or raw["due"] > clock:
+                return  # nothing due: no state to rewrite
+            result = st.advance(clock)
         else:
-            result = st.apply(msg)
+            result = st.apply(msg, clock)
         self._store_out(st, result, out)
         store[key] = st.to_state()
 
     def _store_out(self, st: StoreState, result: StoreOut, out: StageOutputs) -> None:
+        for msg in result.chain:  # in order: a day's checks before its summary
+            out.forward.append((CHAIN, CHAIN_KEY, msg))
         for s in result.summaries:
-            out.forward.append((CHAIN, CHAIN_KEY, s))
             closed_at = _dt(s["ts"])
             m = s["m"]
             out.add_row("store_daily_metrics", {
@@ -287,8 +397,7 @@ class StoreProcessor:
                 "orders_seen": len(st.days.get(s["day"], {})) if s["day"] in st.days else None,
                 "late_amendments": st.counts["amended"], "rejected_late": st.counts["rejected"],
                 "retired": s["retired"]})
-        for c in result.intraday:
-            out.forward.append((CHAIN, CHAIN_KEY, c))
+
 
     # -- stage 3: chain -----------------------------------------------------------------
     def _chain_out(self, result: ChainOut, out: StageOutputs) -> None:

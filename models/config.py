@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 from .baseline import SEASONALITY_SLOTS
-from .rules import WESTERN_ELECTRIC, rules_mask
+from .rules import CUSUM_H, CUSUM_K, WESTERN_ELECTRIC, rules_mask
 
 DAY = 86400.0
 
@@ -60,8 +60,23 @@ class DetectorConfig:
     fixed_center: float | None = None
     fixed_sigma: float | None = None
     """Known limits (Phase II from an external study): no baseline at all."""
+    prediction_limits: bool = False
+    """Widen the zone lines for the estimation error of sigma: the kσ line
+    becomes the Student-t quantile of the same tail probability, with the
+    degrees of freedom of the estimate (``std``: n - 1; ``mr``: 0.62 per moving
+    range, Nelson's approximation).  A sigma estimated from 10-28 points is
+    often low, and with the textbook lines the false alarm rate is then
+    several times the nominal one.  Reported sigma is the 3σ line / 3 (so
+    centre ± 3·sigma is the WE1 line and ``z`` is against it); protection uses
+    the widened line too."""
     # rules -------------------------------------------------------------------
     rules: tuple[str, ...] = WESTERN_ELECTRIC
+    cusum_side: str = "both"
+    """Which CUSUM side may signal: ``"both"``, ``"lower"`` (declines only) or
+    ``"upper"``.  Only matters when ``"CUSUM"`` is among ``rules``."""
+    cusum_k: float = CUSUM_K
+    cusum_h: float = CUSUM_H
+    """CUSUM reference value and decision interval, in sigmas (see models/rules.py)."""
     # time ---------------------------------------------------------------------
     lateness_seconds: float = 0.0
     """Out-of-order samples up to this much older than the newest one are
@@ -95,6 +110,10 @@ class DetectorConfig:
             raise ValueError("resolve_after and min_samples must be >= 1, cooldown >= 0")
         if self.lateness_seconds < 0 or not math.isfinite(self.lateness_seconds):
             raise ValueError("lateness_seconds must be finite and >= 0")
+        if self.cusum_side not in ("both", "lower", "upper"):
+            raise ValueError("cusum_side must be 'both', 'lower' or 'upper'")
+        if not (self.cusum_k >= 0 and self.cusum_h > 0):
+            raise ValueError("cusum_k must be >= 0 and cusum_h > 0")
 
     @property
     def window_buckets(self) -> int:

@@ -21,19 +21,96 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from statistics import NormalDist
 
 import numpy as np
 
 from .baseline import RollingBaseline, SlotProfile, slot_of, slots_of
 from .config import DetectorConfig
 from .episodes import EpisodeEvent, EpisodeTracker
-from .rules import RuleState, mask_rules, rules_mask, rules_vec
+from .rules import CUSUM, RuleState, mask_rules, rules_mask, rules_vec
 
 OK, WARMUP, MISSING, EXCLUDED, LATE = 0, 1, 2, 3, 4
 STATUS_NAMES = ("ok", "warmup", "missing", "excluded", "late")
 STATE_VERSION = 1
 NAN = math.nan
 _BIG = 1 << 62
+
+
+MR_DF_PER_RANGE = 0.62  # degrees of freedom of a moving-range sigma per moving range (Nelson 1982)
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    lbt = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(lbt) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(lbt) * _betacf(b, a, 1.0 - x) / b
+
+
+def t_upper_tail(x: float, df: float) -> float:
+    """P(T > x) for Student's t with ``df`` degrees of freedom, x >= 0."""
+    return 0.5 * _betainc(df / 2.0, 0.5, df / (df + x * x))
+
+
+@lru_cache(maxsize=4096)
+def zone_factors(df: float) -> tuple[float, float, float]:
+    """The 1σ, 2σ, 3σ lines as Student-t quantiles (in sigmas) of the normal tail probabilities.
+
+    A point beyond the kσ line of a normal with *known* sigma has probability
+    ``1 - Φ(k)``; with sigma *estimated* with ``df`` degrees of freedom the same
+    probability needs the t quantile (a prediction limit).  Bisection: cached, and
+    computed only when limits are recomputed.
+    """
+    df = max(df, 0.5)
+    out = []
+    for k in (1.0, 2.0, 3.0):
+        tail = 1.0 - NormalDist().cdf(k)
+        lo, hi = k, 2.0 * k
+        while t_upper_tail(hi, df) > tail:
+            lo, hi = hi, 2.0 * hi
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if t_upper_tail(mid, df) > tail:
+                lo = mid
+            else:
+                hi = mid
+            if hi - lo <= 1e-12 * hi:
+                break
+        out.append(hi)
+    return out[0], out[1], out[2]
 
 
 def _quiet_runs(sg: np.ndarray) -> np.ndarray:
@@ -227,6 +304,7 @@ class SeriesDetector:
         "_season",
         "_seasonal",
         "_seq",
+        "_side",
         "_tz",
         "_wm",
         "config",
@@ -247,9 +325,10 @@ class SeriesDetector:
         self._tz = float(cfg.tz_offset_seconds)
         self._bl = RollingBaseline(cfg.window_buckets)
         self._prof = SlotProfile(cfg.n_slots, cfg.window_buckets) if self._seasonal else None
-        self._rs = RuleState()
-        self._ep = EpisodeTracker(key, cfg.resolve_after, cfg.cooldown)
         self._enabled = rules_mask(cfg.rules)
+        self._rs = RuleState(bool(self._enabled & CUSUM), cfg.cusum_k, cfg.cusum_h)
+        self._side = {"both": 0, "lower": -1, "upper": 1}[cfg.cusum_side] if self._enabled & CUSUM else 0
+        self._ep = EpisodeTracker(key, cfg.resolve_after, cfg.cooldown)
         self._fixed = cfg.fixed_center is not None
         self._frozen = self._fixed
         self._freeze_at = cfg.freeze_at
@@ -286,13 +365,17 @@ class SeriesDetector:
             else:
                 centers = [bl.mean]
                 slot_ok = [True]
+        q1, q2, q3 = 1.0, 2.0, 3.0
+        if cfg.prediction_limits and not self._fixed:
+            q1, q2, q3 = zone_factors(bl.n - 1.0 if cfg.sigma == "std" else MR_DF_PER_RANGE * bl.mr_n)
         pz = math.inf if cfg.protect_z is None else cfg.protect_z
         lims = []
         for c, ok in zip(centers, slot_ok, strict=True):
             ac = abs(c)
-            sig = max(raw, cfg.sigma_floor_abs, cfg.sigma_floor_rel * ac)
+            s0 = max(raw, cfg.sigma_floor_abs, cfg.sigma_floor_rel * ac)
+            sig = s0 * q3 / 3.0 if q3 != 3.0 else s0  # reported sigma: centre ± 3 sigma is the WE1 line
             eff = max(cfg.min_effect_abs, cfg.min_effect_rel * ac)
-            lims.append((c, sig, sig, 2.0 * sig, 3.0 * sig, eff, pz * sig, ok, ok and gwarm))
+            lims.append((c, sig, q1 * s0, q2 * s0, q3 * s0, eff, pz * sig, ok, ok and gwarm))
         self._lims = lims
 
     def _advance(self, ts: float) -> None:
@@ -432,6 +515,8 @@ class SeriesDetector:
             return Verdict(ts, x, NAN, NAN, NAN, 0, WARMUP, False, None)
         d = x - c
         m = self._rs.update(d, t1, t2, t3) & self._enabled
+        if m & CUSUM and self._side and (d > 0) != (self._side > 0):
+            m &= ~CUSUM  # the other side's CUSUM is not wanted (e.g. declines only)
         z = d / sig
         sgl = m != 0 and (d >= eff or d <= -eff)
         ep = self._ep
@@ -597,6 +682,9 @@ class SeriesDetector:
             de = d_all[eidx]
             masks, self._rs = rules_vec(de, t1a[eidx], t2a[eidx], t3a[eidx], self._rs)
             masks &= self._enabled
+            if self._side:
+                wrong = (de > 0) if self._side < 0 else (de < 0)
+                masks[wrong] &= ~CUSUM
             res.mask[eidx] = masks
             zc = de / res.sigma[eidx]
             res.z[eidx] = zc
@@ -716,7 +804,7 @@ class SeriesDetector:
         det._bl = RollingBaseline.from_state(state["b"], cfg.window_buckets)
         if state["p"] is not None:
             det._prof = SlotProfile.from_state(state["p"], cfg.n_slots, cfg.window_buckets)
-        det._rs = RuleState.from_list(state["r"])
+        det._rs = RuleState.from_list(state["r"], det._rs.cusum, cfg.cusum_k, cfg.cusum_h)
         det._ep.load_list(state["e"])
         cur, frozen, fa, prun, wm = state["k"]
         det._cur = cur

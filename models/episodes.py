@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from .rules import first_rule, mask_rules
+from .rules import RULE_IDS, first_rule, mask_rules
 
 
 def episode_id(key: str, start_ts: float) -> str:
@@ -158,4 +158,4 @@ class EpisodeTracker:
         self.eid = episode_id(self.key, self.start_ts) if self.firing else ""
 
 
-_ORDER = {r: i for i, r in enumerate(("WE1", "WE2", "WE3", "WE4", "N2", "N3", "N4", "N7", "N8"))}
+_ORDER = {r: i for i, r in enumerate(RULE_IDS)}

@@ -29,6 +29,18 @@ Conventions (the questions a reader asks, answered once):
   alternating up/down (13 steps).
 * **N7** = 15 points in a row within 1σ (either side).  **N8** = 8 points in a
   row beyond 1σ with at least one on each side (Nelson's definition).
+* **CUSUM** is the tabular (Page) CUSUM with reference ``k`` and decision
+  interval ``h`` in sigmas, by default ``k = 0.5``, ``h = 4`` (Montgomery's
+  standard design: in-control ARL ~340 points per side; ``h = 3`` gives ~118).
+  It sums evidence, so a slow drift that no single zone rule sees is caught.
+  It works in the deviation's units like the other rules:
+  ``S+ = max(0, S+ + d - k·t1)``, ``S- = max(0, S- - d - k·t1)`` with ``t1`` the
+  1σ line, and fires on a point beyond ``h·t1`` on the side the point itself
+  lies (``S+ > h·t1 and d > 0``, or ``S- > h·t1 and d < 0``).  Like the
+  other windows it does not reset on a signal.  The two sums are kept only when
+  the rule is enabled (``RuleState(cusum=True)``): they are a sequential
+  recursion, which the vectorised path runs as a plain loop.  ``k`` and ``h``
+  are configuration (``DetectorConfig.cusum_k`` / ``cusum_h``), not state.
 """
 
 from __future__ import annotations
@@ -37,12 +49,14 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-RULE_IDS: tuple[str, ...] = ("WE1", "WE2", "WE3", "WE4", "N2", "N3", "N4", "N7", "N8")
+RULE_IDS: tuple[str, ...] = ("WE1", "WE2", "WE3", "WE4", "N2", "N3", "N4", "N7", "N8", "CUSUM")
 RULE_BITS: dict[str, int] = {r: 1 << i for i, r in enumerate(RULE_IDS)}
 WESTERN_ELECTRIC: tuple[str, ...] = ("WE1", "WE2", "WE3", "WE4")
 ALL_RULES: tuple[str, ...] = RULE_IDS
 
-WE1, WE2, WE3, WE4, N2, N3, N4, N7, N8 = (RULE_BITS[r] for r in RULE_IDS)
+WE1, WE2, WE3, WE4, N2, N3, N4, N7, N8, CUSUM = (RULE_BITS[r] for r in RULE_IDS)
+CUSUM_K = 0.5  # default reference value, in sigmas (half the shift the chart is designed for)
+CUSUM_H = 4.0  # default decision interval, in sigmas
 
 # mask -> frozenset of ids, precomputed so reading a verdict never allocates.
 _MASK_SETS: tuple[frozenset[str], ...] = tuple(
@@ -67,7 +81,7 @@ def mask_rules(mask: int) -> frozenset[str]:
 
 
 def first_rule(mask: int) -> str | None:
-    """The first rule in contract order (WE1 … N8), used as an alert's ``rule``."""
+    """The first rule in contract order (WE1 … N8, then CUSUM), used as an alert's ``rule``."""
     for r in RULE_IDS:
         if mask & RULE_BITS[r]:
             return r
@@ -75,18 +89,24 @@ def first_rule(mask: int) -> str | None:
 
 
 class RuleState:
-    """O(1) incremental state of all nine rules for one series.
+    """O(1) incremental state of all rules for one series.
 
     ``update(d, t1, t2, t3)`` takes the deviation from the centre and the 1σ,
     2σ, 3σ distances and returns the bit mask of rules this point completes
-    (all nine; the caller masks out disabled ones).  The state is eleven small
-    numbers: bit histories of the last 8 points beyond ±1σ and the last 3
-    beyond ±2σ, and run lengths.
+    (all of them; the caller masks out disabled ones).  The state is a few
+    small numbers: bit histories of the last 8 points beyond ±1σ and the last 3
+    beyond ±2σ, run lengths, and the two CUSUM sums (kept only with
+    ``cusum=True``, else they stay 0 and CUSUM never fires).
     """
 
     __slots__ = (
         "alt_len",
         "alt_sg",
+        "cu_h",
+        "cu_hi",
+        "cu_k",
+        "cu_lo",
+        "cusum",
         "h1d",
         "h1u",
         "h2d",
@@ -101,7 +121,11 @@ class RuleState:
         "tr_sg",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, cusum: bool = False, k: float = CUSUM_K, h: float = CUSUM_H) -> None:
+        self.cusum = cusum
+        self.cu_k = k
+        self.cu_h = h
+        self.cu_hi = self.cu_lo = 0.0
         self.h1u = self.h1d = self.h2u = self.h2d = 0
         self.side = self.side_len = 0
         self.prev = 0.0
@@ -172,6 +196,15 @@ class RuleState:
             i = self.in_len = self.in_len + 1
             if i >= 15:
                 m |= N7
+        if self.cusum:
+            kk = self.cu_k * t1
+            hi = self.cu_hi + d - kk
+            lo = self.cu_lo - d - kk
+            hi = self.cu_hi = hi if hi > 0.0 else 0.0
+            lo = self.cu_lo = lo if lo > 0.0 else 0.0
+            hh = self.cu_h * t1
+            if (hi > hh and d > 0) or (lo > hh and d < 0):
+                m |= CUSUM
         return m
 
     # -- state ---------------------------------------------------------------
@@ -179,14 +212,18 @@ class RuleState:
         return [
             self.h1u, self.h1d, self.h2u, self.h2d, self.side, self.side_len,
             self.prev, int(self.has_prev), self.tr_sg, self.tr_len, self.alt_sg,
-            self.alt_len, self.in_len, self.out_len,
+            self.alt_len, self.in_len, self.out_len, self.cu_hi, self.cu_lo,
         ]
 
     @classmethod
-    def from_list(cls, s: Sequence[float | int]) -> RuleState:
-        r = cls()
+    def from_list(cls, s: Sequence[float | int], cusum: bool = False, k: float = CUSUM_K,
+                  h: float = CUSUM_H) -> RuleState:
+        """Restore; a 14-number list (saved before CUSUM existed) starts the CUSUM sums at 0."""
+        r = cls(cusum, k, h)
         (r.h1u, r.h1d, r.h2u, r.h2d, r.side, r.side_len, prev, hp, r.tr_sg, r.tr_len,
-         r.alt_sg, r.alt_len, r.in_len, r.out_len) = s
+         r.alt_sg, r.alt_len, r.in_len, r.out_len) = s[:14]
+        if len(s) > 14:
+            r.cu_hi, r.cu_lo = float(s[14]), float(s[15])
         r.prev = float(prev)
         r.has_prev = bool(hp)
         return r
@@ -255,15 +292,16 @@ def rules_vec(
     t3: np.ndarray | float,
     state: RuleState | None = None,
 ) -> tuple[np.ndarray, RuleState]:
-    """Masks of all nine rules over consecutive evaluated points.
+    """Masks of all rules over consecutive evaluated points.
 
     ``d`` must not contain NaN (missing points are removed by the caller).
     Starts from ``state`` (a fresh one if None) and returns the state after the
-    last point, so a stream can be cut anywhere.
+    last point, so a stream can be cut anywhere.  CUSUM is evaluated only if
+    ``state.cusum`` (a sequential loop, same arithmetic as ``update``).
     """
     st = RuleState() if state is None else state
     n = d.shape[0]
-    out = RuleState.from_list(st.to_list())
+    out = RuleState.from_list(st.to_list(), st.cusum, st.cu_k, st.cu_h)
     if n == 0:
         return np.zeros(0, dtype=np.int32), out
     a1 = d > t1
@@ -322,7 +360,26 @@ def rules_vec(
     out.alt_len = int(alt[-1])
     out.in_len = int(in_len[-1])
     out.out_len = int(out_len[-1])
+    if st.cusum:
+        m |= _cusum_loop(d, np.broadcast_to(np.asarray(t1, dtype=np.float64), d.shape), out)
     return m, out
+
+
+def _cusum_loop(d: np.ndarray, t1: np.ndarray, st: RuleState) -> np.ndarray:
+    """CUSUM masks over ``d``, continuing and updating ``st``'s sums (the recursion of ``update``)."""
+    hi, lo, k, h_ = st.cu_hi, st.cu_lo, st.cu_k, st.cu_h
+    out = np.zeros(d.shape[0], dtype=np.int32)
+    for i, (x, s1) in enumerate(zip(d.tolist(), t1.tolist(), strict=True)):
+        kk = k * s1
+        h = hi + x - kk
+        lw = lo - x - kk
+        hi = h if h > 0.0 else 0.0
+        lo = lw if lw > 0.0 else 0.0
+        hh = h_ * s1
+        if (hi > hh and x > 0) or (lo > hh and x < 0):
+            out[i] = CUSUM
+    st.cu_hi, st.cu_lo = hi, lo
+    return out
 
 
 def evaluate_rules(
@@ -335,7 +392,8 @@ def evaluate_rules(
 
     The batch twin of the incremental engine: same conventions (see the module
     docstring), same results.  NaN/inf values are missing and get an empty set.
-    ``center``/``sigma`` may be scalars or arrays of the same length.
+    ``center``/``sigma`` may be scalars or arrays of the same length.  CUSUM
+    sums are kept only when it is among ``rules``.
     """
     x = np.asarray(values, dtype=np.float64)
     c = np.broadcast_to(np.asarray(center, dtype=np.float64), x.shape)
@@ -344,7 +402,7 @@ def evaluate_rules(
     ok = np.isfinite(x)
     d = x[ok] - c[ok]
     sg = s[ok]
-    masks, _ = rules_vec(d, sg, 2.0 * sg, 3.0 * sg)
+    masks, _ = rules_vec(d, sg, 2.0 * sg, 3.0 * sg, RuleState(cusum=bool(enabled & CUSUM)))
     full = np.zeros(x.shape[0], dtype=np.int32)
     full[ok] = masks & enabled
     return [set(_MASK_SETS[v]) for v in full.tolist()]
@@ -357,6 +415,8 @@ def zone_thresholds(sigma: float) -> tuple[float, float, float]:
 
 __all__ = [
     "ALL_RULES",
+    "CUSUM_H",
+    "CUSUM_K",
     "RULE_BITS",
     "RULE_IDS",
     "WESTERN_ELECTRIC",

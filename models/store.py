@@ -24,6 +24,9 @@ Late events amend a closed day until ``close + max_lateness``: the store
 stage re-runs its detectors from a snapshot taken before the oldest amendable
 day (days are few, so this is cheap), and the chain re-decides the days whose
 summaries changed. Everything here is event-time driven; states are JSON-able.
+With several order partitions the store and chain stages are driven by the low
+watermark of the partitions' clocks (:class:`SourceClocks`), so a day closes
+and is decided only once all its orders and stores are in.
 """
 
 from __future__ import annotations
@@ -39,14 +42,21 @@ from zoneinfo import ZoneInfo
 
 from .config import DAY, DetectorConfig
 from .detector import SeriesDetector, StateError
-from .rules import WESTERN_ELECTRIC
+from .pchart import PChart
+from .rules import RULE_IDS, WESTERN_ELECTRIC
 
 METRICS = ("net_revenue", "orders", "aov", "items_per_order", "discount_depth", "refund_rate", "cancel_rate")
+# Rates of a few events a day: judged as p-charts (exact binomial tail, WE1 only), see models/pchart.py.
+RATE_METRICS = ("refund_rate", "cancel_rate")
+# Where a slow decline matters most: these also get the lower-side CUSUM (when "CUSUM" is in the rules).
+CUSUM_METRICS = ("net_revenue", "orders")
+DEFAULT_RULES = (*WESTERN_ELECTRIC, "CUSUM")
 PAID, REFUNDED, CANCELLED = 0, 1, 2
 STATUS_CODE = {"paid": PAID, "refunded": REFUNDED, "cancelled": CANCELLED}
 _RANK = (0, 1, 1)  # a paid order may become refunded or cancelled, never back
 _EPOCH = date(1970, 1, 1)
-_RULE_ORDER = {r: i for i, r in enumerate(WESTERN_ELECTRIC)}
+_RULE_ORDER = {r: i for i, r in enumerate(RULE_IDS)}
+MEDIAN_SE = math.sqrt(math.pi / 2)  # standard error of a median of n standard normals: 1.2533 / sqrt(n)
 
 # Minimum effect for a signal, per metric: (relative to the centre, absolute).
 # Rates are counts of a few events a day, so they need an absolute floor.
@@ -72,20 +82,20 @@ class StoreConfig:
     order_retention_days: int = 7
     window_days: int = 28
     seasonality: str | None = "day_of_week"
-    rules: tuple[str, ...] = WESTERN_ELECTRIC
+    rules: tuple[str, ...] = DEFAULT_RULES
     min_samples: int = 10
     resolve_after: int = 3
     cooldown: int = 0
     protect_z: float = 3.0
+    cusum_h: float = 3.0  # decision interval of the lower CUSUM on revenue and orders, in sigmas
     closed_days: tuple[tuple[str, str], ...] = ()  # (store_id or "*", "YYYY-MM-DD")
     peer_groups: tuple[tuple[str, str], ...] = ()  # (store_id, group); others are in "all"
     peer_z: float = 3.5
     peer_days: int = 2
     peer_metrics: tuple[str, ...] = ("net_revenue", "orders", "aov", "items_per_order")
     chain_fraction: float = 0.5
-    chain_z: float = 2.0
+    chain_z: float = 3.0  # standard errors of the group's median z (WE1 of the chain)
     chain_min_stores: int = 3
-    chain_wait_days: int = 7
     intraday_slot_minutes: int = 15
     intraday_window_minutes: int = 60
     intraday_min_expected: float = 5.0
@@ -98,12 +108,21 @@ class StoreConfig:
     effects: tuple[tuple[str, float, float], ...] = tuple((m, r, a) for m, (r, a) in DEFAULT_EFFECTS.items())
 
     def detector_config(self, metric: str) -> DetectorConfig:
+        """The chart of one metric: WE rules on prediction limits (sigma estimated from at most
+        28 days), plus the lower CUSUM for revenue and orders; WE1 only for the rates (p-charts)."""
         rel, absolute = next(((r, a) for m, r, a in self.effects if m == metric), (0.0, 0.0))
+        if metric in RATE_METRICS:
+            rules = tuple(r for r in self.rules if r == "WE1")
+        elif metric in CUSUM_METRICS:
+            rules = self.rules
+        else:
+            rules = tuple(r for r in self.rules if r != "CUSUM")
         return DetectorConfig.store(
-            window_seconds=self.window_days * DAY, seasonality=self.seasonality, rules=self.rules,
+            window_seconds=self.window_days * DAY, seasonality=self.seasonality, rules=rules,
             min_samples=self.min_samples, min_slot_samples=3, resolve_after=self.resolve_after,
             cooldown=self.cooldown, min_effect_rel=rel, min_effect_abs=absolute,
-            sigma_floor_rel=0.005, protect_z=self.protect_z,
+            sigma_floor_rel=0.005, protect_z=self.protect_z, prediction_limits=True, cusum_side="lower",
+            cusum_h=self.cusum_h,
         )
 
 
@@ -120,6 +139,7 @@ class Calendar:
         self.n_slots = int(DAY // self.slot_seconds)
         self._dets = {m: cfg.detector_config(m) for m in METRICS}
         self._starts: dict[tuple[str, str], float] = {}
+        self._close_cache: dict[tuple[str, str], float] = {}
 
     def det_config(self, metric: str) -> DetectorConfig:
         return self._dets[metric]
@@ -140,8 +160,14 @@ class Calendar:
         return ts
 
     def close_ts(self, store: str, day: str) -> float:
-        """When ``day`` closes: the next local midnight plus the grace period."""
-        return self.day_start(store, next_day(day)) + self.cfg.grace_seconds
+        """When ``day`` closes: the next local midnight plus the grace period (cached: the timer asks often)."""
+        key = (store, day)
+        ts = self._close_cache.get(key)
+        if ts is None:
+            if len(self._close_cache) > 100_000:
+                self._close_cache.clear()
+            ts = self._close_cache[key] = self.day_start(store, next_day(day)) + self.cfg.grace_seconds
+        return ts
 
     def final_ts(self, store: str, day: str) -> float:
         """After this, ``day`` can no longer be amended: later events for it are rejected."""
@@ -225,8 +251,9 @@ def apply_order(entry: list | None, order: Any, cal: Calendar, watermark: float)
     if watermark > cal.final_ts(store, day):
         return OrderStep(None, None, "too_late")
     new = [store, day, code, order.total_minor, discount, qty, first_ts, order.event_id]
+    # c: [status, total, discount, qty, time of the order's first event, time of this status]
     forward = {"t": "order", "store": store, "day": day, "id": order.order_id,
-               "c": [code, order.total_minor, discount, qty, first_ts], "ts": order.ts}
+               "c": [code, order.total_minor, discount, qty, first_ts, order.ts], "ts": order.ts}
     return OrderStep(new, forward, outcome)
 
 
@@ -238,6 +265,51 @@ def order_expired(entry: list, cal: Calendar, watermark: float) -> bool:
     cfg = cal.cfg
     return watermark > entry[6] + DAY + 3600.0 + cfg.grace_seconds + cfg.max_lateness_seconds \
         + cfg.order_retention_days * DAY
+
+
+class SourceClocks:
+    """What one stage partition knows of its sources' clocks, and their low watermark.
+
+    Each order partition (a *source*) stamps what it forwards with its clock, the
+    newest order time it has processed. A source's messages reach a downstream
+    partition in the order they were sent, so once a partition has seen clock
+    ``T`` from a source it has every message that source sent for orders up to
+    ``T``; the minimum over all ``n`` sources (the **low watermark**) is the event
+    time up to which the partition's input is complete. A source never heard
+    from holds it at ``-inf``.
+
+    Idle sources: a source silent for ``idle_seconds`` of *wall-clock* time (no
+    message at all; never heard from counts from when this object was made) no
+    longer holds the others back; when every source is idle, the watermark is
+    the newest clock (each has delivered all it had). A partition that is only
+    *slow* keeps sending while it catches up, so it is never idle; one that was
+    stalled that long (not idle) and then delivers older orders has them amend
+    the closed days as late data. ``wall`` is passed in, so this stays a pure
+    function of its inputs. Memory only: after a restart it is rebuilt from the
+    next messages.
+    """
+
+    __slots__ = ("born", "clocks", "n", "seen")
+
+    def __init__(self, wall: float = 0.0) -> None:
+        self.clocks: dict[int, float] = {}
+        self.seen: dict[int, float] = {}  # source -> wall time of its last message
+        self.n = 1
+        self.born = wall
+
+    def see(self, src: int, n: int, wm: float, wall: float = 0.0) -> None:
+        if wm > self.clocks.get(src, -math.inf):
+            self.clocks[src] = wm
+        self.seen[src] = wall
+        if n > self.n:
+            self.n = n
+
+    def low(self, idle_seconds: float = 0.0, wall: float = 0.0) -> float:
+        active = [self.clocks.get(i, -math.inf) for i in range(self.n)
+                  if not (idle_seconds > 0 and wall - self.seen.get(i, self.born) >= idle_seconds)]
+        if active:
+            return min(active)
+        return max(self.clocks.values(), default=-math.inf)
 
 
 # =========================================================================== stage 2: store days
@@ -273,6 +345,15 @@ def day_metrics(orders: Iterable[list]) -> dict[str, float | None]:
     }
 
 
+def rate_counts(orders: Iterable[list]) -> dict[str, tuple[int, int]]:
+    """(events, trials) of the rate metrics: refunds of placed orders, cancellations of all orders."""
+    n = [0, 0, 0]
+    for c in orders:
+        n[c[0]] += 1
+    paid, refunded, cancelled = n
+    return {"refund_rate": (refunded, paid + refunded), "cancel_rate": (cancelled, paid + refunded + cancelled)}
+
+
 def _event_dict(ev: Any) -> dict | None:
     if ev is None:
         return None
@@ -281,26 +362,33 @@ def _event_dict(ev: Any) -> dict | None:
             "lower": _f(ev.lower), "upper": _f(ev.upper), "z": _f(ev.z), "peak_z": _f(ev.peak_z)}
 
 
-def _verdict_dict(v: Any, det: SeriesDetector) -> dict:
+def _verdict_dict(v: Any, det: SeriesDetector | PChart) -> dict:
     # "ep": the open episode after this point (same package: the tracker's id is ours to read)
     return {"st": v.status_name, "c": _f(v.center), "s": _f(v.sigma), "z": _f(v.z),
-            "r": sorted(v.rules), "sig": bool(v.signal), "ev": _event_dict(v.event),
+            "r": sorted(v.rules, key=_RULE_ORDER.__getitem__), "sig": bool(v.signal), "ev": _event_dict(v.event),
             "ep": det._ep.eid if det.firing else None}
 
 
 @dataclass(slots=True)
 class StoreOut:
-    """What one store step produced: day summaries and intraday checks (for the chain),
-    plus counters for the run log."""
+    """What one store step produced: day summaries and intraday checks for the chain, in the order
+    they happened (``chain``; the chain reads a day summary as "no more checks for that day"), the
+    summaries alone (for the rows), and counters for the run log."""
 
-    summaries: list[dict] = field(default_factory=list)
-    intraday: list[dict] = field(default_factory=list)
+    chain: list[dict] = field(default_factory=list)
     amended: int = 0
     rejected: int = 0
 
+    @property
+    def summaries(self) -> list[dict]:
+        return [m for m in self.chain if m["t"] == "day"]
+
+    @property
+    def intraday(self) -> list[dict]:
+        return [m for m in self.chain if m["t"] == "intraday"]
+
     def extend(self, other: StoreOut) -> None:
-        self.summaries.extend(other.summaries)
-        self.intraday.extend(other.intraday)
+        self.chain.extend(other.chain)
         self.amended += other.amended
         self.rejected += other.rejected
 
@@ -397,8 +485,11 @@ class StoreState:
         return st
 
     # -- input ------------------------------------------------------------------
-    def apply(self, msg: dict) -> StoreOut:
-        """An order's absolute contribution to its day (idempotent), then the lazy timer work."""
+    def apply(self, msg: dict, clock: float | None = None) -> StoreOut:
+        """An order's absolute contribution to its day (idempotent), then the timer work up to ``clock``.
+
+        ``clock`` is the stage's low watermark (every order source is complete up to it); without
+        one, the store's own newest order time (a single source in time order)."""
         out = StoreOut()
         day = msg["day"]
         started = bool(self.closed) or self.last_final is not None  # has closed a day already
@@ -418,30 +509,48 @@ class StoreState:
                 self.retired, self.empty_run = False, 0
                 self.next_close = day
         self.wm = max(self.wm, msg["ts"])
-        out.extend(self.advance(self.wm))
+        out.extend(self.advance(self.wm if clock is None else clock))
         return out
 
     # -- timer ------------------------------------------------------------------
     def advance(self, now: float) -> StoreOut:
         """Everything due at event time ``now``: intraday checks, day closes, re-evaluation, finalisation."""
         out = StoreOut()
+        if not math.isfinite(now):
+            return out  # no clock yet (e.g. just after a restart): nothing can be due
         cal = self.cal
-        while (self.next_close is not None and not self.retired
-               and cal.close_ts(self.store, self.next_close) <= now):
-            day = self.next_close
-            self._intraday_until(day, cal.n_slots, out)
-            self.days.setdefault(day, {})
-            self.closed.append(day)
-            self.dirty = True
-            self.empty_run = 0 if self.days[day] else self.empty_run + 1
-            self.next_close = next_day(day)
-            if self.empty_run >= self.cfg.retire_days:
-                self.retired = True  # a store gone for good stops producing empty days
-        if self.next_close is not None and not self.retired:
-            day = self.next_close
-            k = int(cal.wall_slot(self.store, day, now))
-            self._intraday_until(day, min(k, cal.n_slots), out)
-        if self.dirty or (self.closed and cal.final_ts(self.store, self.closed[0]) <= now):
+        # In event-time order, so that one call over a long span (a clock released after a backlog) does what
+        # many small ones would: a day finalised before another day's intraday checks has taught the profile.
+        while True:
+            t_final = cal.final_ts(self.store, self.closed[0]) if self.closed else math.inf
+            t_close = t_slot = math.inf
+            day = self.next_close if not self.retired else None
+            if day is not None:
+                t_close = cal.close_ts(self.store, day)
+                k_next = (self.checked[1] if self.checked[0] == day else 0) + 1
+                if k_next <= cal.n_slots:
+                    t_slot = cal.slot_ts(self.store, day, k_next)
+            t_next = min(t_final, t_close, t_slot)
+            if t_next > now:
+                break
+            if t_final == t_next:
+                self._evaluate(t_final, out)  # finalises the oldest closed day (and reports the others)
+            elif t_slot == t_next and t_slot < t_close:
+                assert day is not None  # the slots before the next finalisation or close, up to now
+                limit = min(now, t_final - 1e-6, t_close - 1e-6)
+                k = max(k_next, min(int(cal.wall_slot(self.store, day, limit)), cal.n_slots))
+                self._intraday_until(day, k, out)
+            else:
+                assert day is not None
+                self._intraday_until(day, cal.n_slots, out)
+                self.days.setdefault(day, {})
+                self.closed.append(day)
+                self.dirty = True
+                self.empty_run = 0 if self.days[day] else self.empty_run + 1
+                self.next_close = next_day(day)
+                if self.empty_run >= self.cfg.retire_days:
+                    self.retired = True  # a store gone for good stops producing empty days
+        if self.dirty:
             self._evaluate(now, out)
         self.due = self._next_due(now)
         return out
@@ -462,16 +571,15 @@ class StoreState:
     def cfg(self) -> StoreConfig:
         return self.cal.cfg
 
-    def _detectors(self) -> dict[str, SeriesDetector]:
-        dets = {}
+    def _detectors(self) -> dict[str, SeriesDetector | PChart]:
+        dets: dict[str, SeriesDetector | PChart] = {}
         for m in METRICS:
             key, cfg = f"{self.store}|{m}", self.cal.det_config(m)
+            kind = PChart if m in RATE_METRICS else SeriesDetector
             try:
-                dets[m] = SeriesDetector.from_state(self.snap[m], cfg, key) if m in self.snap else None
-            except StateError:
-                dets[m] = None
-            if dets[m] is None:
-                dets[m] = SeriesDetector(key, cfg)
+                dets[m] = kind.from_state(self.snap[m], cfg, key) if m in self.snap else kind(key, cfg)
+            except StateError:  # another version, window or chart kind: start afresh
+                dets[m] = kind(key, cfg)
         return dets
 
     def _evaluate(self, now: float, out: StoreOut) -> None:
@@ -485,17 +593,22 @@ class StoreState:
             verdicts: dict[str, dict] = {}
             if not closed_day:
                 ts = cal.model_ts(day)
+                counts = rate_counts(orders.values())
                 for m in METRICS:
-                    x = metrics[m]
-                    v = dets[m].update(ts, math.nan if x is None else x)[0]
-                    verdicts[m] = _verdict_dict(v, dets[m])
+                    det = dets[m]
+                    if isinstance(det, PChart):
+                        v = det.update(ts, *counts[m])[0]
+                    else:
+                        x = metrics[m]
+                        v = det.update(ts, math.nan if x is None else x)[0]
+                    verdicts[m] = _verdict_dict(v, det)
             summary = {"t": "day", "store": self.store, "group": cal.group(self.store), "day": day,
                        "ts": cal.close_ts(self.store, day), "closed": closed_day, "retired": self.retired,
                        "m": {m: _f(x) for m, x in metrics.items()}, "v": verdicts}
             digest = repr((summary["m"], verdicts, closed_day))
             if self.reported.get(day) != digest:
                 self.reported[day] = digest
-                out.summaries.append(summary)
+                out.chain.append(summary)
             if day == self.closed[0] and cal.final_ts(self.store, day) <= now:
                 self.snap = {m: d.to_state() for m, d in dets.items()}
                 if not closed_day:
@@ -512,12 +625,16 @@ class StoreState:
         rev = [0.0] * cal.n_slots
         cnt = [0] * cal.n_slots
         for c in orders.values():
-            if upto is not None and c[4] >= upto:
-                continue
+            code = c[0]
+            if upto is not None:
+                if c[4] >= upto:
+                    continue
+                if len(c) > 5 and c[5] >= upto:
+                    code = PAID  # refunded or cancelled only later: as of ``upto`` it was paid
             k = min(cal.n_slots - 1, max(0, int(cal.wall_slot(self.store, day, c[4]))))
-            if c[0] == PAID:
+            if code == PAID:
                 rev[k] += c[1] / 100.0
-            if c[0] != CANCELLED:
+            if code != CANCELLED:
                 cnt[k] += 1
         return rev, cnt
 
@@ -537,15 +654,25 @@ class StoreState:
         self.profile.learn(day_type(day), rev, cnt, self.cfg.intraday_alpha)
 
     def _intraday_until(self, day: str, k_max: int, out: StoreOut) -> None:
-        """Checks at the start of each slot ``k <= k_max`` of ``day`` not yet checked."""
+        """Checks at the start of each slot ``k <= k_max`` of ``day`` not yet checked.
+
+        A store without a trusted trajectory for the day (too few days of that weekday, or a closed day)
+        sends one ``warm: false`` message instead, so the chain knows not to wait for its checks."""
         cal, cfg = self.cal, self.cfg
         last = self.checked[1] if self.checked[0] == day else 0
         if k_max <= last:
             return
-        self.checked = [day, k_max]
         dt = day_type(day)
         p = self.profile
-        warm = p.days[dt] >= cfg.intraday_min_days and not cal.is_closed_day(self.store, day)
+        if last == 0 or len(self.checked) < 3:  # the day's first check decides (kept for the day)
+            warm = p.days[dt] >= cfg.intraday_min_days and not cal.is_closed_day(self.store, day)
+            if not warm and last == 0:
+                out.chain.append({"t": "intraday", "store": self.store, "group": cal.group(self.store),
+                                     "day": day, "k": 0, "ts": cal.slot_ts(self.store, day, 0), "flag": False,
+                                     "warm": False})
+        else:
+            warm = bool(self.checked[2])
+        self.checked = [day, k_max, warm]
         if not warm:
             return
         orders = self.days.get(day, {})
@@ -572,7 +699,7 @@ class StoreState:
             if gap_lam >= cfg.intraday_min_expected and math.exp(-gap_lam) < cfg.intraday_p:
                 ratio = 0.0
             projected = cum + ratio * p.mean[dt] * (1.0 - p.share[dt][k])
-            out.intraday.append({
+            out.chain.append({
                 "t": "intraday", "store": self.store, "group": cal.group(self.store), "day": day, "k": k,
                 "ts": t, "flag": projected < lower, "cum": round(cum, 2), "expected": round(expected, 2),
                 "projected": round(projected, 2), "center": round(p.mean[dt], 2), "lower": round(lower, 2),
@@ -604,8 +731,12 @@ class ChainOut:
 class ChainState:
     """All stores' day summaries and intraday checks; peer comparison and chain-level alerts.
 
-    A day is *decided* when every store on the roster has reported it (or a store
-    has reported ``chain_wait_days`` later). A decision depends only on that day's
+    A day is *decided* when the order sources' low watermark (``horizon``, from
+    the order stage) has passed the day's close, so no store unknown so far can
+    still appear in it, and every store on the roster has reported it (or has
+    reported a later day: it skipped this one, e.g. after losing its state).
+    There is no time-out: how unevenly the stage partitions progress changes
+    when a day is decided, never what. A decision depends only on that day's
     summaries and the previous day's decision, so when a summary changes (late
     data) the day and the decided days after it are re-decided and only the
     differences are published; an alert that no longer holds is resolved as
@@ -621,17 +752,34 @@ class ChainState:
         self.intra_done: dict[str, int] = {}  # day -> last decided slot
         self.intra_fired: dict[str, dict[str, dict]] = {}  # day -> entity -> alert (firing)
         self.intra_active: dict[str, list[str]] = {}  # day -> stores sending intraday checks
+        self.intra_cold: dict[str, list[str]] = {}  # day -> stores that said they send none
+        self.last_day: dict[str, str] = {}  # store -> newest day it has reported
+        self.horizon = math.inf  # order sources' low watermark (memory, set by the caller per message)
+        self._closes: dict[str, float] = {}
 
     def to_state(self) -> dict:
         return {"roster": self.roster, "sums": self.sums, "dec": self.decided, "intra": self.intra,
-                "idone": self.intra_done, "ifired": self.intra_fired, "iact": self.intra_active}
+                "idone": self.intra_done, "ifired": self.intra_fired, "iact": self.intra_active,
+                "icold": self.intra_cold, "last": self.last_day}
 
     @classmethod
     def from_state(cls, s: dict, cal: Calendar) -> ChainState:
         c = cls(cal)
         c.roster, c.sums, c.decided = s["roster"], s["sums"], s["dec"]
         c.intra, c.intra_done, c.intra_fired, c.intra_active = s["intra"], s["idone"], s["ifired"], s["iact"]
+        c.intra_cold = s.get("icold", {})
+        c.last_day = s.get("last", {})
         return c
+
+    def _close_all(self, day: str) -> float:
+        """The latest close of ``day`` over every configured time zone (any store's day is over)."""
+        ts = self._closes.get(day)
+        if ts is None:
+            if len(self._closes) > 1000:
+                self._closes.clear()
+            stores = ["", *(st for st, _ in self.cfg.store_timezones)]
+            ts = self._closes[day] = max(self.cal.close_ts(st, day) for st in stores)
+        return ts
 
     # -- roster -------------------------------------------------------------------
     def _join(self, store: str, day: str) -> None:
@@ -645,12 +793,22 @@ class ChainState:
         return sorted(s for s, (first, gone) in self.roster.items() if first <= day and (gone is None or day < gone))
 
     # -- input ------------------------------------------------------------------
-    def apply(self, msg: dict) -> ChainOut:
+    def apply(self, msg: dict, horizon: float = math.inf) -> ChainOut:
+        """One message: a day summary, an intraday check, a store joining, or an order-source clock.
+
+        ``horizon``: event time up to which every order source has been seen (joins included), so no
+        store unknown so far can have orders before it; ``inf`` when the caller has a single source
+        in time order (then a summary cannot overtake its store's join)."""
         out = ChainOut()
+        self.horizon = horizon
         if msg["t"] == "day":
             self._day_summary(msg, out)
         elif msg["t"] == "join":
             self._join(msg["store"], msg["day"])
+            self._decide_ready(out)
+        elif msg["t"] == "clock":
+            self._decide_intraday(out)
+            self._decide_ready(out)
         else:
             self._intraday(msg, out)
         return out
@@ -662,6 +820,8 @@ class ChainState:
             self.roster[store][1] = next_day(day)
         elif self.roster[store][1] is not None and day >= self.roster[store][1]:
             self.roster[store][1] = None
+        if day > self.last_day.get(store, ""):
+            self.last_day[store] = day
         if self._too_old(day):
             return
         self.sums.setdefault(day, {})[store] = msg
@@ -673,12 +833,15 @@ class ChainState:
         return day in self.decided and day not in self.sums
 
     def _ready(self, day: str) -> bool:
+        if self.horizon < self._close_all(day):
+            return False  # an order partition has not passed the close: a store may still join
         got = self.sums.get(day, {})
         need = self._expected(day)
-        if need and all(s in got for s in need):
-            return True
-        later = (date.fromisoformat(day) + timedelta(days=self.cfg.chain_wait_days)).isoformat()
-        return any(d >= later for d in self.sums)
+        return bool(need) and all(s in got or self._moved_past(s, day) for s in need)
+
+    def _moved_past(self, store: str, day: str) -> bool:
+        """The store reported a later day without this one: it will never report it (days close in order)."""
+        return self.last_day.get(store, "") > day
 
     @property
     def cfg(self) -> StoreConfig:
@@ -720,11 +883,14 @@ class ChainState:
                 judged = [s for s in members if s["v"].get(m, {}).get("st") == "ok"]
                 if len(judged) < cfg.chain_min_stores:
                     continue
-                typical = statistics.median(s["v"][m]["z"] or 0.0 for s in judged)
+                # the typical store's z in standard errors of a median of n in-control z-scores
+                typical = (statistics.median(s["v"][m]["z"] or 0.0 for s in judged)
+                           * math.sqrt(len(judged)) / MEDIAN_SE)
                 for sign in (1, -1):
                     hits = [s for s in judged if s["v"][m]["sig"] and (s["v"][m]["z"] or 0) * sign > 0]
-                    # chain-wide: many stores signal, or the typical store is chain_z sigmas off the same way
-                    # (then every store signalling that way is part of it, even if others stayed inside 3 sigma)
+                    # chain-wide: many stores signal, or the typical store is off the same way by chain_z
+                    # standard errors (then every store signalling that way is part of it, even if the others
+                    # stayed inside their own limits: a -30 % day is 2.6 sigma at each store, 8 at the chain)
                     many = len(hits) >= max(cfg.chain_min_stores, cfg.chain_fraction * len(judged))
                     if hits and (many or typical * sign >= cfg.chain_z):
                         chain_metrics[m] = sign
@@ -854,12 +1020,19 @@ class ChainState:
         m0 = metrics[0]
         rules: set[str] = set()
         values = []
+        zs = []
         for s in members:
             v = s["v"].get(m0, {})
             if v.get("sig"):
                 rules.update(v["r"])
             if s["m"].get(m0) is not None and v.get("c"):
                 values.append(s["m"][m0] / v["c"] - 1.0)
+            if v.get("st") == "ok" and v.get("z") is not None:
+                zs.append(v["z"])
+        if firing and len(zs) >= 2 and abs(statistics.median(zs)) * math.sqrt(len(zs)) / MEDIAN_SE > 3.0:
+            # WE1 of the chain itself: the typical store's z is beyond 3 standard errors of a median of
+            # n in-control z-scores (1.2533/sqrt(n)), even when no single store crossed its own line
+            rules.add("WE1")
         intraday = self.intra_fired.get(start, {}).get(f"chain|{group}")
         rule_list = (["INTRADAY"] if intraday else []) + sorted(rules, key=lambda r: _RULE_ORDER.get(r, 99))
         rule = rule_list[0] if rule_list else "WE1"
@@ -900,13 +1073,18 @@ class ChainState:
     # -- intraday ---------------------------------------------------------------
     def _intraday(self, msg: dict, out: ChainOut) -> None:
         day, k = msg["day"], msg["k"]
-        if self._too_old(day) or day in self.decided or k <= self.intra_done.get(day, 0):
+        if self._too_old(day) or day in self.decided:
             return
         self._join(msg["store"], day)
-        self.intra.setdefault(day, {}).setdefault(str(k), {})[msg["store"]] = msg
-        active = self.intra_active.setdefault(day, [])
-        if msg["store"] not in active:
-            active.append(msg["store"])
+        if not msg.get("warm", True):  # the store sends no checks for this day: do not wait for it
+            cold = self.intra_cold.setdefault(day, [])
+            if msg["store"] not in cold:
+                cold.append(msg["store"])
+        elif k > self.intra_done.get(day, 0):
+            self.intra.setdefault(day, {}).setdefault(str(k), {})[msg["store"]] = msg
+            active = self.intra_active.setdefault(day, [])
+            if msg["store"] not in active:
+                active.append(msg["store"])
         self._decide_intraday(out)
 
     def _decide_intraday(self, out: ChainOut) -> None:
@@ -918,14 +1096,14 @@ class ChainState:
                 if kk <= self.intra_done.get(d, 0):
                     continue
                 got = slots[ks]
-                # wait for every store checking this day, unless it has closed the day already (it sent
-                # all its checks first) or it is chain_wait_days behind: stage partitions progress
-                # unevenly in the worker, and deciding without a store would lose its flag
+                # wait for every store of the roster (stage partitions progress unevenly in the worker, and
+                # deciding without a store would lose its flag), unless it said it sends no checks for this
+                # day, or it has closed the day (it sent all its checks first) or a later one
                 closed = self.sums.get(d, {})
-                missing = [s for s in self._expected(d) if s in self._intraday_active(d)
-                           and s not in got and s not in closed]
-                later = (date.fromisoformat(d) + timedelta(days=self.cfg.chain_wait_days)).isoformat()
-                if missing and not any(x >= later for x in self.sums):
+                cold = self.intra_cold.get(d, ())
+                missing = [s for s in self._expected(d) if s not in cold and s not in got and s not in closed
+                           and not self._moved_past(s, d)]
+                if missing:
                     break
                 self._decide_slot(d, kk, got, out)
                 self.intra_done[d] = kk
@@ -933,10 +1111,6 @@ class ChainState:
             for ks in list(self.intra[d]):
                 if int(ks) <= self.intra_done.get(d, 0):
                     del self.intra[d][ks]
-
-    def _intraday_active(self, day: str) -> set[str]:
-        """Stores that send intraday checks for ``day`` (warm profile): those seen in any slot."""
-        return set(self.intra_active.get(day, ()))
 
     def _decide_slot(self, day: str, k: int, checks: dict[str, dict], out: ChainOut) -> None:
         cfg = self.cfg
@@ -994,6 +1168,8 @@ class ChainState:
             del self.intra_done[d]
         for d in [d for d in self.intra_active if d < sums_from]:
             del self.intra_active[d]
+        for d in [d for d in self.intra_cold if d < sums_from]:
+            del self.intra_cold[d]
 
 
 def _change(x: float | None, v: dict) -> float | None:

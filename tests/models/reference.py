@@ -21,6 +21,7 @@ def reference_rules(values, center, sigma, rules) -> list[set[str]]:
     ss = sigma if isinstance(sigma, list | tuple) else [sigma] * n
     pts: list[tuple[float, float]] = []  # (deviation, sigma) of evaluated points
     out: list[set[str]] = []
+    cu_hi = cu_lo = 0.0  # tabular CUSUM sums in the deviation's units (k = 0.5, h = 4 sigmas)
     for x, c, s in zip(values, cs, ss, strict=True):
         if not math.isfinite(x):
             out.append(set())
@@ -60,5 +61,10 @@ def reference_rules(values, center, sigma, rules) -> list[set[str]]:
         if (len(w) == 8 and all(abs(dd) > sd for dd, sd in w)
                 and any(dd > sd for dd, sd in w) and any(dd < -sd for dd, sd in w)):
             fired.add("N8")
+        if "CUSUM" in rules:
+            cu_hi = max(0.0, cu_hi + d - 0.5 * s)
+            cu_lo = max(0.0, cu_lo - d - 0.5 * s)
+            if (cu_hi > 4.0 * s and d > 0) or (cu_lo > 4.0 * s and d < 0):
+                fired.add("CUSUM")
         out.append(fired & set(rules))
     return out

@@ -30,6 +30,9 @@ def configs(draw) -> DetectorConfig:
         "cooldown": draw(st.integers(0, 4)),
         "min_effect_abs": draw(st.sampled_from([0.0, 0.5])),
         "lateness_seconds": draw(st.sampled_from([0.0, 0.0, 300.0, 2000.0])),
+        "prediction_limits": draw(st.booleans()),
+        "cusum_side": draw(st.sampled_from(["both", "lower", "upper"])),
+        "cusum_h": draw(st.sampled_from([4.0, 1.5])),
     }
     if draw(st.booleans()):
         s = T0 + draw(st.integers(0, 40)) * 300.0

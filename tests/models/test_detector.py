@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models import EXCLUDED, LATE, MISSING, OK, WARMUP, Batch, DetectorConfig, SeriesDetector
+from models.detector import t_upper_tail, zone_factors
 
 from .strategies import T0, configs, streams
 
@@ -124,6 +126,53 @@ def test_day_of_week_slots():
     vs = run(det, ts, xs)
     assert not any(v.signal for v in vs)
     assert {v.center for v in vs if v.status == OK} == {100.0, 200.0}
+
+
+# -- prediction limits and CUSUM -------------------------------------------------------------
+def test_zone_factors_are_student_t_quantiles_of_the_normal_zone_probabilities():
+    tail3 = 1.0 - NormalDist().cdf(3.0)
+    # df = 1 is the Cauchy distribution, df = 2 has a closed form: the quantiles are exact there
+    assert zone_factors(1.0)[2] == pytest.approx(math.tan(math.pi * (0.5 - tail3)), rel=1e-9)
+    p = 1.0 - tail3
+    assert zone_factors(2.0)[2] == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-9)
+    assert t_upper_tail(2.262157, 9.0) == pytest.approx(0.025, abs=1e-6)  # the textbook t(0.975, 9)
+    assert zone_factors(1e7) == pytest.approx((1.0, 2.0, 3.0), abs=1e-5)
+    q9 = zone_factors(9.0)
+    assert 1.0 < q9[0] < 1.1 and 2.0 < q9[1] < 2.4 and 3.9 < q9[2] < 4.2  # wider the further out
+
+
+def test_prediction_limits_widen_the_zones_by_the_sigma_estimates_degrees_of_freedom():
+    rng = np.random.default_rng(3)
+    ts, xs = hourly(24 * 2, lambda i: 10.0 + rng.normal())
+    plain = SeriesDetector("s", small(min_samples=10))
+    wide = SeriesDetector("s", small(min_samples=10, prediction_limits=True))
+    run(plain, ts, xs)
+    run(wide, ts, xs)
+    c, s = float(np.mean(xs)), float(np.std(xs, ddof=1))  # the third day is judged on the first two's 48 points
+    # a point between the textbook 3-sigma line and the prediction limit: WE1 for one, not for the other
+    x = c + 3.1 * s
+    p = plain.update(ts[-1] + D, x)[0]
+    v = wide.update(ts[-1] + D, x)[0]
+    assert p.center == pytest.approx(c) and p.sigma == pytest.approx(s) and "WE1" in p.rules
+    assert v.center == p.center
+    assert v.sigma == pytest.approx(s * zone_factors(47.0)[2] / 3.0)  # std: n - 1 degrees of freedom
+    assert "WE1" not in v.rules and abs(v.z) < 3 and v.upper == pytest.approx(c + zone_factors(47.0)[2] * s)
+
+
+def test_cusum_side_lower_only_flags_declines():
+    ts = [T0D + i * D for i in range(40)]
+    rng = np.random.default_rng(5)
+    base = [100.0 + rng.normal(0, 5) for _ in range(20)]
+    cfg = DetectorConfig.store(min_samples=10, rules=("CUSUM",), cusum_side="lower", window_seconds=20 * D)
+    down = SeriesDetector("d", cfg)
+    up = SeriesDetector("u", cfg)
+    drift = [3.0 * i for i in range(20)]  # 0.6 sigma more a day
+    vd = run(down, ts, base + [100.0 - d for d in drift])
+    vu = run(up, ts, base + [100.0 + d for d in drift])
+    assert any("CUSUM" in v.rules for v in vd[20:])
+    assert not any(v.rules for v in vu)
+    both = SeriesDetector("b", cfg.with_(cusum_side="both"))
+    assert any("CUSUM" in v.rules for v in run(both, ts, base + [100.0 + d for d in drift])[20:])
 
 
 # -- protection, exclusions, freeze --------------------------------------------------------

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models import ALL_RULES, RuleState, evaluate_rules, mask_rules
-from models.rules import rules_mask, rules_vec
+from models.rules import RULE_BITS, rules_mask, rules_vec
 
 from .reference import reference_rules
 
@@ -23,7 +23,7 @@ def fired(values, rules=ALL, center=0.0, sigma=1.0):
 
 
 def incremental(values, center=0.0, sigma=1.0, rules=ALL):
-    rs = RuleState()
+    rs = RuleState(cusum="CUSUM" in rules)
     en = rules_mask(rules)
     out = []
     for x in values:
@@ -165,7 +165,47 @@ def test_per_point_center_and_sigma_arrays():
     assert res == [{"WE1"}, set()]
 
 
-# -- properties -------------------------------------------------------------------
+# -- CUSUM ---------------------------------------------------------------------------
+def test_cusum_sums_a_small_persistent_shift_no_zone_rule_sees():
+    # -0.8 sigma a day: S- grows by 0.3 a point and passes h = 4 on the 14th point (4.2), not the 13th (3.9)
+    res = fired([-0.8] * 14, ["CUSUM", "WE1", "WE2", "WE3"])
+    assert res[:13] == [set()] * 13
+    assert res[13] == {"CUSUM"}
+
+
+def test_cusum_fires_on_the_side_the_point_lies_and_does_not_reset():
+    # S- reaches 4.5 on the third point; a point above the centre then is not blamed, the next one below is
+    res = fired([-2.0, -2.0, -2.0, 0.2, -1.0], ["CUSUM"])
+    assert res == [set(), set(), {"CUSUM"}, set(), {"CUSUM"}]
+    up = fired([2.0, 2.0, 2.0], ["CUSUM"])
+    assert up[2] == {"CUSUM"}
+
+
+def test_cusum_sums_are_kept_only_when_enabled():
+    rs = RuleState()
+    assert all(rs.update(-2.0, 1.0, 2.0, 3.0) & RULE_BITS["CUSUM"] == 0 for _ in range(10))
+    assert rs.to_list()[14:] == [0.0, 0.0]
+    on = RuleState(cusum=True)
+    for _ in range(3):
+        on.update(-2.0, 1.0, 2.0, 3.0)
+    assert on.to_list()[14:] == [0.0, 4.5]
+
+
+def test_rule_state_saved_before_cusum_existed_still_loads():
+    old = RuleState(cusum=True)
+    old.update(-2.0, 1.0, 2.0, 3.0)
+    restored = RuleState.from_list(old.to_list()[:14], cusum=True)
+    assert restored.cu_lo == 0.0 and restored.side_len == old.side_len
+
+
+def test_cusum_reference_and_interval_are_configurable():
+    cu = RULE_BITS["CUSUM"]
+    default, tight = RuleState(cusum=True), RuleState(cusum=True, k=0.5, h=2.5)
+    assert [default.update(-2.0, 1.0, 2.0, 3.0) & cu for _ in range(3)] == [0, 0, cu]  # S- = 1.5, 3.0, 4.5 > 4
+    assert [tight.update(-2.0, 1.0, 2.0, 3.0) & cu for _ in range(3)] == [0, cu, cu]  # 3.0 > 2.5
+    res, state = rules_vec(np.array([-2.0, -2.0, -2.0]), 1.0, 2.0, 3.0, RuleState(cusum=True, k=0.5, h=2.5))
+    assert (res & cu).tolist() == [0, cu, cu] and state.cu_lo == 4.5
+
 GRID = [-3.5, -3.0, -2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
 values = st.lists(
     st.one_of(st.sampled_from(GRID), st.floats(-5, 5, allow_nan=False), st.just(NAN)),

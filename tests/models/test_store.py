@@ -17,15 +17,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.store import StoreProcessor
+from models import SeriesDetector
 from models.store import (
     CANCELLED,
     PAID,
     REFUNDED,
+    STATUS_CODE,
     Calendar,
+    ChainState,
     StoreConfig,
+    StoreState,
     apply_order,
     day_metrics,
     poisson_cdf,
+    rate_counts,
     robust_z,
 )
 from stream_app.usecase import Outputs
@@ -119,9 +124,125 @@ def test_healthy_stores_raise_few_alert_episodes(scenario) -> None:  # type: ign
              and not (a.entity.get("store_id") == CLOSURE[0]
                       and datetime.fromtimestamp(a.starts_at, sd.TZ).date() in closure_days)]
     by_rule = Counter(a.rule for a in noise)
-    print(f"healthy stores: {len(noise)} alert episodes over {sc.days} days: {dict(by_rule)}")
-    # Documented in docs/store.md: about 4 episodes per healthy store over 70 days (~0.06 per store-day).
-    assert len(noise) <= 45
+    by_metric = Counter(a.entity["metric"] for a in noise)
+    print(f"healthy stores: {len(noise)} alert episodes over {sc.days} days: {dict(by_rule)} {dict(by_metric)}")
+    # Documented in docs/store.md: 23 episodes for the nine healthy stores over 70 days (34 before the
+    # p-charts, prediction limits and CUSUM), of which 4 INTRADAY on the chain-dip day itself.
+    assert len(noise) <= 28
+    assert by_metric["refund_rate"] + by_metric["cancel_rate"] <= 3  # p-charts: 12 episodes before
+
+
+def _daily_series(sc: sd.Scenario, store_index: int) -> list[tuple[dict, dict]]:
+    """(metrics, rate counts) of each day of one store, from its final order statuses (no pipeline)."""
+    out = []
+    for index in range(sc.days):
+        orders: dict[str, list] = {}
+        for e in sorted(sd.store_day(sc, store_index, index), key=lambda e: e["ts"]):
+            o = sd.to_order(e)
+            orders[o.order_id] = [STATUS_CODE[o.status], o.total_minor, 0, float(sum(i.qty for i in o.items)), o.ts]
+        out.append((day_metrics(orders.values()), rate_counts(orders.values())))
+    return out
+
+
+def _decline_flag_day(seed: int, ramp: int) -> tuple[int, str] | None:
+    """Day of the decline (1 = its first day) and rule of the first revenue/orders episode that starts in it."""
+    sc = sd.Scenario(days=70, decline_days=ramp, seed=seed, chain_dip=(DIP_DAY, 0.7))
+    series = _daily_series(sc, 0)
+    cfg = StoreConfig()
+    first = None
+    for metric in ("net_revenue", "orders"):
+        det = SeriesDetector(f"US00001|{metric}", cfg.detector_config(metric))
+        for index, (m, _) in enumerate(series):
+            v = det.update(Calendar.model_ts(sc.day(index).isoformat()), m[metric])[0]
+            if (v.event and v.event.kind == "firing" and index >= sc.decline_start and index != DIP_DAY
+                    and (first is None or index < first[0])):
+                first = (index, v.event.rule)
+    return None if first is None else (first[0] - sc.decline_start + 1, first[1])
+
+
+def test_decline_detection_day_across_seeds_and_ramp_lengths() -> None:
+    """The -51 % decline spread over two, three and four weeks, on the first ten generator seeds (the same
+    charts as the store stage, fed the days' metrics directly). Documented in docs/store.md with 80 seeds:
+    within 8 days 95 % / 75 % / 56 % of the time; daily noise of ~10 % puts the three-week ramp at the limit
+    of what any rule can do at this false alarm rate."""
+    days = {ramp: [_decline_flag_day(seed, ramp) for seed in range(1, 11)] for ramp in (14, 21, 28)}
+    for ramp, flags in days.items():
+        print(f"ramp {ramp} days: {flags}")
+    within = {ramp: sum(1 for f in flags if f and f[0] <= 8) for ramp, flags in days.items()}
+    assert within[14] == 10
+    assert within[21] >= 8
+    assert within[28] >= 5
+
+
+def test_intraday_checks_see_each_order_as_it_was_at_the_check() -> None:
+    """A refund recorded after the check's time does not change the check, however early it arrived."""
+    cal = Calendar(StoreConfig())
+    st = StoreState("US00001", cal)
+    day = "2026-02-17"
+    nine = datetime(2026, 2, 17, 9, 0, tzinfo=sd.TZ).timestamp()
+    check = datetime(2026, 2, 17, 10, 0, tzinfo=sd.TZ).timestamp()
+    paid = {"o1": [PAID, 1000, 0, 1.0, nine, nine]}
+    refunded_later = {"o1": [REFUNDED, 1000, 0, 1.0, nine, check + 1800]}
+    refunded_before = {"o1": [REFUNDED, 1000, 0, 1.0, nine, check - 60]}
+    assert st._slots(day, refunded_later, upto=check) == st._slots(day, paid, upto=check)
+    assert sum(st._slots(day, refunded_before, upto=check)[0]) == 0.0
+    assert sum(st._slots(day, refunded_later)[0]) == 0.0  # the day itself counts the final status
+
+
+def test_one_long_advance_does_what_many_short_ones_do() -> None:
+    """A store stage released after a backlog advances over many days at once: it must produce the same
+    checks and summaries, in the same order per day, as when it advanced minute by minute (the intraday
+    profile learns each day when it becomes final, before later days are checked)."""
+    sc = sd.Scenario(days=12, stores=sd.STORES[:1], decline_store=None, seed=4)
+    cal = Calendar(StoreConfig(intraday_min_days=1))
+    msgs, entries = [], {}
+    for e in sd.events(sc):
+        step = apply_order(entries.get(e["order_id"]), sd.to_order(e), cal, e["ts"])
+        if step.forward:
+            entries[e["order_id"]] = step.entry
+            msgs.append(step.forward)
+    end = msgs[-1]["ts"]
+    stepwise, once = StoreState("US00001", cal), StoreState("US00001", cal)
+    a, b = [], []
+    for msg in msgs:
+        a.extend(stepwise.apply(msg).chain)
+        b.extend(once.apply(msg, clock=-math.inf).chain)
+    a.extend(stepwise.advance(end).chain)
+    b.extend(once.advance(end).chain)
+    assert any(m["t"] == "intraday" and m.get("warm", True) for m in a)  # the profile did warm up
+    assert sorted(map(orjson.dumps, a)) == sorted(map(orjson.dumps, b))
+    closed = {m["day"] for m in a if m["t"] == "day"}
+    assert len(closed) == sc.days - 1
+    for day in closed:
+        assert [m for m in a if m["day"] == day][-1]["t"] == "day"  # a day's summary after its checks
+        assert [m for m in b if m["day"] == day][-1]["t"] == "day"
+
+
+def test_chain_waits_for_every_store_of_the_roster_except_those_without_checks_that_day() -> None:
+    """An intraday slot is decided once every store has reported it; a store that sends no checks for the day
+    says so once, and the chain no longer waits for it; a day waits for the order sources' horizon."""
+    cal = Calendar(StoreConfig())
+    day = "2026-02-17"
+    t = cal.slot_ts("A", day, 40)
+    flagged = {"t": "intraday", "store": "A", "group": "all", "day": day, "k": 40, "ts": t, "flag": True,
+               "cum": 100.0, "expected": 400.0, "projected": 150.0, "center": 900.0, "lower": 600.0, "recent": 0,
+               "recent_expected": 12.0}
+    chain = ChainState(cal)
+    for store in ("A", "B"):
+        chain.apply({"t": "join", "store": store, "day": day})
+    assert chain.apply(flagged).alerts == []  # B has not reported slot 40 yet
+    out = chain.apply({"t": "intraday", "store": "B", "group": "all", "day": day, "k": 0, "ts": t, "flag": False,
+                       "warm": False})
+    assert [(a["rule"], a["entity"]) for a in out.alerts] == [("INTRADAY", {"store_id": "A", "metric": "net_revenue"})]
+    # days: every store reported, but an order partition is behind the close: not decided yet
+    late = ChainState(cal)
+    summary = {"t": "day", "group": "all", "day": day, "ts": cal.close_ts("A", day), "closed": False,
+               "retired": False, "m": {}, "v": {}}
+    for store in ("A", "B"):
+        late.apply(dict(summary, store=store), horizon=cal.close_ts("A", day) - 1)
+    assert day not in late.decided
+    late.apply({"t": "clock", "src": 0, "n": 1, "wm": cal.close_ts("A", day)}, horizon=cal.close_ts("A", day))
+    assert day in late.decided
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +326,7 @@ def test_order_stage_routes_updates_to_the_orders_day_and_ignores_duplicates_and
     paid = _order()
     first = apply_order(None, paid, cal, paid.ts)
     assert first.outcome == "new" and first.forward["day"] == "2026-02-17"
-    assert first.forward["c"] == [PAID, 1240, 100, 2.0, paid.ts]
+    assert first.forward["c"] == [PAID, 1240, 100, 2.0, paid.ts, paid.ts]
     assert apply_order(first.entry, paid, cal, paid.ts).outcome == "duplicate"
     # refunded the next morning: still the 17th
     refund = _order("refunded", "e2", ts=datetime(2026, 2, 18, 9, 0, tzinfo=sd.TZ).timestamp())
