@@ -703,7 +703,7 @@ class StoreState:
                 "t": "intraday", "store": self.store, "group": cal.group(self.store), "day": day, "k": k,
                 "ts": t, "flag": projected < lower, "cum": round(cum, 2), "expected": round(expected, 2),
                 "projected": round(projected, 2), "center": round(p.mean[dt], 2), "lower": round(lower, 2),
-                "recent": seen, "recent_expected": round(lam, 2),
+                "recent": seen, "recent_expected": round(lam, 2), "gap_expected": round(gap_lam, 2),
             })
 
 
@@ -1135,7 +1135,7 @@ class ChainState:
             if ckey in fired:
                 continue  # the chain alert already covers this group's day
             for c in flagged:
-                if c["store"] in fired:
+                if c["store"] in fired or self._low_with_its_peers(c, cs):
                     continue
                 aid = _aid("INTRADAY", c["store"], day)
                 a = self._alert(aid, "firing", "INTRADAY", {"store_id": c["store"], "metric": "net_revenue"},
@@ -1146,6 +1146,26 @@ class ChainState:
                                 severity="critical", store=c["store"], day=day)
                 fired[c["store"]] = a
                 out.alerts.append(a)
+
+    def _low_with_its_peers(self, check: dict, group: list[dict]) -> bool:
+        """Is a flagged store's recent order rate low only as much as its peers' are?
+
+        In a chain-wide dip the first stores to look significantly low are flagged
+        before the group reaches ``chain_fraction``; judged against the peers' recent
+        rate (median of seen / expected, the store left out) instead of its own
+        history, such a store is in line, and the chain alert covers the day. A store
+        that stopped trading is low against any peer rate."""
+        cfg = self.cfg
+        peers = [c["recent"] / c["recent_expected"] for c in group
+                 if c is not check and c.get("recent_expected", 0) > 0]
+        if len(peers) < cfg.chain_min_stores - 1:
+            return False
+        rate = min(1.0, statistics.median(peers))
+        lam, gap = check["recent_expected"] * rate, check.get("gap_expected", 0.0) * rate
+        # the store's own two tests (_intraday_until), at the peers' rate instead of its usual one
+        low_window = lam >= cfg.intraday_min_expected and poisson_cdf(check["recent"], lam) < cfg.intraday_p
+        silent = gap >= cfg.intraday_min_expected and math.exp(-gap) < cfg.intraday_p
+        return not (low_window or silent)
 
     # -- housekeeping -------------------------------------------------------------
     def _expire(self) -> None:

@@ -18,12 +18,22 @@ from tests.stream_app.test_sink import alert_row
 pytestmark = pytest.mark.integration
 
 
+class _App:
+    """What write_behind asks of the Faust app: to crash (the real worker's stop is tested in test_worker)."""
+
+    def __init__(self) -> None:
+        self.crashed: BaseException | None = None
+
+    async def crash(self, exc: BaseException) -> None:
+        self.crashed = exc
+
+
 @pytest.fixture
 async def runtime(db_url: str):  # type: ignore[no-untyped-def]
     engine = db.create_engine(db_url)
     await db.upgrade(engine)
     registry = CollectorRegistry()
-    yield Runtime(settings=Settings(), app=None, metrics=SpcMetrics(registry),  # type: ignore[arg-type]
+    yield Runtime(settings=Settings(), app=_App(), metrics=SpcMetrics(registry),  # type: ignore[arg-type]
                   registry=registry, sink=Sink(engine))
     await engine.dispose()
 
@@ -75,3 +85,4 @@ async def test_a_failed_write_withholds_its_acks_and_later_ones_and_raises_in_th
             await runtime.write_behind({"alerts": [alert_row(11)]}, lambda: acked.append(3))
     await asyncio.gather(*runtime._writes, return_exceptions=True)
     assert acked == []  # nothing after the failure is acknowledged: it will be redelivered
+    assert "no_such_column" in repr(runtime.app.crashed)  # and the worker is stopped
