@@ -98,9 +98,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              f"{DECLINE_STORE} (8th Ave) loses customers: daily orders fall steadily from t0-14d until revenue "
              "is 51% below normal at t0-4d, and stay there (the finding of the batch study).",
              -14 * DAY, None,
-             (Expectation("store", ("WE4", "WE1", "WE2", "WE3"), {"store_id": DECLINE_STORE, "metric": "revenue"},
-                          "WE4 (8 days below the centre line) within about 8 business days of the start; "
-                          "WE1-WE3 as the drop deepens"),)),
+             (Expectation("store", ("CUSUM", "WE1", "WE2", "WE3", "WE4"),
+                          {"store_id": DECLINE_STORE, "metric": "net_revenue"},
+                          "CUSUM (the slow decline's summed evidence) on net_revenue and orders within about 8 "
+                          "business days of the start; WE1-WE4 as the drop deepens"),)),
     Scenario("store-closure", "orders",
              f"{CLOSING_STORE} (Union Square) closes mid-day: no orders from 12:00 local on the first business "
              "day at or after t0+30min (or at t0+30min if the store is open then) until the next morning.",
