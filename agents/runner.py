@@ -72,6 +72,14 @@ class CachedStore(MutableMapping[str, Any]):
         except KeyError:
             return default
 
+    def peek(self, key: str) -> Any:
+        """The live object if cached, else the stored JSON, without loading it (timers skim with this)."""
+        if key in self.cache:
+            return self.cache[key]
+        if key in self.deleted:
+            return None
+        return self.backing.get(key)
+
     def __setitem__(self, key: str, value: Any) -> None:
         self.cache[key] = value
         self.dirty.add(key)

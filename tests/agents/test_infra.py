@@ -65,6 +65,38 @@ async def table_rows(url: str) -> dict[str, list[tuple]]:
         await engine.dispose()
 
 
+def test_the_absence_timer_loads_only_resources_that_may_be_due() -> None:
+    """A worker may hold more resources than it caches: the timer skims stored state instead of loading it."""
+    from agents.runner import CachedStore
+    from stream_app.events import sample_from_obj
+    from stream_app.usecase import PartitionStore
+
+    processor = InfraProcessor(InfraSettings())
+    loads = []
+    load = processor.load
+    processor.load = lambda state: loads.append(state["r"][0]) or load(state)  # type: ignore[method-assign]
+    cached = CachedStore(PartitionStore({}, 0), processor, max_cached=2)
+    plain: dict = {}
+    for minute in range(3):  # ten resources show their 60 s interval; r7 then falls silent
+        for r in range(10):
+            if r == 7 and minute == 2:
+                continue
+            sample = [sample_from_obj({"ts": START + 60 * minute, "resource_id": f"r{r}", "metric": "cpu",
+                                       "value": 1.0})]
+            processor.process(cached, "metrics.samples", sample)
+            processor.process(plain, "metrics.samples", sample)
+    cached.write_back()  # all stored; only two stay live
+    loads.clear()
+    assert processor.tick(cached, START + 120 + 60).alerts == []  # nobody due yet
+    assert loads == []
+    due = START + 60 + 5 * 60  # r7's last sample + 5 intervals
+    alerts = processor.tick(cached, due).alerts
+    assert [a.entity["resource_id"] for a in alerts] == ["r7"]
+    assert [(a.alert_id, a.starts_at) for a in alerts] == [(a.alert_id, a.starts_at)
+                                                            for a in processor.tick(plain, due).alerts]
+    assert set(loads) <= {"r7"}  # the others were skimmed, not loaded
+
+
 def test_replay_finds_the_fault_and_the_silent_host_and_nothing_else(tmp_path: Path, sqlite_url: str) -> None:
     path = tmp_path / "samples.jsonl"
     write_input(path, SILENT)
