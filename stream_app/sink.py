@@ -130,13 +130,24 @@ class Sink:
         return table
 
     @staticmethod
-    def _group(table: Table, rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, ...], list[Mapping[str, Any]]]:
-        """Rows by column set, only the last row of each key in each."""
+    def _segments(table: Table,
+                  rows: Sequence[Mapping[str, Any]]) -> list[dict[tuple[str, ...], list[Mapping[str, Any]]]]:
+        """Rows by column set, only the last row of each key in each, in segments run one after another.
+
+        Within a segment a key has one column set, so the statements of a segment can run in any
+        order; a row that gives a key another column set (a partial upsert after a full one, say)
+        starts the next segment, so writes of a key are never reordered.
+        """
         keys = [c.name for c in table.primary_key.columns]
-        shapes: dict[tuple[str, ...], dict[tuple[Any, ...], Mapping[str, Any]]] = {}
+        segments: list[dict[tuple[str, ...], dict[tuple[Any, ...], Mapping[str, Any]]]] = [{}]
+        shape_of: dict[tuple[Any, ...], tuple[str, ...]] = {}
         for row in rows:
-            shapes.setdefault(tuple(row), {})[tuple(row.get(k) for k in keys)] = row
-        return {shape: list(by_key.values()) for shape, by_key in shapes.items()}
+            shape, key = tuple(row), tuple(row.get(k) for k in keys)
+            if shape_of.setdefault(key, shape) != shape:
+                segments.append({})
+                shape_of = {key: shape}
+            segments[-1].setdefault(shape, {})[key] = row
+        return [{shape: list(by_key.values()) for shape, by_key in segment.items()} for segment in segments]
 
     def _statement(self, table: Table, shape: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
         """The driver-level upsert for one column set, compiled once and cached.
@@ -191,9 +202,10 @@ class Sink:
                 if prepared is None:
                     table = await self._table(table_name)
                     prepared = []
-                    for shape, shape_rows in self._group(table, rows).items():
-                        sql, order = self._statement(table, shape)
-                        prepared.append((sql, [tuple(convert(row[c]) for c in order) for row in shape_rows]))
+                    for segment in self._segments(table, rows):
+                        for shape, shape_rows in segment.items():
+                            sql, order = self._statement(table, shape)
+                            prepared.append((sql, [tuple(convert(row[c]) for c in order) for row in shape_rows]))
                 async with self.engine.begin() as conn:
                     for sql, params in prepared:
                         for i in range(0, len(params), self.batch_size):

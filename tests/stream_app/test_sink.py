@@ -86,6 +86,24 @@ async def test_a_row_without_a_column_leaves_that_column_unchanged(engine) -> No
     assert summary == "cpu high"
 
 
+async def test_writes_of_a_key_keep_their_order_across_column_sets(engine) -> None:  # type: ignore[no-untyped-def]
+    """One batch: a partial row of key 2 first opens its column set, then key 1 full, partial, full again.
+
+    Statements per column set in first-seen order would run key 1's last (full) row before its
+    partial one and leave the partial row's status.
+    """
+    sink = Sink(engine)
+    partial = alert_row(2, status="resolved")
+    del partial["summary"]
+    first_partial = {**alert_row(1, status="resolved"), "summary": None}
+    del first_partial["summary"]
+    await sink.upsert("alerts", [alert_row(2), partial, alert_row(1, status="firing"), first_partial,
+                                 alert_row(1, status="firing", value=1.5)])
+    rows = {r[0]: r for r in await _rows(engine)}
+    assert rows["a-00001"][1:3] == ("firing", 1.5)  # the last row of the key wins
+    assert rows["a-00002"][1] == "resolved"
+
+
 async def test_non_transient_errors_raise_at_once(engine) -> None:  # type: ignore[no-untyped-def]
     registry = CollectorRegistry()
     bad = {**alert_row(1), "status": None}  # NOT NULL violation: retrying cannot help
