@@ -61,7 +61,7 @@ from models.recon import (
 from stream_app.alerts import Alert, alert_id
 from stream_app.events import LedgerEntry, Order, Payment, currency_exponent
 from stream_app.settings import ConfigError, Settings, check, load_env
-from stream_app.usecase import Outputs, StateStore
+from stream_app.usecase import Outputs, StateStore, StoreMemory
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,8 @@ class ReconProcessor:
         self.settings = settings or ReconSettings()
         self.cfg = self.settings.config()
         self.partitions = partitions  # order partitions the daily close waits for (the worker's)
-        self._clocks: dict[Any, list[float]] = {}  # partition -> highest event time per source
+        # highest event time per source, per partition's store (fresh after a restart or a rebalance)
+        self._clocks: StoreMemory[list[float]] = StoreMemory(lambda _store: [-math.inf] * 3)
         self._beats: dict[Any, dict[str, date]] = {}  # partition -> zone -> newest day reported closed
 
     def key(self, topic: str, event: Any) -> str:
@@ -169,9 +170,7 @@ class ReconProcessor:
 
     def horizon(self, store: StateStore) -> float:
         """Event time up to which every source of this partition is complete."""
-        clocks = self._clocks.get(_partition_of(store))
-        if clocks is None:
-            return -math.inf
+        clocks = self._clocks(store)
         low = min(clocks)
         if self.settings.idle_source_seconds > 0:  # opt-in: a silent source must not stall deadlines
             low = max(low, max(clocks) - self.settings.idle_source_seconds)
@@ -227,7 +226,7 @@ class ReconProcessor:
 
     # -- stage 1: orders (key order_id) ------------------------------------------------------
     def _orders(self, store: StateStore, topic: str, events: Sequence[Any]) -> StageOutputs:
-        clocks = self._clocks.setdefault(_partition_of(store), [-math.inf] * 3)
+        clocks = self._clocks(store)
         source = SOURCE_OF_TOPIC[topic]
         clocks[source] = max(clocks[source], *(e.ts for e in events))
         horizon = self.horizon(store)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,7 +51,7 @@ from models.store import (
 from stream_app.alerts import Alert
 from stream_app.events import Order
 from stream_app.settings import Settings, check, load_env
-from stream_app.usecase import Outputs, StateStore
+from stream_app.usecase import Outputs, StateStore, StoreMemory
 
 USE_CASE = "store"
 BY_STORE = "spcwatch.store.by-store"
@@ -180,6 +179,8 @@ class _Clocks:
     stores: SourceClocks  # as seen by this partition's store stage
     chain: SourceClocks  # as seen by the chain stage (if it is here)
     wm: float = -math.inf  # newest order time processed by this partition's order stage
+    swept: float = 0.0  # event time of the last full key scan
+    known: set[str] | None = None  # store-stage keys of this partition (None: scan first)
     sent: dict[str, float] = field(default_factory=dict)  # store -> clock last forwarded to it
     chain_sent: float = -math.inf  # clock last sent to the chain
     joined: set[str] = field(default_factory=set)  # stores announced to the chain
@@ -201,29 +202,18 @@ class StoreProcessor:
         self.partitions = partitions  # of the orders topic: the order sources the later stages wait for
         self._wall = wall  # wall clock, only to tell an idle order partition (see SourceClocks)
         # Caches per state store (never change outputs): last sweep of expired orders, store keys.
-        self._swept: dict[int, float] = {}
-        self._stores: dict[int, set[str]] = {}
-        self._clocks: dict[int, tuple[Any, _Clocks]] = {}
+        self._mem: StoreMemory[_Clocks] = StoreMemory(self._new_clocks)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StoreProcessor:
         return cls(load_env(StoreSettings, "SPCWATCH_STORE_"), partitions=settings.partitions)
 
-    def _mem(self, store: StateStore) -> _Clocks:
+    def _new_clocks(self, store: StateStore) -> _Clocks:
         """The clocks of ``store``'s partition (memory; a new store object starts afresh, as after a restart)."""
-        entry = self._clocks.get(id(store))
-        if entry is not None and (entry[0]() if isinstance(entry[0], weakref.ref) else entry[0]) is store:
-            return entry[1]
         partition = _partition_of(store)
-        now = self._wall()
         src, n = (0, 1) if partition is None else (partition, self.partitions)
-        mem = _Clocks(src, n, SourceClocks(now), SourceClocks(now))
-        try:
-            ref: Any = weakref.ref(store)
-        except TypeError:  # a plain dict (replay, tests): it lives as long as the run
-            ref = store
-        self._clocks[id(store)] = (ref, mem)
-        return mem
+        now = self._wall()
+        return _Clocks(src, n, SourceClocks(now), SourceClocks(now))
 
     def key(self, topic: str, event: Any) -> str:
         if topic == "orders":
@@ -273,15 +263,15 @@ class StoreProcessor:
 
     def step_tick(self, store: StateStore, now: float) -> StageOutputs:
         out = StageOutputs()
-        sweep = now - self._swept.get(id(store), 0.0) >= SWEEP_SECONDS
-        known = self._stores.get(id(store))
+        mem = self._mem(store)
+        sweep = now - mem.swept >= SWEEP_SECONDS
+        known = mem.known
         if sweep or known is None:
-            self._swept[id(store)] = now
+            mem.swept = now
             keys = list(store.keys())
-            known = self._stores[id(store)] = {k for k in keys if k.startswith("s:")}
+            known = mem.known = {k for k in keys if k.startswith("s:")}
         else:
             keys = list(known)
-        mem = self._mem(store)
         self._heartbeats(mem, out)
         # The store stage's clock is the low watermark of the order sources as seen on this partition:
         # every order up to it has arrived, so a day (also a silent store's) closes complete.
@@ -358,8 +348,9 @@ class StoreProcessor:
         if raw is None:
             if msg["t"] == "clock":
                 return  # a heartbeat for a store this partition does not hold (yet): the clock is what counts
-            if id(store) in self._stores:
-                self._stores[id(store)].add(key)
+            known_keys = self._mem(store).known
+            if known_keys is not None:
+                known_keys.add(key)
         st = StoreState.from_state(raw, self.cal) if raw else StoreState(msg["store"], self.cal)
         if msg["t"] == "late":
             st.counts["rejected"] += 1

@@ -21,9 +21,10 @@ Rules a processor keeps so both paths give the same alerts:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping, Sequence
+import weakref
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from stream_app.alerts import Alert
 
@@ -119,3 +120,31 @@ class PartitionStore(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+
+T = TypeVar("T")
+
+
+class StoreMemory(Generic[T]):
+    """In-memory companions of state stores (source clocks, key indexes): one per store object.
+
+    The runner makes a new store object for a partition after a restart or a rebalance; its
+    memory must start afresh then, because the events since the last checkpoint are delivered
+    again (clocks kept across a revocation would run ahead of the state they describe).
+    """
+
+    def __init__(self, make: Callable[[Any], T]) -> None:
+        self._make = make
+        self._entries: dict[int, tuple[Any, T]] = {}
+
+    def __call__(self, store: Any) -> T:
+        entry = self._entries.get(id(store))
+        if entry is not None and (entry[0]() if isinstance(entry[0], weakref.ref) else entry[0]) is store:
+            return entry[1]
+        value = self._make(store)
+        try:
+            ref: Any = weakref.ref(store)
+        except TypeError:  # a plain dict (replay, tests): it lives as long as the run
+            ref = store
+        self._entries[id(store)] = (ref, value)
+        return value

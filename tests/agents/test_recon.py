@@ -316,3 +316,20 @@ def test_replay_command_line(tmp_path: Path, monkeypatch, capfd) -> None:  # typ
     out, _ = capfd.readouterr()
     alerts = [orjson.loads(line) for line in out.splitlines()]
     assert [(a["rule"], a["status"]) for a in alerts] == [("RECON_MISSING_PAYMENT", "firing")]
+
+
+def test_a_new_store_object_for_a_partition_starts_with_fresh_clocks() -> None:
+    """After a rebalance the runner makes a new store for the partition and redelivers the events
+    since the last checkpoint: clocks kept from the old store would run ahead of the state."""
+    from agents.runner import CachedStore
+    from stream_app.usecase import PartitionStore
+
+    proc = ReconProcessor()
+    table: dict = {}
+    before = CachedStore(PartitionStore(table, 0), proc)
+    for topic in ("orders", "payments", "ledger"):
+        proc._clocks(before)[["orders", "payments", "ledger"].index(topic)] = 1_771_300_000.0
+    assert proc.horizon(before) == 1_771_300_000.0
+    after = CachedStore(PartitionStore(table, 0), proc)  # same partition, new store (as after forget())
+    assert proc.horizon(after) == float("-inf")
+    assert proc.horizon(before) == 1_771_300_000.0
