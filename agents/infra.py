@@ -78,17 +78,6 @@ class InfraSettings:
                                 absent_after_intervals=self.absent_after_intervals, critical_z=self.critical_z)
 
 
-def may_be_absent(state: dict, now: float, absent_after_intervals: int) -> bool:
-    """Could ``ResourceMonitor.check_absent(now)`` fire for this stored state? (Read without loading it.)"""
-    try:
-        _first, last, interval, absent_since = state["t"]
-    except (KeyError, TypeError, ValueError):
-        return True  # not a shape we know: let the monitor decide
-    if absent_since is not None or last is None or not interval:
-        return False
-    return now >= last + absent_after_intervals * interval
-
-
 @lru_cache(maxsize=1 << 17)
 def series_id(series_key: str) -> str:
     """Short stable id of a series for the tables (cached: every sample of the series asks)."""
@@ -173,10 +162,9 @@ class InfraProcessor:
     def tick(self, store: StateStore, now: float) -> Outputs:
         out = Outputs()
         peek = getattr(store, "peek", store.get)
-        absent_after = self.config.absent_after_intervals
         for resource_id in list(store.keys()):
             value = peek(resource_id)
-            if isinstance(value, dict) and not may_be_absent(value, now, absent_after):
+            if isinstance(value, dict) and not ResourceMonitor.may_be_absent(value, now, self.config):
                 continue  # stored, not due: no need to load it (a worker may hold more than it caches)
             monitor = store.get(resource_id)
             if monitor is None:

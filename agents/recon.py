@@ -33,13 +33,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from agents.store import StageOutputs
 from models.episodes import EpisodeEvent
 from models.recon import (
     CATEGORIES,
@@ -61,7 +59,7 @@ from models.recon import (
 from stream_app.alerts import Alert, alert_id
 from stream_app.events import LedgerEntry, Order, Payment, currency_exponent
 from stream_app.settings import ConfigError, Settings, check, load_env
-from stream_app.usecase import Outputs, StateStore, StoreMemory
+from stream_app.usecase import Outputs, StageOutputs, StateStore, StoreMemory, partition_of, run_hops
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +134,6 @@ def record_of(topic: str, event: Order | Payment | LedgerEntry) -> Record:
     return Record(LEDGER, event.ts, event.entry_id, event.amount_minor, event.currency, event.kind, "", event.test)
 
 
-def _partition_of(store: StateStore) -> Any:
-    """The partition a store belongs to (a runner's store, or its cache's backing store);
-    ``None`` for the replay's single dict, which holds every key."""
-    for candidate in (store, getattr(store, "backing", None)):
-        partition = getattr(candidate, "partition", None)
-        if partition is not None:
-            return partition
-    return None
-
-
 def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
@@ -163,7 +151,8 @@ class ReconProcessor:
         self.partitions = partitions  # order partitions the daily close waits for (the worker's)
         # highest event time per source, per partition's store (fresh after a restart or a rebalance)
         self._clocks: StoreMemory[list[float]] = StoreMemory(lambda _store: [-math.inf] * 3)
-        self._beats: dict[Any, dict[str, date]] = {}  # partition -> zone -> newest day reported closed
+        # zone -> newest day this partition reported closed, per partition's store (like the clocks)
+        self._beats: StoreMemory[dict[str, date]] = StoreMemory(lambda _store: {})
 
     def key(self, topic: str, event: Any) -> str:
         return event.order_id
@@ -184,15 +173,8 @@ class ReconProcessor:
         return self._inline(store, self.step_tick(store, now))
 
     def _inline(self, store: StateStore, first: StageOutputs) -> Outputs:
-        """Run what a hop forwards at once, in order (one partition: the close waits for no other)."""
-        out = Outputs(alerts=list(first.alerts), rows=dict(first.rows))
-        queue = deque(first.forward)
-        while queue:
-            topic, _key, value = queue.popleft()
-            hop = self._hop(store, topic, [value], sources=1)
-            out.merge(hop)
-            queue.extend(hop.forward)
-        return out
+        """Every hop in memory (one partition: the close waits for no other)."""
+        return run_hops(first, lambda topic, value: self._hop(store, topic, [value], sources=1))
 
     # -- one hop (the worker calls these per topic) ------------------------------------------
     def step(self, store: StateStore, topic: str, events: Sequence[Any], now: float) -> StageOutputs:
@@ -279,8 +261,8 @@ class ReconProcessor:
                 del store[key]
             elif changed:
                 store[key] = order.to_state(self.cfg)
-        partition = _partition_of(store)
-        beats = self._beats.setdefault(partition, {})
+        partition = partition_of(store)
+        beats = self._beats(store)
         for zone in self.cfg.zones():
             day = self.cfg.closed_through(zone, horizon)
             if day is not None and beats.get(zone) != day:

@@ -11,9 +11,9 @@ lives in a write-back cache, rows accumulate, and events are not acknowledged.
 A checkpoint (every ``checkpoint_events`` events or ``checkpoint_seconds``, 5 s)
 writes the dirty state to the table (its changelog) and hands the rows to a
 background writer, which upserts them and only then acknowledges the events
-(processing goes on meanwhile; at most two checkpoints are in flight). Faust commits offsets only up to acknowledged
-events and flushes the producer first, so a committed offset never runs ahead
-of the state and rows it produced. After a crash, events after the last
+(processing goes on meanwhile; at most two checkpoints are in flight). Faust
+commits offsets only up to acknowledged events and flushes the producer first,
+so a committed offset never runs ahead of the state and rows it produced. After a crash, events after the last
 commit are processed again: processors are idempotent (deterministic alert
 ids, upserts, and per-key event-time guards against applying an event twice).
 Alerts are published at once, not at checkpoints, to keep alert latency low.
@@ -205,6 +205,7 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
             rows.add_row("pipeline_log", _log_row(name, p))
             p.log_events = p.log_checkpoints = 0
             p.last_log = now
+
         def acknowledge() -> None:
             for event in acks:
                 event.ack()

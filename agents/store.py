@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -51,7 +50,7 @@ from models.store import (
 from stream_app.alerts import Alert
 from stream_app.events import Order
 from stream_app.settings import Settings, check, load_env
-from stream_app.usecase import Outputs, StateStore, StoreMemory
+from stream_app.usecase import Outputs, StageOutputs, StateStore, StoreMemory, partition_of, run_hops
 
 USE_CASE = "store"
 BY_STORE = "spcwatch.store.by-store"
@@ -140,31 +139,12 @@ class StoreSettings:
         )
 
 
-@dataclass(slots=True)
-class StageOutputs(Outputs):
-    """A hop's outputs: besides alerts and rows, messages for the next stage
-    (``(topic, key, value)``) and input events to dead-letter (``(event, detail)``)."""
-
-    forward: list[tuple[str, str, dict]] = field(default_factory=list)
-    dead: list[tuple[Any, str]] = field(default_factory=list)
-
-
 def _dated(row: dict) -> dict:
     return dict(row, business_date=date.fromisoformat(row["business_date"]))
 
 
 def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
-
-
-def _partition_of(store: StateStore) -> int | None:
-    """The partition a state store belongs to (the runner's cache, or its backing store); ``None`` for
-    the replay's single dict."""
-    for candidate in (store, getattr(store, "backing", None)):
-        partition = getattr(candidate, "partition", None)
-        if partition is not None:
-            return int(partition)
-    return None
 
 
 @dataclass(slots=True)
@@ -210,7 +190,7 @@ class StoreProcessor:
 
     def _new_clocks(self, store: StateStore) -> _Clocks:
         """The clocks of ``store``'s partition (memory; a new store object starts afresh, as after a restart)."""
-        partition = _partition_of(store)
+        partition = partition_of(store)
         src, n = (0, 1) if partition is None else (partition, self.partitions)
         now = self._wall()
         return _Clocks(src, n, SourceClocks(now), SourceClocks(now))
@@ -230,14 +210,7 @@ class StoreProcessor:
         return self._inline(store, self.step_tick(store, now), now)
 
     def _inline(self, store: StateStore, first: StageOutputs, now: float) -> Outputs:
-        out = Outputs(alerts=list(first.alerts), rows=dict(first.rows))
-        queue = deque(first.forward)
-        while queue:
-            topic, _key, value = queue.popleft()
-            hop = self.step(store, topic, [value], now)
-            out.merge(hop)
-            queue.extend(hop.forward)
-        return out
+        return run_hops(first, lambda topic, value: self.step(store, topic, [value], now))
 
     # -- one hop (the worker calls these per topic) ---------------------------------------
     def step(self, store: StateStore, topic: str, events: Sequence[Any], now: float) -> StageOutputs:

@@ -144,6 +144,13 @@ class SeriesMonitor:
         return (m[0], int(m[1]), m[2] / m[1], m[3], m[4])
 
 
+def _absence_due(last: float | None, interval: float, absent_since: float | None, intervals: int) -> float | None:
+    """When a resource last seen at ``last`` becomes absent (None: not judged, or absent already)."""
+    if absent_since is not None or last is None or not interval:
+        return None
+    return last + intervals * interval
+
+
 class ResourceMonitor:
     """Everything known about one resource, keyed by its ``resource_id``."""
 
@@ -199,22 +206,29 @@ class ResourceMonitor:
     def expected_interval(self) -> float:
         return self.interval or self.config.default_interval_seconds
 
-    def absence_deadline(self) -> float:
-        return self.last_seen + self.config.absent_after_intervals * self.expected_interval
-
     def check_absent(self, now: float) -> float | None:
         """If the resource just became absent at event time ``now``, when that started.
 
         Only once the resource has shown its interval (two distinct timestamps):
         judging a 5-minute exporter by a 1-minute default would cry wolf.
         """
-        if self.absent_since is not None or not math.isfinite(self.last_seen) or not self.interval:
-            return None
-        deadline = self.absence_deadline()
-        if now >= deadline:
+        last = self.last_seen if math.isfinite(self.last_seen) else None
+        deadline = _absence_due(last, self.interval, self.absent_since, self.config.absent_after_intervals)
+        if deadline is not None and now >= deadline:
             self.absent_since = deadline
             return deadline
         return None
+
+    @staticmethod
+    def may_be_absent(state: dict, now: float, config: InfraModelConfig) -> bool:
+        """Would :meth:`check_absent` fire at ``now`` for this stored state? Read without loading it,
+        so a timer can skim resources that are not in memory."""
+        try:
+            _first, last, interval, absent_since = state["t"]
+        except (KeyError, TypeError, ValueError):
+            return True  # not a shape we know: load it and let the monitor decide
+        deadline = _absence_due(last, interval, absent_since, config.absent_after_intervals)
+        return deadline is not None and now >= deadline
 
     def health(self, now: float) -> tuple[int, int]:
         """``(score 0-100, firing series)``.

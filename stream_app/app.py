@@ -52,6 +52,8 @@ class Runtime:
     topic_owners: dict[str, str] = field(default_factory=dict)
     """Input topic -> the use case that counts and dead-letters it (the first to claim it);
     other use cases reading the same topic only process it, so nothing is counted twice."""
+    _writes: deque[asyncio.Future[None]] = field(default_factory=deque, init=False, repr=False)
+    """Checkpoint writes in flight, oldest first (see :meth:`write_behind`)."""
 
     def claim(self, topic: str, use_case: str) -> bool:
         """Register ``use_case`` as a reader of ``topic``; True if it is the owner."""
@@ -65,8 +67,6 @@ class Runtime:
         await self.deadletter_topic.send(key=message.key, value=envelope)
         self.metrics.events_invalid.labels(topic, error.reason).inc()
         self.metrics.deadletter_published.labels(topic).inc()
-
-    _writes: deque[asyncio.Future[None]] = field(default_factory=deque, init=False, repr=False)
 
     async def write_behind(self, rows: dict[str, list[dict[str, Any]]], then: Callable[[], None]) -> None:
         """Commit a checkpoint's rows in the background, then call ``then`` (its acknowledgements).

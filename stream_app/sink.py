@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, MetaData, Table, Text
+from sqlalchemy import MetaData, Table
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -120,10 +120,6 @@ class Sink:
             metadata = MetaData()
             async with self.engine.connect() as conn:
                 table = await conn.run_sync(lambda sync: Table(name, metadata, autoload_with=sync))
-            for column in table.columns:
-                # JSON arrives here already encoded (MariaDB reflects JSON as text anyway).
-                if isinstance(column.type, JSON):
-                    column.type = Text()
             if not table.primary_key.columns:
                 raise ValueError(f"table {name!r} has no primary key: upserts need a natural key")
             self._tables[name] = table

@@ -22,6 +22,7 @@ Rules a processor keeps so both paths give the same alerts:
 from __future__ import annotations
 
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -51,6 +52,27 @@ class Outputs:
 
     def __bool__(self) -> bool:
         return bool(self.alerts or self.rows)
+
+
+@dataclass(slots=True)
+class StageOutputs(Outputs):
+    """A hop's outputs in a staged processor: besides alerts and rows, messages for the next
+    stage (``(topic, key, value)``) and input events to dead-letter (``(event, detail)``)."""
+
+    forward: list[tuple[str, str, dict]] = field(default_factory=list)
+    dead: list[tuple[Any, str]] = field(default_factory=list)
+
+
+def run_hops(first: StageOutputs, hop: Callable[[str, Any], StageOutputs]) -> Outputs:
+    """Offline (replay): run what a hop forwards at once, in order, through ``hop(topic, value)``."""
+    out = Outputs(alerts=list(first.alerts), rows=dict(first.rows))
+    queue = deque(first.forward)
+    while queue:
+        topic, _key, value = queue.popleft()
+        result = hop(topic, value)
+        out.merge(result)
+        queue.extend(result.forward)
+    return out
 
 
 class StateStore(Protocol):
@@ -120,6 +142,16 @@ class PartitionStore(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+
+def partition_of(store: Any) -> int | None:
+    """The partition a state store belongs to (the runner's cache, or its backing store); ``None`` for
+    the replay's single dict."""
+    for candidate in (store, getattr(store, "backing", None)):
+        partition = getattr(candidate, "partition", None)
+        if partition is not None:
+            return int(partition)
+    return None
 
 
 T = TypeVar("T")
