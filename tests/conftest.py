@@ -220,11 +220,15 @@ class WorkerProcess:
                     return sample.value
         return 0.0
 
-    def log_tail(self, lines: int = 60) -> str:
+    def log_text(self) -> str:
+        """The whole log of the last start."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return "(no log)"
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
     def stop(self, sig: int = 15, timeout: float = 30.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
