@@ -46,7 +46,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
     from stream_app import logs
-    from stream_app.app import create_runtime
+    from stream_app.app import create_runtime, tune_gc
     from stream_app.topics import ensure_topics
 
     settings = _settings()
@@ -69,6 +69,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         _run_or_unavailable(loop, migrate(), f"the database at {settings.db_url_masked}")
     runtime = create_runtime(settings)
+    tune_gc()
     worker = faust.Worker(
         runtime.app,
         loop=loop,

@@ -209,16 +209,13 @@ class WorkerProcess:
         return self.get("/health")
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
-        """Value of one sample on /metrics (0 when absent)."""
+        """The sum of the samples on /metrics named ``name`` whose labels include ``labels`` (0 when none)."""
         from prometheus_client.parser import text_string_to_metric_families
 
         status, body = self.get("/metrics")
         assert status == 200, f"/metrics answered {status}"
-        for family in text_string_to_metric_families(body):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
-                    return sample.value
-        return 0.0
+        return sum(sample.value for family in text_string_to_metric_families(body) for sample in family.samples
+                   if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()))
 
     def log_text(self) -> str:
         """The whole log of the last start."""

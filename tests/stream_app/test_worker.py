@@ -75,7 +75,8 @@ def test_worker_creates_topics_and_reports_health(make_worker, kafka_bootstrap: 
     assert partitions == {topic_prefix + t: 2 for t in ALL_TOPICS}
     assert worker.metric("spcwatch_worker_consuming") == 1.0
     status, body = worker.get("/metrics")  # faust's own sensor shares the endpoint
-    assert status == 200 and "# TYPE faust_messages_received_total counter" in body
+    assert status == 200 and "# TYPE faust_total_rebalances gauge" in body
+    assert "faust_messages_received_total" not in body  # per-message series are left out (WorkerMonitor)
 
 
 def test_valid_events_are_consumed_and_batches_count_each_sample(make_worker, kafka_bootstrap: str,
@@ -88,6 +89,13 @@ def test_valid_events_are_consumed_and_batches_count_each_sample(make_worker, ka
     consumed = wait_for_metric(worker, "spcwatch_events_consumed_total", {"topic": "metrics.samples"}, 4)
     assert consumed == 4
     assert worker.metric("spcwatch_events_invalid_total") == 0
+    # two messages on the input topic: its partitions end at 2 in all, and the lag drains once committed
+    topic = topic_prefix + "metrics.samples"
+    assert worker.metric("spcwatch_partition_end_offset", {"topic": topic}) == 2
+    deadline = time.monotonic() + 60
+    while worker.metric("spcwatch_consumer_lag", {"topic": topic}) > 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert worker.metric("spcwatch_consumer_lag", {"topic": topic}) == 0
 
 
 def test_invalid_event_goes_to_deadletter_and_the_next_valid_one_is_processed(
