@@ -9,13 +9,16 @@ Writing the table and the database per event would cap a worker at a few
 thousand events/s, so each partition works between **checkpoints**: state
 lives in a write-back cache, rows accumulate, and events are not acknowledged.
 A checkpoint (every ``checkpoint_events`` events or ``checkpoint_seconds``, 5 s)
-writes the dirty state to the table (its changelog) and hands the rows to a
-background writer, which upserts them and only then acknowledges the events
-(processing goes on meanwhile; at most two checkpoints are in flight). Faust
-commits offsets only up to acknowledged events and flushes the producer first,
-so a committed offset never runs ahead of the state and rows it produced. After a crash, events after the last
-commit are processed again: processors are idempotent (deterministic alert
-ids, upserts, and per-key event-time guards against applying an event twice).
+moves the dirty state into the table's memory and hands the rows to a background
+writer, which upserts them and only then sends that state to the changelog and
+acknowledges the events (processing goes on meanwhile; at most two checkpoints
+are in flight). Faust commits offsets only up to acknowledged events and flushes
+the producer first. So after a crash the restored state never runs ahead of the
+rows (an event the state already reflects is skipped as a repeat: its rows are in),
+and the committed offsets never run ahead of the state. Events after the last
+commit are processed again: processors are idempotent (deterministic alert ids,
+upserts, and per-key event-time guards against applying an event twice). On a
+rebalance, the checkpoints in flight are finished before partitions are handed over.
 Alerts are published at once, not at checkpoints, to keep alert latency low.
 """
 
@@ -110,15 +113,16 @@ class CachedStore(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
-    def write_back(self) -> int:
-        """Write dirty keys to the table (must run inside an event of this partition)."""
+    def write_back(self) -> dict[str, bytes | None]:
+        """Move dirty keys into the table's memory; returns their changelog records, for the
+        runner to publish once this checkpoint's rows are committed (see :class:`PartitionStore`)."""
         for key in self.deleted:
             if key in self.backing:
                 del self.backing[key]
         for key in self.dirty:
             value = self.cache[key]
             self.backing[key] = self._dump(value) if self._dump else value
-        written = len(self.dirty) + len(self.deleted)
+        records = self.backing.snapshot(self.dirty | self.deleted)
         self.dirty.clear()
         self.deleted.clear()
         # Everything is in the table now: live objects beyond the budget can go
@@ -127,7 +131,7 @@ class CachedStore(MutableMapping[str, Any]):
         if excess > 0:
             for key in list(self.cache)[:excess]:
                 del self.cache[key]
-        return written
+        return records
 
 
 @dataclass
@@ -195,7 +199,7 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
         # take the events, the state and the rows together, before any await, so
         # only events whose state and rows this checkpoint writes get acknowledged.
         acks, p.unacked = p.unacked, []
-        p.store.write_back()
+        records = p.store.write_back()
         rows, p.rows = p.rows, Outputs()
         now = time.monotonic()
         p.last_checkpoint = now
@@ -206,13 +210,15 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
             p.log_events = p.log_checkpoints = 0
             p.last_log = now
 
-        def acknowledge() -> None:
+        def publish_and_acknowledge() -> None:
+            # The rows are in: now the state that produced them may be replicated, and its
+            # events acknowledged (Faust flushes the changelog before committing offsets).
+            p.store.backing.publish(records)
             for event in acks:
                 event.ack()
 
-        # The rows are committed in the background while this partition goes on;
-        # its events are acknowledged only once they are (see Runtime.write_behind).
-        await runtime.write_behind(rows.rows, acknowledge)
+        # The rows are committed in the background while this partition goes on.
+        await runtime.write_behind(rows.rows, publish_and_acknowledge)
 
     async def handle(p: _Partition, event: Any, outputs: Outputs) -> None:
         if outputs.alerts:
@@ -317,8 +323,10 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
 
     @app.on_partitions_revoked.connect
     async def forget(app_: Any, revoked: Any, **_: Any) -> None:
+        # Finish the checkpoints in flight first, so the next owner restores their state.
         # Unacknowledged events of a revoked partition are redelivered to its next
         # owner, so dropping the cache and buffers here loses nothing.
+        await runtime.drain_writes()
         ours = {runtime.input_topics[t].get_topic_name() for t in processor.topics}
         for tp in revoked:
             if tp.topic in ours:

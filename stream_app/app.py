@@ -89,6 +89,11 @@ class Runtime:
         previous = writes[-1] if writes else None
         writes.append(asyncio.ensure_future(self._write_after(previous, rows, then)))
 
+    async def drain_writes(self) -> None:
+        """Wait until the checkpoint writes in flight are committed (and their ``then`` has run)."""
+        if self._writes:
+            await asyncio.gather(*self._writes)
+
     async def _write_after(self, previous: asyncio.Future[None] | None,
                            rows: dict[str, list[dict[str, Any]]], then: Callable[[], None]) -> None:
         if previous is not None:

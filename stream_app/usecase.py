@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
+
+from faust.serializers import codecs
 
 from stream_app.alerts import Alert
 
@@ -108,13 +110,20 @@ class PartitionStore(MutableMapping[str, Any]):
     """One partition's view of a table whose values remember their partition.
 
     Faust tables hold every partition a worker owns in one mapping; a tick for
-    partition ``p`` must touch only the keys of ``p`` (it writes their
-    changelog to ``p``), so each value is stored as ``{"p": partition, "s": state}``.
+    partition ``p`` must touch only the keys of ``p``, so each value is stored as
+    ``{"p": partition, "s": state}``.
+
+    Writes go to the table's memory only. Their changelog records are sent by
+    :meth:`publish`, which the runner calls once the rows computed from that state
+    are committed: state restored after a crash never runs ahead of the database
+    (an event it already reflects is skipped as a repeat, so its rows must be in).
     """
 
     def __init__(self, table: MutableMapping[str, Any], partition: int) -> None:
         self.table = table
         self.partition = partition
+        # a Faust table's store (writes there send no changelog); a plain dict in tests
+        self._memory: MutableMapping[str, Any] = getattr(table, "data", table)
 
     def __getitem__(self, key: str) -> Any:
         return self.table[key]["s"]
@@ -124,10 +133,10 @@ class PartitionStore(MutableMapping[str, Any]):
         return default if wrapped is None else wrapped["s"]
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.table[key] = {"p": self.partition, "s": value}
+        self._memory[key] = {"p": self.partition, "s": value}
 
     def __delitem__(self, key: str) -> None:
-        del self.table[key]
+        del self._memory[key]
 
     def __contains__(self, key: object) -> bool:
         return key in self.table
@@ -142,6 +151,24 @@ class PartitionStore(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+    def snapshot(self, keys: Iterable[str]) -> dict[str, bytes | None]:
+        """The changelog records of ``keys`` as stored now (``None`` for a deleted key), encoded
+        at once so that later changes to live values cannot leak into them."""
+        serializer = getattr(self.table, "value_serializer", None) or "json"
+        out: dict[str, bytes | None] = {}
+        for key in keys:
+            wrapped = self._memory.get(key)
+            out[key] = None if wrapped is None else codecs.dumps(serializer, wrapped)
+        return out
+
+    def publish(self, records: Mapping[str, bytes | None]) -> None:
+        """Send a :meth:`snapshot` to the changelog (to this partition), tombstones for deletions."""
+        send = getattr(self.table, "send_changelog", None)
+        if send is None:  # a plain dict: nothing to replicate
+            return
+        for key, record in records.items():
+            send(self.partition, key, record, value_serializer="raw")
 
 
 def partition_of(store: Any) -> int | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from agents.runner import CachedStore
 from stream_app.usecase import PartitionStore
 
@@ -24,10 +27,12 @@ def test_nothing_reaches_the_table_before_write_back() -> None:
     store["b"] = [3]
     assert table["a"] == {"p": 0, "s": {"items": [1]}} and "b" not in table
     assert sorted(store) == ["a", "b"]  # only partition 0's keys, cached or not
-    assert store.write_back() == 2
+    records = store.write_back()
+    assert {k: json.loads(v) for k, v in records.items() if v is not None} == {
+        "a": {"p": 0, "s": {"items": [1, 2]}}, "b": {"p": 0, "s": {"items": [3]}}}
     assert table["a"] == {"p": 0, "s": {"items": [1, 2]}}
     assert table["b"] == {"p": 0, "s": {"items": [3]}}
-    assert store.write_back() == 0
+    assert store.write_back() == {}
 
 
 def test_deletes_are_written_back_and_hidden_until_then() -> None:
@@ -35,7 +40,7 @@ def test_deletes_are_written_back_and_hidden_until_then() -> None:
     store = CachedStore(PartitionStore(table, 0), Codec())  # type: ignore[arg-type]
     del store["a"]
     assert "a" not in store and store.get("a") is None and "a" in table
-    store.write_back()
+    assert store.write_back() == {"a": None}  # a tombstone for the changelog
     assert "a" not in table
 
 
@@ -49,3 +54,37 @@ def test_cache_keeps_at_most_its_budget_of_live_objects_after_write_back() -> No
     assert set(store.cache) == {"d", "a"}
     assert store["b"] == ["b"]  # evicted objects load again from the table
     assert len(table) == 4
+
+
+class ChangelogTable(dict):
+    """A table's two sides as Faust has them: ``data`` (memory, no changelog) and ``send_changelog``."""
+
+    value_serializer = "json"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = self
+        self.sent: list[tuple[int, str, Any, str]] = []
+
+    def send_changelog(self, partition: int, key: str, value: Any, value_serializer: str) -> None:
+        self.sent.append((partition, key, value, value_serializer))
+
+
+def test_state_reaches_the_changelog_only_when_published_and_as_it_was_at_the_checkpoint() -> None:
+    table = ChangelogTable()
+    backing = PartitionStore(table, 3)
+    store = CachedStore(backing, Codec())  # type: ignore[arg-type]
+    live = [1]
+    store["a"] = live
+    store["b"] = [2]
+    records = store.write_back()
+    del store["b"]
+    tombstones = store.write_back()
+    live.append(99)  # processing goes on while the checkpoint's rows are written
+    store["a"] = live
+    assert table.sent == [] and "a" in table  # memory has it, the changelog not yet
+    backing.publish(records)
+    backing.publish(tombstones)
+    assert [(p, k, json.loads(v) if v else v, ser) for p, k, v, ser in table.sent] == [
+        (3, "a", {"p": 3, "s": {"items": [1]}}, "raw"), (3, "b", {"p": 3, "s": {"items": [2]}}, "raw"),
+        (3, "b", None, "raw")]
