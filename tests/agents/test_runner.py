@@ -85,6 +85,7 @@ def test_state_reaches_the_changelog_only_when_published_and_as_it_was_at_the_ch
     assert table.sent == [] and "a" in table  # memory has it, the changelog not yet
     backing.publish(records)
     backing.publish(tombstones)
-    assert [(p, k, json.loads(v) if v else v, ser) for p, k, v, ser in table.sent] == [
-        (3, "a", {"p": 3, "s": {"items": [1]}}, "raw"), (3, "b", {"p": 3, "s": {"items": [2]}}, "raw"),
-        (3, "b", None, "raw")]
+    sent = [(p, k, json.loads(v) if v else v, ser) for p, k, v, ser in table.sent]
+    assert sorted(sent[:2]) == [(3, "a", {"p": 3, "s": {"items": [1]}}, "raw"),
+                                (3, "b", {"p": 3, "s": {"items": [2]}}, "raw")]
+    assert sent[2:] == [(3, "b", None, "raw")]
