@@ -34,8 +34,9 @@ from bench.common import (
 from bench.framework import faust_count_rate
 
 ROOT = Path(__file__).resolve().parent.parent
-SINGLE = int(os.environ.get("SPCWATCH_BENCH_INFRA_SINGLE", "40000"))
-BATCHES = int(os.environ.get("SPCWATCH_BENCH_INFRA_BATCHES", "200"))
+# Enough for runs of several seconds: the harness reads /metrics once a second (bench/common.py).
+SINGLE = int(os.environ.get("SPCWATCH_BENCH_INFRA_SINGLE", "120000"))
+BATCHES = int(os.environ.get("SPCWATCH_BENCH_INFRA_BATCHES", "1200"))
 BATCH_SIZE = 500
 RESOURCES = 2000
 T0 = 1_771_286_400.0
@@ -205,8 +206,9 @@ def run() -> str:
     conn = pymysql.connect(autocommit=True, **MYSQL)
     conn.cursor().execute(f"CREATE DATABASE `{database}`")
     single_prefix, plain_prefix, batch_prefix = f"bsingle{suffix}.", f"bplain{suffix}.", f"bbatch{suffix}."
-    signals_prefix, floor_prefix = f"bsignals{suffix}.", f"bfloor{suffix}."
-    topics = [p + "metrics.samples" for p in (single_prefix, plain_prefix, batch_prefix, signals_prefix, floor_prefix)]
+    signals_prefix, floor_prefix, gc_prefix = f"bsignals{suffix}.", f"bfloor{suffix}.", f"bgc{suffix}."
+    topics = [p + "metrics.samples"
+              for p in (single_prefix, plain_prefix, batch_prefix, signals_prefix, floor_prefix, gc_prefix)]
     try:
         for topic in topics:
             asyncio.run(create_topic(BOOTSTRAP, topic, 4))
@@ -215,9 +217,11 @@ def run() -> str:
         asyncio.run(fill_topic(BOOTSTRAP, topics[2], BATCHES, _batch, _key_single))
         asyncio.run(fill_topic(BOOTSTRAP, topics[3], BATCHES, _batch, _key_single))
         asyncio.run(fill_topic(BOOTSTRAP, topics[4], SINGLE, _single, _key_single))
+        asyncio.run(fill_topic(BOOTSTRAP, topics[5], SINGLE, _single, _key_single))
         ceiling = statistics.median(faust_count_rate(topics[0], SINGLE) for _ in range(3))
         single, single_rss = worker_rate(single_prefix, SINGLE, database)
         floor, floor_rss = worker_rate(floor_prefix, SINGLE, database, command=("-m", "bench.runner_floor"))
+        default_gc, default_gc_rss = worker_rate(gc_prefix, SINGLE, database, command=("-m", "bench.worker_default_gc"))
         plain, plain_rss = worker_rate(plain_prefix, SINGLE, database, {"SPCWATCH_INFRA_SEASONALITY": "none"})
         batched, batch_rss = worker_rate(batch_prefix, BATCHES * BATCH_SIZE, database)
         signals, signals_rss = worker_rate(signals_prefix, BATCHES * BATCH_SIZE, database,
@@ -243,6 +247,8 @@ this run on the single-sample topic (median of 3).
 | single-sample messages | {SINGLE:,} | {single:,.0f} | {single / ceiling:.2f} | {single_rss:,.0f} MB |
 | *single-sample messages, runner floor (a processor that does nothing)* | {SINGLE:,} | {floor:,.0f} | \
 {floor / ceiling:.2f} | {floor_rss:,.0f} MB |
+| *single-sample messages, CPython's default GC thresholds* | {SINGLE:,} | {default_gc:,.0f} | \
+{default_gc / ceiling:.2f} | {default_gc_rss:,.0f} MB |
 | single-sample, `SEASONALITY=none` | {SINGLE:,} | {plain:,.0f} | {plain / ceiling:.2f} | {plain_rss:,.0f} MB |
 | 500-sample batches | {BATCHES * BATCH_SIZE:,} | {batched:,.0f} | {batched / ceiling:.2f} | {batch_rss:,.0f} MB |
 | 500-sample batches, `SCORES=signals` | {BATCHES * BATCH_SIZE:,} | {signals:,.0f} | {signals / ceiling:.2f} | \
@@ -253,7 +259,10 @@ this run on the single-sample topic (median of 3).
 `SCORES=signals` writes anomaly-score rows only for points that signal (rollups still per minute).
 "Processor alone" is decode + detection + building the rows, without Kafka or the database. The runner
 floor is `python -m bench.runner_floor`: the same worker with one processor that returns nothing (Faust,
-decoding and validation, re-routing, checkpoints, acknowledgements, the worker's metrics).
+decoding and validation, re-routing, checkpoints, acknowledgements, the worker's metrics). The default-GC
+row is `python -m bench.worker_default_gc`: the worker without `tune_gc()` (`stream_app/app.py`), i.e.
+with CPython's collection thresholds, under which collections traverse the detectors' long-lived heap
+over and over ({single / default_gc:.2f}x the rate with the tuned thresholds).
 
 Targets (issue #4): single-sample messages >= 0.8 x the count-only rate: **{verdict(single >= 0.8 * ceiling)}**
 ({single / ceiling:.2f}); 500-sample batches >= 200,000 samples/s: **{verdict(batched >= 200_000)}**
