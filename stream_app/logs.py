@@ -29,6 +29,19 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(payload, default=str).decode()
 
 
+class ExpectedBufferWarnings(logging.Filter):
+    """Drops Faust's "producer buffer full" warnings and the "producer flush took" lines after them.
+
+    Faust buffers at most 100 changelog records before making the agents wait for the
+    producer; every checkpoint that publishes more keys than that says so, at WARNING, each
+    time. That wait is the intended back-pressure here, not a fault.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str)
+                    and record.msg.startswith(("producer buffer full size", "producer flush took")))
+
+
 def logging_config(level: str, fmt: str) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dict, also handed to Faust's worker."""
     formatter = ({"()": JsonFormatter} if fmt == "json"
@@ -37,8 +50,9 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
+        "filters": {"expected_buffer_warnings": {"()": ExpectedBufferWarnings}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "default",
-                                "stream": "ext://sys.stderr"}},
+                                "stream": "ext://sys.stderr", "filters": ["expected_buffer_warnings"]}},
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {"aiokafka": {"level": "WARNING"}},
     }
