@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 from models import StateError
@@ -29,7 +29,7 @@ from stream_app.alerts import Alert, alert_id
 from stream_app.events import Demand, Forecast
 from stream_app.metrics import SpcMetrics
 from stream_app.settings import Settings, load_env
-from stream_app.usecase import Outputs, StateStore
+from stream_app.usecase import Outputs, StateStore, row_datetime
 
 USE_CASE = "forecast"
 _P = "SPCWATCH_FORECAST_"
@@ -47,9 +47,6 @@ class ForecastSettings:
     runbook_url: str = ""
 
 
-def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
-
 
 def _day(ordinal: int) -> date:
     return date.fromordinal(ordinal)
@@ -60,9 +57,9 @@ def item_row(r: ItemResult) -> dict[str, Any]:
         "store_id": r.store_id, "sku": r.sku, "business_day": _day(r.day), "day_num": r.day - _EPOCH,
         "status": r.status, "has_forecast": int(r.forecast_qty is not None),
         "forecast_qty": r.forecast_qty, "actual_qty": r.actual_qty,
-        "forecast_generated_at": _dt(r.generated_at), "error": r.error, "abs_error": r.abs_error,
+        "forecast_generated_at": row_datetime(r.generated_at), "error": r.error, "abs_error": r.abs_error,
         "ape": r.ape, "within_tolerance": None if r.within_tolerance is None else int(r.within_tolerance),
-        "revisions": r.revisions, "late_revisions": r.late_revisions, "recorded_at": _dt(r.recorded_at),
+        "revisions": r.revisions, "late_revisions": r.late_revisions, "recorded_at": row_datetime(r.recorded_at),
     }
 
 
@@ -84,7 +81,8 @@ def summary_row(r: SummaryResult) -> dict[str, Any]:
 def close_row(r: CloseResult) -> dict[str, Any]:
     s = r.stats
     return {
-        "store_id": r.store_id, "business_day": _day(r.day), "deadline": _dt(r.deadline), "closed_by": r.closed_by,
+        "store_id": r.store_id, "business_day": _day(r.day), "deadline": row_datetime(r.deadline),
+        "closed_by": r.closed_by,
         "n_expected": s.n_expected, "n_forecast": s.n_forecast, "n_paired": s.n_paired,
         "n_missing_forecast": s.n_missing_forecast, "n_missing_actual": s.n_missing_actual,
         "n_zero_actual": s.n_zero_actual, "revisions": r.revisions, "late_revisions": r.late_revisions,

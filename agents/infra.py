@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -22,7 +21,7 @@ from stream_app.alerts import Alert, alert_id
 from stream_app.events import MetricSample
 from stream_app.metrics import SpcMetrics
 from stream_app.settings import Settings, check, load_env
-from stream_app.usecase import Outputs, StateStore
+from stream_app.usecase import Outputs, StateStore, row_datetime
 
 USE_CASE = "infra"
 _RULES = ("WE1", "WE2", "WE3", "WE4", "N2", "N3", "N4", "N7", "N8")
@@ -84,10 +83,7 @@ def series_id(series_key: str) -> str:
     return hashlib.blake2b(series_key.encode(), digest_size=12).hexdigest()
 
 
-@lru_cache(maxsize=1 << 14)
-def _dt(ts: float) -> datetime:
-    # Cached: the rows of one checkpoint share a few minutes.
-    return datetime.fromtimestamp(ts, UTC)
+_dt = lru_cache(maxsize=1 << 14)(row_datetime)  # cached: the rows of one checkpoint share a few minutes
 
 
 class InfraProcessor:

@@ -35,7 +35,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 from models.episodes import EpisodeEvent
@@ -59,7 +59,7 @@ from models.recon import (
 from stream_app.alerts import Alert, alert_id
 from stream_app.events import LedgerEntry, Order, Payment, currency_exponent
 from stream_app.settings import ConfigError, Settings, check, load_env
-from stream_app.usecase import Outputs, StageOutputs, StateStore, StoreMemory, partition_of, run_hops
+from stream_app.usecase import Outputs, StageOutputs, StateStore, StoreMemory, partition_of, row_datetime, run_hops
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,6 @@ def record_of(topic: str, event: Order | Payment | LedgerEntry) -> Record:
                       "", event.test)
     return Record(LEDGER, event.ts, event.entry_id, event.amount_minor, event.currency, event.kind, "", event.test)
 
-
-def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
 class ReconProcessor:
@@ -304,8 +301,8 @@ class ReconProcessor:
             out.alerts.extend(self._alerts(order.order_id, store, change))
         if step.order_row is not None:
             row = dict(step.order_row)
-            row["first_seen"] = _dt(row["first_seen"])
-            row["last_event"] = _dt(row["last_event"])
+            row["first_seen"] = row_datetime(row["first_seen"])
+            row["last_event"] = row_datetime(row["last_event"])
             out.add_row(ORDERS_TABLE, row)
 
     @staticmethod
@@ -326,9 +323,9 @@ class ReconProcessor:
             "ledger_refund_minor": f.ledger_refund,
             "variance_minor": f.variance,
             "detail": f.detail[:255] or None,
-            "first_seen": _dt(rec.first_seen),
-            "last_seen": _dt(rec.last_seen),
-            "resolved_at": _dt(rec.resolved_at),
+            "first_seen": row_datetime(rec.first_seen),
+            "last_seen": row_datetime(rec.last_seen),
+            "resolved_at": row_datetime(rec.resolved_at),
             "age_seconds": None if rec.resolved_at is None else rec.resolved_at - rec.first_seen,
         }
 

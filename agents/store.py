@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 from models.rules import WESTERN_ELECTRIC
@@ -50,7 +50,7 @@ from models.store import (
 from stream_app.alerts import Alert
 from stream_app.events import Order
 from stream_app.settings import Settings, check, load_env
-from stream_app.usecase import Outputs, StageOutputs, StateStore, StoreMemory, partition_of, run_hops
+from stream_app.usecase import Outputs, StageOutputs, StateStore, StoreMemory, partition_of, row_datetime, run_hops
 
 USE_CASE = "store"
 BY_STORE = "spcwatch.store.by-store"
@@ -142,9 +142,6 @@ class StoreSettings:
 def _dated(row: dict) -> dict:
     return dict(row, business_date=date.fromisoformat(row["business_date"]))
 
-
-def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
 @dataclass(slots=True)
@@ -343,7 +340,7 @@ class StoreProcessor:
         for msg in result.chain:  # in order: a day's checks before its summary
             out.forward.append((CHAIN, CHAIN_KEY, msg))
         for s in result.summaries:
-            closed_at = _dt(s["ts"])
+            closed_at = row_datetime(s["ts"])
             m = s["m"]
             out.add_row("store_daily_metrics", {
                 "store_id": s["store"], "business_date": date.fromisoformat(s["day"]), **{k: m[k] for k in METRICS},

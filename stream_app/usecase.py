@@ -25,6 +25,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from faust.serializers import codecs
@@ -169,6 +170,11 @@ class PartitionStore(MutableMapping[str, Any]):
             return
         for key, record in records.items():
             send(self.partition, key, record, value_serializer="raw")
+
+
+def row_datetime(ts: float | None) -> datetime | None:
+    """A timestamp column of a row: an aware UTC datetime (the sink renders it per database)."""
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
 def partition_of(store: Any) -> int | None:
