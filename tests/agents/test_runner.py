@@ -89,3 +89,43 @@ def test_state_reaches_the_changelog_only_when_published_and_as_it_was_at_the_ch
     assert sorted(sent[:2]) == [(3, "a", {"p": 3, "s": {"items": [1]}}, "raw"),
                                 (3, "b", {"p": 3, "s": {"items": [2]}}, "raw")]
     assert sent[2:] == [(3, "b", None, "raw")]
+
+
+def test_a_message_faust_never_delivered_is_read_again_and_a_marker_gap_is_accepted() -> None:
+    import asyncio
+    from typing import NamedTuple
+
+    from agents.runner import DeliveryGaps
+
+    class TP(NamedTuple):
+        topic: str
+        partition: int
+
+    sought: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+
+    gaps = DeliveryGaps(seek)
+    ledger0, ledger1 = TP("ledger", 0), TP("ledger", 1)
+
+    def deliver(reader: str, tp: TP, offsets: list[int]) -> list[bool]:
+        return [asyncio.run(gaps.in_order(reader, tp, o)) for o in offsets]
+
+    # 0 and 1, then 3: offset 2 was never delivered -> seek back to 2, leave 3 for the re-read
+    assert deliver("recon", ledger0, [0, 1, 3]) == [True, True, False]
+    assert sought == [(ledger0, 2)]
+    assert deliver("recon", ledger0, [2, 3, 4]) == [True, True, True]
+    # another reader of the same topic and another partition keep their own sequence
+    assert deliver("store", ledger0, [0, 1, 2]) == [True, True, True]
+    assert deliver("recon", ledger1, [5, 6]) == [True, True]
+    # a gap that is still there after its re-read (a transaction marker at 7) is accepted
+    assert deliver("recon", ledger0, [5, 6, 8]) == [True, True, False]
+    assert deliver("recon", ledger0, [8]) == [True]
+    assert sought == [(ledger0, 2), (ledger0, 7)]
+    # redelivered older messages (after a seek or a rebalance) pass and do not move the sequence back
+    assert deliver("recon", ledger0, [3, 9]) == [True, True]
+    # after a revocation the next assignment starts wherever the committed offset is
+    gaps.forget([ledger0])
+    assert deliver("recon", ledger0, [40, 41]) == [True, True]
+    assert len(sought) == 2

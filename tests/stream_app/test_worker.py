@@ -222,3 +222,38 @@ def test_state_is_replicated_only_after_its_rows_so_a_restart_writes_the_lost_on
         conn.execute("ALTER TABLE exceptions_away RENAME TO recon_exceptions")
     worker.start()
     wait_until(lambda: excluded() == ["7001", "7002"], "the second order's row after the restart")
+
+
+def test_transaction_markers_are_read_back_once_and_every_sample_lands_once(
+        make_worker, kafka_bootstrap: str, topic_prefix: str, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
+    """A transactional producer leaves a one-offset gap (its commit marker) after each transaction.
+    The worker cannot tell such a gap from a message Faust failed to deliver (agents/runner.py,
+    DeliveryGaps): it seeks back once, finds the gap again, accepts it, and loses nothing."""
+    import sqlite3
+
+    path = sqlite_url.split(":///", 1)[1]
+    topic = topic_prefix + "metrics.samples"
+
+    def minutes() -> list[str]:
+        with sqlite3.connect(path) as conn:
+            return [m for (m,) in conn.execute("SELECT minute FROM infra_metric_rollups ORDER BY minute")]
+
+    async def produce_in_transactions() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=f"{topic_prefix}tx")
+        await producer.start()
+        try:
+            for minute in range(3):
+                async with producer.transaction():
+                    await producer.send_and_wait(
+                        topic, orjson.dumps({**SAMPLE, "ts": f"2026-02-17T10:0{5 + minute}:00Z"}), key=b"db-1")
+        finally:
+            await producer.stop()
+
+    worker = make_worker()
+    worker.start()
+    asyncio.run(produce_in_transactions())
+    wait_until(lambda: len(minutes()) == 3, "a rollup row for each of the three samples")
+    assert minutes() == ["2026-02-17 10:05:00.000000", "2026-02-17 10:06:00.000000", "2026-02-17 10:07:00.000000"]
+    assert worker.metric("spcwatch_events_consumed_total", {"topic": "metrics.samples"}) == 3
+    log = worker.log_text()
+    assert log.count("were never delivered; reading them again") == 2, log[-3000:]
