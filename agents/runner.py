@@ -31,8 +31,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from stream_app.app import REROUTED_HEADER
 from stream_app.events import InvalidEvent, encode_events
+from stream_app.topics import PartitionReader
 from stream_app.usecase import Outputs, PartitionStore, Processor
 
 if TYPE_CHECKING:
@@ -135,44 +138,44 @@ class CachedStore(MutableMapping[str, Any]):
 
 
 class DeliveryGaps:
-    """Catches messages Faust fetched but never delivered, and has them read again.
+    """Finds the messages Faust fetched but never delivered, so an agent takes them after all.
 
     At start-up or a rebalance faust-streaming (0.15.3) can drop a fetched message before
     it reaches the agent and then count its offset as a gap in the partition (its
     ``_add_gap``, meant for compacted topics and transaction markers), so the commit passes
     it: seen as one ledger entry lost across a restart in tests/agents/test_recon_e2e.py.
-    Our topics are not compacted, so an agent that receives offset ``n + k`` right after
-    ``n`` has missed ``k - 1`` messages: the partition is sought back and this message is
-    left for the re-read. A gap that is still there after its re-read (a transaction
-    marker) is accepted.
+    Our topics are not compacted, so when an agent receives offset ``n + k`` right after
+    ``n``, the ``k - 1`` offsets between are read straight from the broker and processed
+    first. Offsets that hold no record (transaction markers) read back as nothing.
     """
 
-    def __init__(self, seek: Callable[[Any, int], Awaitable[None]]) -> None:
-        self._seek = seek
+    def __init__(self, read: Callable[[str, int, int, int], Awaitable[list[Any]]],
+                 on_gap: Callable[[str, int], None] = lambda _topic, _n: None) -> None:
+        self._read = read
+        self._on_gap = on_gap
         self._next: dict[tuple[str, Any], int] = {}  # (reader, topic partition) -> offset it expects next
-        self._sought: dict[tuple[str, Any], int] = {}  # (reader, topic partition) -> last gap read back
 
-    async def in_order(self, reader: str, tp: Any, offset: int) -> bool:
-        """Whether ``reader`` may process this message; False after seeking back to the missed ones
-        (it comes again after them)."""
+    async def missed(self, reader: str, tp: Any, offset: int) -> list[Any]:
+        """The records of ``tp`` that ``reader`` should have received before ``offset``, in order."""
         key = (reader, tp)
         expected = self._next.get(key)
-        if expected is not None and offset > expected and self._sought.get(key) != expected:
-            self._sought[key] = expected
-            log.warning("%s: offsets %d-%d of %s[%d] were never delivered; reading them again",
-                        reader, expected, offset - 1, tp.topic, tp.partition)
-            await self._seek(tp, expected)
-            return False
         if expected is None or offset >= expected:
             self._next[key] = offset + 1
-        return True
+        if expected is None or offset <= expected:
+            return []  # in sequence, or an older message again (after a rebalance): nothing missed
+        records = await self._read(tp.topic, tp.partition, expected, offset)
+        if records:
+            log.warning("%s: %d message(s) at offsets %d-%d of %s[%d] were fetched but never delivered; "
+                        "read again from the broker", reader, len(records), expected, offset - 1,
+                        tp.topic, tp.partition)
+            self._on_gap(tp.topic, len(records))
+        return records
 
     def forget(self, tps: Iterable[Any]) -> None:
         """Revoked partitions: their next owner starts from the committed offset."""
         gone = set(tps)
         for key in [k for k in self._next if k[1] in gone]:
             del self._next[key]
-            self._sought.pop(key, None)
 
 
 @dataclass
@@ -210,7 +213,9 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
     tick_topic = app.topic(settings.topic(f"spcwatch.{name}.ticks"), key_serializer="raw",
                            value_serializer="orjson", partitions=settings.partitions, internal=True)
     partitions: dict[int, _Partition] = {}
-    gaps = DeliveryGaps(lambda tp, offset: app.consumer.seek(tp, offset))
+    gaps = DeliveryGaps(
+        (runtime.partition_reader or PartitionReader(settings)).read,
+        lambda topic, n: runtime.metrics.delivery_gaps.labels(topic.removeprefix(settings.topic_prefix)).inc(n))
     # Staged processors (repartitioning, e.g. store): ``internal_topics`` are consumed like input
     # topics (same partitions, same table), and each message runs one hop,
     # ``step(store, topic, events, now)``; what a hop forwards goes to the next stage's topic.
@@ -264,10 +269,12 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
         await runtime.write_behind(rows.rows, publish_and_acknowledge)
 
     async def handle(p: _Partition, event: Any, outputs: Outputs) -> None:
+        """``event`` None: a record read back by DeliveryGaps (Faust already counts it as done)."""
         if outputs.alerts:
             await runtime.emit(Outputs(alerts=outputs.alerts))
         p.rows.merge(Outputs(rows=outputs.rows))
-        p.unacked.append(event)
+        if event is not None:
+            p.unacked.append(event)
         if (len(p.unacked) >= checkpoint_events
                 or time.monotonic() - p.last_checkpoint >= checkpoint_seconds):
             await checkpoint(p)
@@ -278,19 +285,22 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
         def make_agent(topic_name: str, owner: bool) -> None:
             reader = f"spcwatch.{name}.{topic_name}"
 
+            async def take(p: _Partition, message: Any, event: Any) -> None:
+                events = await runtime.decode_message(topic_name, message, owner)
+                if events:
+                    events = await reroute(topic_name, message.key, events, owner)
+                outputs = await run_step(p, topic_name, events, message) if events else Outputs()
+                if events:
+                    p.watermark = max(p.watermark, max(getattr(e, "ts", 0.0) for e in events))
+                await handle(p, event, outputs)
+
             async def consume(stream: Any) -> None:
                 async for event in stream.noack().events():
                     message = event.message
-                    if not await gaps.in_order(reader, message.tp, message.offset):
-                        continue
                     p = part(message.partition)
-                    events = await runtime.decode_message(topic_name, message, owner)
-                    if events:
-                        events = await reroute(topic_name, message.key, events, owner)
-                    outputs = await run_step(p, topic_name, events, message) if events else Outputs()
-                    if events:
-                        p.watermark = max(p.watermark, max(getattr(e, "ts", 0.0) for e in events))
-                    await handle(p, event, outputs)
+                    for record in await gaps.missed(reader, message.tp, message.offset):
+                        await take(p, record, None)
+                    await take(p, message, event)
 
             consume.__name__ = consume.__qualname__ = f"{name}_{topic_name.replace('.', '_')}"
             app.agent(runtime.input_topics[topic_name], name=reader)(consume)
@@ -324,15 +334,18 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
 
     for topic_name in internal:
         def make_internal_agent(topic_name: str) -> None:
+            async def take(p: _Partition, message: Any, value: dict[str, Any], event: Any) -> None:
+                outputs = await run_step(p, topic_name, [value], message)
+                p.watermark = max(p.watermark, float(value.get("ts") or 0.0))
+                await handle(p, event, outputs)
+
             async def consume(stream: Any) -> None:
                 async for event in stream.noack().events():
                     message = event.message
-                    if not await gaps.in_order(topic_name, message.tp, message.offset):
-                        continue
                     p = part(message.partition)
-                    outputs = await run_step(p, topic_name, [event.value], message)
-                    p.watermark = max(p.watermark, float(event.value.get("ts") or 0.0))
-                    await handle(p, event, outputs)
+                    for record in await gaps.missed(topic_name, message.tp, message.offset):
+                        await take(p, record, orjson.loads(record.value), None)
+                    await take(p, message, event.value, event)
 
             consume.__name__ = consume.__qualname__ = f"{name}_{topic_name.replace('.', '_')}"
             app.agent(internal[topic_name], name=topic_name)(consume)

@@ -32,6 +32,9 @@ class SpcMetrics:
         self.events_rerouted = Counter(
             "spcwatch_events_rerouted", "Events re-sent to their own key's partition (batches mixing keys)",
             ["topic"], registry=registry)
+        self.delivery_gaps = Counter(
+            "spcwatch_delivery_gaps", "Offset gaps an agent found in a partition and read back "
+            "(messages Faust fetched but did not deliver; transaction markers)", ["topic"], registry=registry)
         self.deadletter_published = Counter(
             "spcwatch_deadletter_published", "Messages published to the dead-letter topic",
             ["topic"], registry=registry)

@@ -7,10 +7,14 @@ and replication before the worker starts. Existing topics are left as they are.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
+import time
 from dataclasses import dataclass
+from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -46,6 +50,43 @@ def kafka_client_options(settings: Settings) -> dict[str, object]:
             sasl_plain_password=settings.kafka_sasl_password,
         )
     return options
+
+
+class PartitionReader:
+    """Reads a range of offsets of one partition straight from the broker, outside any group.
+
+    For the few records Faust fetched but never delivered (agents/runner.py, DeliveryGaps):
+    one consumer, started on first use, shared under a lock.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+
+    async def read(self, topic: str, partition: int, start: int, end: int, timeout: float = 30.0) -> list[Any]:
+        """The records with ``start <= offset < end`` (none for offsets that hold no record, such as
+        transaction markers); raises TimeoutError when the broker does not hand them over in time."""
+        async with self._lock:
+            if self._consumer is None:
+                self._consumer = AIOKafkaConsumer(**kafka_client_options(self.settings), enable_auto_commit=False)
+                await self._consumer.start()
+            tp = TopicPartition(topic, partition)
+            self._consumer.assign([tp])
+            self._consumer.seek(tp, start)
+            records: list[Any] = []
+            deadline = time.monotonic() + timeout
+            while await self._consumer.position(tp) < end:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"offsets {start}-{end - 1} of {topic}[{partition}] not read in {timeout:.0f} s")
+                batch = await self._consumer.getmany(tp, timeout_ms=500)
+                records.extend(r for r in batch.get(tp, ()) if r.offset < end)
+            return records
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext:

@@ -91,7 +91,7 @@ def test_state_reaches_the_changelog_only_when_published_and_as_it_was_at_the_ch
     assert sent[2:] == [(3, "b", None, "raw")]
 
 
-def test_a_message_faust_never_delivered_is_read_again_and_a_marker_gap_is_accepted() -> None:
+def test_messages_faust_never_delivered_are_read_back_and_a_marker_gap_reads_as_nothing() -> None:
     import asyncio
     from typing import NamedTuple
 
@@ -101,31 +101,31 @@ def test_a_message_faust_never_delivered_is_read_again_and_a_marker_gap_is_accep
         topic: str
         partition: int
 
-    sought: list[tuple[TP, int]] = []
+    log = {("ledger", 0): {0: "a", 1: "b", 2: "c", 3: "d", 4: "e", 6: "g"}}  # offset 5: a transaction marker
+    reads: list[tuple[str, int, int, int]] = []
+    gaps_seen: list[tuple[str, int]] = []
 
-    async def seek(tp: TP, offset: int) -> None:
-        sought.append((tp, offset))
+    async def read(topic: str, partition: int, start: int, end: int) -> list[str]:
+        reads.append((topic, partition, start, end))
+        return [v for o, v in sorted(log[(topic, partition)].items()) if start <= o < end]
 
-    gaps = DeliveryGaps(seek)
-    ledger0, ledger1 = TP("ledger", 0), TP("ledger", 1)
+    gaps = DeliveryGaps(read, lambda topic, n: gaps_seen.append((topic, n)))
+    ledger0 = TP("ledger", 0)
 
-    def deliver(reader: str, tp: TP, offsets: list[int]) -> list[bool]:
-        return [asyncio.run(gaps.in_order(reader, tp, o)) for o in offsets]
+    def deliver(reader: str, offsets: list[int], tp: TP = ledger0) -> list[list[str]]:
+        return [asyncio.run(gaps.missed(reader, tp, o)) for o in offsets]
 
-    # 0 and 1, then 3: offset 2 was never delivered -> seek back to 2, leave 3 for the re-read
-    assert deliver("recon", ledger0, [0, 1, 3]) == [True, True, False]
-    assert sought == [(ledger0, 2)]
-    assert deliver("recon", ledger0, [2, 3, 4]) == [True, True, True]
-    # another reader of the same topic and another partition keep their own sequence
-    assert deliver("store", ledger0, [0, 1, 2]) == [True, True, True]
-    assert deliver("recon", ledger1, [5, 6]) == [True, True]
-    # a gap that is still there after its re-read (a transaction marker at 7) is accepted
-    assert deliver("recon", ledger0, [5, 6, 8]) == [True, True, False]
-    assert deliver("recon", ledger0, [8]) == [True]
-    assert sought == [(ledger0, 2), (ledger0, 7)]
-    # redelivered older messages (after a seek or a rebalance) pass and do not move the sequence back
-    assert deliver("recon", ledger0, [3, 9]) == [True, True]
+    # 0, then 3: offsets 1 and 2 were never delivered -> read back, to be processed before 3
+    assert deliver("recon", [0, 3, 4]) == [[], ["b", "c"], []]
+    assert reads == [("ledger", 0, 1, 3)] and gaps_seen == [("ledger", 2)]
+    # another reader of the same topic keeps its own sequence
+    assert deliver("store", [0, 1, 2, 3]) == [[], [], [], []]
+    # the marker at 5 is a gap that holds no record: nothing to process, nothing reported
+    assert deliver("recon", [6]) == [[]]
+    assert reads[-1] == ("ledger", 0, 5, 6) and gaps_seen == [("ledger", 2)]
+    # older messages again (a rebalance's redelivery) miss nothing and do not move the sequence back
+    assert deliver("recon", [2, 3, 7]) == [[], [], []]
     # after a revocation the next assignment starts wherever the committed offset is
     gaps.forget([ledger0])
-    assert deliver("recon", ledger0, [40, 41]) == [True, True]
-    assert len(sought) == 2
+    assert deliver("recon", [40, 41]) == [[], []]
+    assert len(reads) == 2
