@@ -35,7 +35,6 @@ import orjson
 
 from stream_app.app import REROUTED_HEADER
 from stream_app.events import InvalidEvent, encode_events
-from stream_app.topics import PartitionReader
 from stream_app.usecase import Outputs, PartitionStore, Processor
 
 if TYPE_CHECKING:
@@ -155,18 +154,23 @@ class DeliveryGaps:
         self._on_gap = on_gap
         self._next: dict[tuple[str, Any], int] = {}  # (reader, topic partition) -> offset it expects next
 
-    async def missed(self, reader: str, tp: Any, offset: int) -> list[Any]:
-        """The records of ``tp`` that ``reader`` should have received before ``offset``, in order."""
+    def skipped(self, reader: str, tp: Any, offset: int) -> tuple[int, int] | None:
+        """The offsets ``[start, end)`` of ``tp`` that ``reader`` should have received before
+        ``offset``; None when it is in sequence (the hot path: no I/O, no coroutine)."""
         key = (reader, tp)
         expected = self._next.get(key)
         if expected is None or offset >= expected:
             self._next[key] = offset + 1
         if expected is None or offset <= expected:
-            return []  # in sequence, or an older message again (after a rebalance): nothing missed
-        records = await self._read(tp.topic, tp.partition, expected, offset)
+            return None  # in sequence, or an older message again (after a rebalance): nothing missed
+        return expected, offset
+
+    async def read_back(self, reader: str, tp: Any, start: int, end: int) -> list[Any]:
+        """The records of a :meth:`skipped` range, in order (none for transaction markers)."""
+        records = await self._read(tp.topic, tp.partition, start, end)
         if records:
             log.warning("%s: %d message(s) at offsets %d-%d of %s[%d] were fetched but never delivered; "
-                        "read again from the broker", reader, len(records), expected, offset - 1,
+                        "read again from the broker", reader, len(records), start, end - 1,
                         tp.topic, tp.partition)
             self._on_gap(tp.topic, len(records))
         return records
@@ -214,7 +218,7 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
                            value_serializer="orjson", partitions=settings.partitions, internal=True)
     partitions: dict[int, _Partition] = {}
     gaps = DeliveryGaps(
-        (runtime.partition_reader or PartitionReader(settings)).read,
+        runtime.partition_reader.read,
         lambda topic, n: runtime.metrics.delivery_gaps.labels(topic.removeprefix(settings.topic_prefix)).inc(n))
     # Staged processors (repartitioning, e.g. store): ``internal_topics`` are consumed like input
     # topics (same partitions, same table), and each message runs one hop,
@@ -298,8 +302,10 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
                 async for event in stream.noack().events():
                     message = event.message
                     p = part(message.partition)
-                    for record in await gaps.missed(reader, message.tp, message.offset):
-                        await take(p, record, None)
+                    gap = gaps.skipped(reader, message.tp, message.offset)
+                    if gap is not None:
+                        for record in await gaps.read_back(reader, message.tp, *gap):
+                            await take(p, record, None)
                     await take(p, message, event)
 
             consume.__name__ = consume.__qualname__ = f"{name}_{topic_name.replace('.', '_')}"
@@ -343,8 +349,10 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
                 async for event in stream.noack().events():
                     message = event.message
                     p = part(message.partition)
-                    for record in await gaps.missed(topic_name, message.tp, message.offset):
-                        await take(p, record, orjson.loads(record.value), None)
+                    gap = gaps.skipped(topic_name, message.tp, message.offset)
+                    if gap is not None:
+                        for record in await gaps.read_back(topic_name, message.tp, *gap):
+                            await take(p, record, orjson.loads(record.value), None)
                     await take(p, message, event.value, event)
 
             consume.__name__ = consume.__qualname__ = f"{name}_{topic_name.replace('.', '_')}"

@@ -52,10 +52,13 @@ class Runtime:
     topic_owners: dict[str, str] = field(default_factory=dict)
     """Input topic -> the use case that counts and dead-letters it (the first to claim it);
     other use cases reading the same topic only process it, so nothing is counted twice."""
-    partition_reader: topics.PartitionReader | None = None
+    partition_reader: topics.PartitionReader = field(init=False, repr=False)
     """Reads back records Faust fetched but never delivered (agents/runner.py, DeliveryGaps)."""
     _writes: deque[asyncio.Future[None]] = field(default_factory=deque, init=False, repr=False)
     """Checkpoint writes in flight, oldest first (see :meth:`write_behind`)."""
+
+    def __post_init__(self) -> None:
+        self.partition_reader = topics.PartitionReader(self.settings)
 
     def claim(self, topic: str, use_case: str) -> bool:
         """Register ``use_case`` as a reader of ``topic``; True if it is the owner."""
@@ -229,8 +232,7 @@ def create_runtime(settings: Settings, registry: CollectorRegistry | None = None
     metrics = SpcMetrics(registry)
     sink = Sink(create_engine(settings.db_url), metrics,
                 batch_size=settings.sink_batch_size, retry_max_seconds=settings.sink_retry_max_seconds)
-    runtime = Runtime(settings=settings, app=app, metrics=metrics, registry=registry, sink=sink,
-                      partition_reader=topics.PartitionReader(settings))
+    runtime = Runtime(settings=settings, app=app, metrics=metrics, registry=registry, sink=sink)
     runtime.input_topics = {
         name: app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw",
                         partitions=settings.partitions)

@@ -113,7 +113,12 @@ def test_messages_faust_never_delivered_are_read_back_and_a_marker_gap_reads_as_
     ledger0 = TP("ledger", 0)
 
     def deliver(reader: str, offsets: list[int], tp: TP = ledger0) -> list[list[str]]:
-        return [asyncio.run(gaps.missed(reader, tp, o)) for o in offsets]
+        """What the agent processes before each message: the records read back for its gap."""
+        out = []
+        for o in offsets:
+            gap = gaps.skipped(reader, tp, o)
+            out.append([] if gap is None else asyncio.run(gaps.read_back(reader, tp, *gap)))
+        return out
 
     # 0, then 3: offsets 1 and 2 were never delivered -> read back, to be processed before 3
     assert deliver("recon", [0, 3, 4]) == [[], ["b", "c"], []]
