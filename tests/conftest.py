@@ -162,6 +162,21 @@ def db_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("mysql_url")
 
 
+@pytest.fixture(autouse=True)
+def _root_log_handlers_restored() -> Iterator[None]:
+    """In-process CLI calls add a root handler on pytest's captured stderr, closed after the test.
+
+    Left in place, every later log line of the session raises "I/O operation on closed file".
+    """
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture
 def topic_prefix() -> str:
     """Topics of one test never meet another's."""
