@@ -21,17 +21,16 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import orjson
-import pymysql
 from aiokafka import AIOKafkaProducer
 
 from bench.common import (
     BOOTSTRAP,
-    MYSQL,
     create_topic,
     delete_prefixed,
     delete_topics,
     fill_topic,
     run_worker,
+    scratch_database,
 )
 from bench.framework import faust_count_rate
 
@@ -109,20 +108,14 @@ def in_process(events: list[dict]) -> tuple[float, float]:
 def _one_run(events: list[dict], ceiling_topic: str, extra_env: dict[str, str]) -> tuple[float, float, float]:
     n_events, n_pairs = len(events), len(events) // 2
     prefix = f"bench.forecast.{uuid.uuid4().hex[:8]}."
-    database = f"spcwatch_bench_{uuid.uuid4().hex[:8]}"
-    conn = pymysql.connect(**MYSQL, autocommit=True)
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{database}`")
-    try:
-        asyncio.run(_produce(prefix, events))
-        ceiling = faust_count_rate(ceiling_topic, CEILING_EVENTS)
-        consumed, pairs = worker_rates(prefix, n_events, n_pairs, database, extra_env)
-        return ceiling, consumed, pairs
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
-        conn.close()
-        asyncio.run(delete_prefixed(BOOTSTRAP, prefix))
+    with scratch_database() as database:
+        try:
+            asyncio.run(_produce(prefix, events))
+            ceiling = faust_count_rate(ceiling_topic, CEILING_EVENTS)
+            consumed, pairs = worker_rates(prefix, n_events, n_pairs, database, extra_env)
+            return ceiling, consumed, pairs
+        finally:
+            asyncio.run(delete_prefixed(BOOTSTRAP, prefix))
 
 
 CONFIGS = {

@@ -19,17 +19,16 @@ import uuid
 from pathlib import Path
 
 import orjson
-import pymysql
 from aiokafka import AIOKafkaProducer
 
 from bench.common import (
     BOOTSTRAP,
-    MYSQL,
     create_topic,
     delete_prefixed,
     delete_topics,
     fill_topic,
     run_worker,
+    scratch_database,
 )
 from bench.framework import faust_count_rate
 
@@ -85,18 +84,12 @@ def in_process(events: list[dict]) -> tuple[float, float, float, int]:
 def one_run(events: list[dict], n_events: int, n_orders: int) -> tuple[float, float]:
     """A worker over freshly produced topics and a fresh database: (consumed, end-to-end) events/s."""
     prefix = f"bench.recon.{uuid.uuid4().hex[:8]}."
-    database = f"spcwatch_bench_{uuid.uuid4().hex[:8]}"
-    conn = pymysql.connect(**MYSQL, autocommit=True)
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{database}`")
-    try:
-        asyncio.run(_produce(prefix, events))
-        return worker_rates(prefix, n_events, n_orders, database)
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
-        conn.close()
-        asyncio.run(delete_prefixed(BOOTSTRAP, prefix))
+    with scratch_database() as database:
+        try:
+            asyncio.run(_produce(prefix, events))
+            return worker_rates(prefix, n_events, n_orders, database)
+        finally:
+            asyncio.run(delete_prefixed(BOOTSTRAP, prefix))
 
 
 def run() -> str:

@@ -20,16 +20,15 @@ import uuid
 from pathlib import Path
 
 import orjson
-import pymysql
 from aiokafka import AIOKafkaProducer
 
 from bench.common import (
     BOOTSTRAP,
-    MYSQL,
     create_topic,
     delete_topics,
     fill_topic,
     run_worker,
+    scratch_database,
 )
 from bench.framework import faust_count_rate
 
@@ -87,23 +86,17 @@ def run() -> str:
     events = sd.events(sc)
     n_days = len(sc.stores) * (DAYS - 1)  # the last day does not close (no later event time)
     prefix = f"bench.store.{uuid.uuid4().hex[:8]}."
-    database = f"spcwatch_bench_{uuid.uuid4().hex[:8]}"
     ceiling_topic = f"bench.store.ceiling.{uuid.uuid4().hex[:8]}"
-    conn = pymysql.connect(**MYSQL, autocommit=True)
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{database}`")
-    try:
-        asyncio.run(_produce(prefix, events))
-        asyncio.run(create_topic(BOOTSTRAP, ceiling_topic, PARTITIONS))
-        asyncio.run(fill_topic(BOOTSTRAP, ceiling_topic, CEILING_EVENTS))
-        ceiling = faust_count_rate(ceiling_topic, CEILING_EVENTS)
-        consumed, e2e = worker_rates(prefix, len(events), n_days, database)
-        alone, state_bytes = in_process(events)
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
-        conn.close()
-        asyncio.run(delete_topics(BOOTSTRAP, [prefix + "orders", ceiling_topic]))
+    with scratch_database() as database:
+        try:
+            asyncio.run(_produce(prefix, events))
+            asyncio.run(create_topic(BOOTSTRAP, ceiling_topic, PARTITIONS))
+            asyncio.run(fill_topic(BOOTSTRAP, ceiling_topic, CEILING_EVENTS))
+            ceiling = faust_count_rate(ceiling_topic, CEILING_EVENTS)
+            consumed, e2e = worker_rates(prefix, len(events), n_days, database)
+            alone, state_bytes = in_process(events)
+        finally:
+            asyncio.run(delete_topics(BOOTSTRAP, [prefix + "orders", ceiling_topic]))
     return "\n".join([
         "## Store performance (UC-OP-02): orders end to end",
         "",

@@ -89,6 +89,21 @@ def mysql_url(database: str) -> str:
     return f"mysql+aiomysql://spcwatch:spcwatch@127.0.0.1:3306/{database}"
 
 
+@contextlib.contextmanager
+def scratch_database() -> Iterator[str]:
+    """An empty MariaDB database for one run (the worker migrates it), dropped afterwards."""
+    database = f"spcwatch_bench_{uuid.uuid4().hex[:8]}"
+    conn = pymysql.connect(**MYSQL, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{database}`")
+        yield database
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
+        conn.close()
+
+
 def consumed(port: int, topics: Iterable[str]) -> float:
     """``spcwatch_events_consumed_total`` of a worker, summed over ``topics``."""
     wanted = {f'topic="{t}"' for t in topics}
@@ -135,6 +150,10 @@ METRICS_POLL_SECONDS = 1.0
 """How often the harness reads a worker's ``/metrics``. Rendering it costs the worker CPU
 (~10 ms with thousands of label children): polled 20 times a second, as before 2026-11-26, it
 took a quarter of the worker's time, which a Prometheus scraping every 15 s never would."""
+
+
+ROWS_POLL_SECONDS = 0.5
+"""How often the harness counts a run's rows in MariaDB (``COUNT(*)`` costs the database)."""
 
 
 @dataclass
@@ -228,7 +247,7 @@ def run_worker(prefix: str, database: str, topics: Iterable[str], n_events: int,
         # Phase 2, end to end: the rows in the database (polled there, at no cost to the worker).
         while rows_table and count_rows(database, rows_table) < n_rows:
             alive()
-            time.sleep(0.2)
+            time.sleep(ROWS_POLL_SECONDS)
         done = time.perf_counter() if rows_table else consumed_at
         return WorkerRun(first, first_count, consumed_at, done, _peak_rss_mb(proc.pid))
 

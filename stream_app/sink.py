@@ -13,16 +13,18 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
+from pymysql.converters import escape_bool, escape_float
+from pymysql.cursors import RE_INSERT_VALUES
 from sqlalchemy import MetaData, Table
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from stream_app.metrics import SpcMetrics
 
@@ -31,6 +33,11 @@ log = logging.getLogger(__name__)
 # MySQL errors worth retrying: deadlock, lock wait timeout, gone away, lost
 # connection, can't connect, server shutdown, too many connections.
 _MYSQL_TRANSIENT = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
+
+
+MAX_STATEMENT_CHARS = 1_000_000
+"""Largest multi-row INSERT the sink sends to MySQL (aiomysql's ``executemany`` uses the same bound)."""
+_NO_PARAMETERS = {"no_parameters": True}  # literal SQL: the driver must not %-format it
 
 
 class SinkUnavailable(RuntimeError):
@@ -60,6 +67,53 @@ def _mysql_datetime(value: datetime) -> str:
 def _sqlite_datetime(value: datetime) -> str:
     # SQLAlchemy's SQLite storage format (always microseconds), so its reads and binds compare equal.
     return value.isoformat(" ", "microseconds")
+
+
+class _MySQLLiterals:
+    """Values as the SQL literals a MySQL driver's ``executemany`` would write, at a fraction of the cost.
+
+    aiomysql escapes every value through three generic calls and a type dispatch: ~7 µs of
+    the writing process's CPU for a row of ten columns, more than the database spends
+    storing it. This writes the same literals (PyMySQL's own escaping functions; strings
+    through the connection's ``escape_string``, which knows the server's
+    ``NO_BACKSLASH_ESCAPES`` mode) with one type check per value, and escapes each distinct
+    string or timestamp of a write once (series ids, metric names and minutes repeat from
+    row to row). Other types go to the driver's generic ``escape``.
+    """
+
+    def __init__(self, convert: _Converter, escape_string: Callable[[str], str],
+                 escape: Callable[[Any], str]) -> None:
+        self._convert = convert
+        self._escape_string = escape_string
+        self._escape = escape
+        self._text: dict[Any, str] = {}  # str or datetime -> its literal, for one write
+
+    def literal(self, value: Any) -> str:
+        kind = type(value)
+        if kind is float:
+            return escape_float(value)
+        if kind is int:
+            return int.__repr__(value)
+        if value is None:
+            return "NULL"
+        if kind is bool:
+            return escape_bool(value)
+        hashable = kind is str or kind is datetime
+        if hashable:
+            text = self._text.get(value)
+            if text is not None:
+                return text
+        converted = value if kind is str else self._convert(value)  # datetime, date, JSON -> str
+        text = ("'" + self._escape_string(converted) + "'" if type(converted) is str
+                else self._escape(converted))
+        if hashable:
+            self._text[value] = text
+        return text
+
+    def rows(self, rows: Sequence[Mapping[str, Any]], order: Sequence[str]) -> list[str]:
+        """One ``(v1,v2,...)`` tuple of literals per row, columns in ``order``."""
+        literal = self.literal
+        return ["(" + ",".join([literal(row[column]) for column in order]) + ")" for row in rows]
 
 
 class _Converter:
@@ -174,6 +228,30 @@ class Sink:
         statement = self._statements[(table.name, shape)] = (compiled.string, order)
         return statement
 
+    async def _write_literals(self, conn: AsyncConnection,
+                              prepared: list[tuple[tuple[str, tuple[str, ...]], list[Mapping[str, Any]]]]) -> None:
+        """MySQL: multi-row INSERTs of literal rows (see :class:`_MySQLLiterals`), as ``executemany`` builds them.
+
+        A statement holds at most ``batch_size`` rows and about ``MAX_STATEMENT_CHARS``
+        characters, well below the servers' ``max_allowed_packet`` (16 MB or more).
+        """
+        driver = (await conn.get_raw_connection()).driver_connection
+        literals = _MySQLLiterals(self._convert, driver.escape_string, driver.escape)
+        for (sql, order), shape_rows in prepared:
+            match = RE_INSERT_VALUES.match(sql)
+            if match is None:
+                raise ValueError(f"not a multi-row INSERT: {sql[:80]}")
+            prefix, postfix = match.group(1) % (), (match.group(3) or "") % ()
+            chunk: list[str] = []
+            size = 0
+            for values in literals.rows(shape_rows, order):
+                if chunk and (len(chunk) >= self.batch_size or size + len(values) > MAX_STATEMENT_CHARS):
+                    await conn.exec_driver_sql(prefix + ",".join(chunk) + postfix, execution_options=_NO_PARAMETERS)
+                    chunk, size = [], 0
+                chunk.append(values)
+                size += len(values) + 1
+            await conn.exec_driver_sql(prefix + ",".join(chunk) + postfix, execution_options=_NO_PARAMETERS)
+
     async def upsert(self, table_name: str, rows: Sequence[Mapping[str, Any]]) -> int:
         """Write ``rows`` in one transaction; returns the row count once committed.
 
@@ -190,22 +268,24 @@ class Sink:
         # upserting them one after another, for less work.
         delay = self.backoff_initial
         attempt = 0
-        prepared: list[tuple[str, list[tuple[Any, ...]]]] | None = None
-        convert = self._convert
+        prepared: list[tuple[tuple[str, tuple[str, ...]], list[Mapping[str, Any]]]] | None = None
         while True:
             attempt += 1
             try:
                 if prepared is None:
                     table = await self._table(table_name)
-                    prepared = []
-                    for segment in self._segments(table, rows):
-                        for shape, shape_rows in segment.items():
-                            sql, order = self._statement(table, shape)
-                            prepared.append((sql, [tuple(convert(row[c]) for c in order) for row in shape_rows]))
+                    prepared = [(self._statement(table, shape), shape_rows)
+                                for segment in self._segments(table, rows)
+                                for shape, shape_rows in segment.items()]
                 async with self.engine.begin() as conn:
-                    for sql, params in prepared:
-                        for i in range(0, len(params), self.batch_size):
-                            await conn.exec_driver_sql(sql, params[i:i + self.batch_size])
+                    if self.engine.dialect.name == "mysql":
+                        await self._write_literals(conn, prepared)
+                    else:
+                        convert = self._convert
+                        for (sql, order), shape_rows in prepared:
+                            params = [tuple(convert(row[c]) for c in order) for row in shape_rows]
+                            for i in range(0, len(params), self.batch_size):
+                                await conn.exec_driver_sql(sql, params[i:i + self.batch_size])
                 break
             except Exception as exc:
                 if not is_transient(exc):
