@@ -18,13 +18,15 @@ from .detector import LATE, OK, SeriesDetector, StateError
 from .episodes import EpisodeEvent
 
 STATE_VERSION = 1
+GAPS_KEPT = 9
+"""Recent gaps a series keeps to estimate its reporting period (their median)."""
 
 
 @dataclass(frozen=True, slots=True)
 class InfraModelConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig.infra)
     default_interval_seconds: float = 60.0
-    """Reporting interval assumed until a resource shows its own (smallest gap seen)."""
+    """Reporting interval assumed until a resource shows its own (see :meth:`ResourceMonitor.observe`)."""
     absent_after_intervals: int = 5
     """A resource silent for this many intervals is absent (Prometheus ``absent()``)."""
     critical_z: float = 6.0
@@ -66,7 +68,8 @@ class Observation:
 class SeriesMonitor:
     """A detector plus the per-minute rollup in progress and episode severity."""
 
-    __slots__ = ("detector", "labels", "last_resolved", "metric", "minute", "peak_z", "severity")
+    __slots__ = ("detector", "gaps", "labels", "last_resolved", "last_ts", "metric", "minute", "peak_z", "period",
+                 "severity")
 
     def __init__(self, detector: SeriesDetector, metric: str, labels: dict[str, str]) -> None:
         self.detector = detector
@@ -76,16 +79,48 @@ class SeriesMonitor:
         self.severity = "warning"
         self.peak_z = 0.0
         self.last_resolved: float | None = None
+        self.last_ts: float | None = None  # newest timestamp seen
+        self.gaps: list[float] = []  # the last GAPS_KEPT positive gaps between its timestamps
+        self.period = 0.0  # their median: how often this series reports (0: not known yet)
+
+    def note_times(self, ts: Sequence[float]) -> bool:
+        """Record the gaps before ``ts`` (in time order); True if the period estimate changed.
+
+        The median of recent gaps, not the smallest: a collector catching up, a re-scrape
+        or jitter gives one short gap now and then, and an interval learned from it would
+        declare the resource absent after a fraction of its real silence.
+        """
+        last, gaps = self.last_ts, self.gaps
+        for t in ts:
+            if last is None:
+                last = t
+            elif t > last:
+                gaps.append(t - last)
+                last = t
+        self.last_ts = last
+        if len(gaps) > GAPS_KEPT:
+            del gaps[:-GAPS_KEPT]
+        if not gaps:
+            return False
+        ordered = sorted(gaps)
+        middle = len(ordered) // 2
+        period = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+        changed, self.period = period != self.period, period
+        return changed
 
     def to_state(self) -> dict:
         return {"d": self.detector.to_state(), "m": self.metric, "l": self.labels, "u": self.minute,
-                "s": [self.severity, self.peak_z, self.last_resolved]}
+                "s": [self.severity, self.peak_z, self.last_resolved], "g": [self.last_ts, self.gaps]}
 
     @classmethod
     def from_state(cls, state: dict, config: DetectorConfig) -> SeriesMonitor:
         monitor = cls(SeriesDetector.from_state(state["d"], config), state["m"], state["l"])
         monitor.minute = list(state["u"])
         monitor.severity, monitor.peak_z, monitor.last_resolved = state["s"]
+        if "g" in state:  # states written before 2026-11-26 have no gaps: learnt again from the next samples
+            monitor.last_ts, gaps = state["g"]
+            monitor.gaps = list(gaps)
+            monitor.note_times(())
         return monitor
 
     def observe(self, ts: Sequence[float], values: Sequence[float], critical_z: float) -> SeriesResult:
@@ -161,7 +196,7 @@ class ResourceMonitor:
         self.source = ""
         self.first_seen = math.inf
         self.last_seen = -math.inf
-        self.interval = 0.0  # smallest positive gap between distinct timestamps seen
+        self.interval = 0.0  # the longest reporting period among its series (0: none known yet)
         self.absent_since: float | None = None
         self.labels: dict[str, str] = {}  # of the latest sample: region, cluster, ...
         self.series: dict[str, SeriesMonitor] = {}
@@ -179,26 +214,26 @@ class ResourceMonitor:
             self.resource_type = sample.resource_type or self.resource_type
             self.source = sample.source or self.source
             self.labels = sample.labels or self.labels
-        times = sorted({s.ts for s in samples})
-        previous = self.last_seen
-        for t in times:
-            if t > previous:
-                gap = t - previous
-                if math.isfinite(gap) and gap > 0 and (self.interval == 0 or gap < self.interval):
-                    self.interval = gap
-                previous = t
-        self.first_seen = min(self.first_seen, times[0])
-        self.last_seen = max(self.last_seen, times[-1])
+        self.first_seen = min(self.first_seen, min(s.ts for s in samples))
+        self.last_seen = max(self.last_seen, max(s.ts for s in samples))
         results = []
+        periods_changed = False
         for key, group in groups.items():
             group.sort(key=lambda s: s.ts)
             monitor = self.series.get(key)
             if monitor is None:
                 monitor = self.series[key] = SeriesMonitor(
                     SeriesDetector(key, self.config.detector), group[0].metric, group[0].labels)
-            result = monitor.observe([s.ts for s in group], [s.value for s in group], self.config.critical_z)
+            ts = [s.ts for s in group]
+            periods_changed |= monitor.note_times(ts)
+            result = monitor.observe(ts, [s.value for s in group], self.config.critical_z)
             result.series_key = key
             results.append(result)
+        if periods_changed:
+            # The longest period: a resource whose CloudWatch metrics come every 5 minutes and
+            # exporter metrics every 15 s is silent for 5 minutes when the exporter stops, and
+            # that is the exporter's absence, not the resource's.
+            self.interval = max(m.period for m in self.series.values())
         return Observation(results, returned)
 
     # -- time ---------------------------------------------------------------

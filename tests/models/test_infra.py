@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models import DetectorConfig
+from models.detector import SeriesDetector
 from models.infra import InfraModelConfig, ResourceMonitor
 from stream_app.events import sample_from_obj
 from tests.infra_data import DAY, START, Fault, samples
@@ -117,3 +122,83 @@ def test_no_absence_before_the_interval_is_known() -> None:
     assert monitor.check_absent(START + 100 * 300.0) is None
     monitor.observe([sample_from_obj({"ts": START + 600, "resource_id": "new", "metric": "m", "value": 1.0})])
     assert monitor.check_absent(START + 600 + 5 * 600.0) == START + 600 + 5 * 600.0
+
+
+def _observe(monitor: ResourceMonitor, ts: float, metric: str = "m") -> None:
+    monitor.observe([sample_from_obj({"ts": ts, "resource_id": monitor.resource_id, "metric": metric,
+                                      "value": 1.0})])
+
+
+def test_jitter_and_a_catch_up_burst_do_not_shorten_the_interval() -> None:
+    """A scrape 2 s after the previous one (a collector catching up) once made the interval 2 s,
+    and the resource 'absent' after 10 s of its normal one-minute silence."""
+    monitor = ResourceMonitor("r", CONFIG)
+    t = START
+    for i in range(30):
+        t += 60.0 + (0.7 if i % 2 else -0.6)
+        _observe(monitor, t)
+        if i == 20:
+            t += 2.0
+            _observe(monitor, t)
+    assert 59.0 < monitor.interval < 61.0
+    assert monitor.check_absent(t + 120.0) is None
+    assert monitor.check_absent(t + 5 * monitor.interval) == t + 5 * monitor.interval
+
+
+def test_two_sources_offset_within_the_minute_are_one_minute_apart_not_seven_seconds() -> None:
+    monitor = ResourceMonitor("i-1", CONFIG)
+    for minute in range(12):
+        _observe(monitor, START + 60.0 * minute, "CPUUtilization")  # CloudWatch, on the minute
+        _observe(monitor, START + 60.0 * minute + 7.0, "node_load1")  # an exporter, 7 s later
+    assert monitor.interval == 60.0
+    last = monitor.last_seen
+    assert monitor.check_absent(last + 53.0 + 60.0) is None  # the next minute is merely late
+
+
+def test_the_interval_is_the_longest_period_among_the_series() -> None:
+    """An exporter every 15 s and CloudWatch every 5 min: when the exporter stops, the resource
+    still reports every 5 min, so it is absent only after 5 x 5 min of silence."""
+    monitor = ResourceMonitor("db-1", CONFIG)
+    for k in range(0, 41):
+        _observe(monitor, START + 15.0 * k, "exporter")
+        if k % 20 == 0:
+            _observe(monitor, START + 15.0 * k, "cloudwatch")
+    assert monitor.interval == 300.0
+    assert monitor.check_absent(monitor.last_seen + 5 * 15.0) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 10_000), min_size=1, max_size=40), st.lists(st.integers(1, 39), max_size=5))
+def test_period_is_the_median_of_the_last_gaps_however_the_samples_are_split(
+        times: list[int], cuts: list[int]) -> None:
+    """Incremental (any split into calls, repeats and late samples included) == the batch definition."""
+    from models.infra import GAPS_KEPT, SeriesMonitor
+
+    series = SeriesMonitor(SeriesDetector("k", DetectorConfig.infra()), "m", {})
+    bounds = [0, *sorted({c for c in cuts if c < len(times)}), len(times)]
+    for lo, hi in itertools.pairwise(bounds):
+        series.note_times(sorted(float(t) for t in times[lo:hi]))
+    newest: list[float] = []  # the running maximum: samples older than it add no gap
+    for lo, hi in itertools.pairwise(bounds):
+        for t in sorted(times[lo:hi]):
+            if not newest or t > newest[-1]:
+                newest.append(float(t))
+    gaps = [b - a for a, b in itertools.pairwise(newest)][-GAPS_KEPT:]
+    assert series.period == (statistics.median(gaps) if gaps else 0.0)
+    assert series.last_ts == newest[-1]
+
+
+def test_series_periods_survive_a_state_round_trip_and_old_states_still_load() -> None:
+    monitor = ResourceMonitor("r", CONFIG)
+    for k in range(6):
+        _observe(monitor, START + 60.0 * k)
+    state = orjson.loads(orjson.dumps(monitor.to_state()))
+    restored = ResourceMonitor.from_state(state, CONFIG)
+    assert restored.interval == 60.0 and restored.series["r|m"].gaps == [60.0] * 5
+    for series_state in state["s"].values():
+        del series_state["g"]  # written before the gaps were kept
+    old = ResourceMonitor.from_state(state, CONFIG)
+    assert old.interval == 60.0  # the stored interval stands until the series show theirs again
+    _observe(old, START + 360.0)
+    _observe(old, START + 420.0)
+    assert old.interval == 60.0
