@@ -96,6 +96,7 @@ class InfraProcessor:
         self.settings = settings
         self.config = settings.model_config()
         self._gauges: Any = None
+        self._clock_at_last_tick: dict[int, float] = {}  # id(store) -> ``now`` of its previous tick
 
     @classmethod
     def from_settings(cls, _settings: Settings) -> InfraProcessor:
@@ -156,6 +157,18 @@ class InfraProcessor:
         return out
 
     def tick(self, store: StateStore, now: float) -> Outputs:
+        """Absence, judged against the clock as the *previous* tick saw it.
+
+        After a silence of the whole partition (a collector down for half an hour) the first
+        samples back move the clock past every resource's deadline while the other
+        resources' samples of the same poll are still a few messages away; judged at once,
+        they would flap absent. One tick later (a second in the worker) they have arrived.
+        """
+        previous = self._clock_at_last_tick.get(id(store))
+        self._clock_at_last_tick[id(store)] = now
+        if previous is None:
+            return Outputs()
+        now = min(now, previous)
         out = Outputs()
         peek = getattr(store, "peek", store.get)
         for resource_id in list(store.keys()):

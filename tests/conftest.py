@@ -63,8 +63,37 @@ def kafka_bootstrap() -> Iterator[str]:
             bootstrap = LOCAL_KAFKA
     _wait_for_kafka(bootstrap)
     yield bootstrap
+    _delete_test_topics(bootstrap)
     if container is not None:
         container.stop()
+
+
+_USED_PREFIXES: list[str] = []
+
+
+def _delete_test_topics(bootstrap: str) -> None:
+    """Every topic the session's tests created (inputs, changelogs, ticks, ...).
+
+    A broker kept between sessions otherwise collects thousands of partitions, and
+    the local one (512 MB heap) ran out of memory under them.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def delete() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            names = [t for t in await admin.list_topics() if t.startswith(tuple(_USED_PREFIXES))]
+            for i in range(0, len(names), 200):
+                await admin.delete_topics(names[i:i + 200])
+        finally:
+            await admin.close()
+
+    if _USED_PREFIXES:
+        try:
+            asyncio.run(delete())
+        except Exception as exc:  # the results stand; the broker keeps some topics
+            print(f"conftest: could not delete the session's topics: {exc!r}", file=sys.stderr)
 
 
 def _wait_for_kafka(bootstrap: str, timeout: float = 60.0) -> None:
@@ -179,8 +208,10 @@ def _root_log_handlers_restored() -> Iterator[None]:
 
 @pytest.fixture
 def topic_prefix() -> str:
-    """Topics of one test never meet another's."""
-    return f"t{uuid.uuid4().hex[:10]}."
+    """Topics of one test never meet another's; deleted at the end of the session."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    _USED_PREFIXES.append(prefix)
+    return prefix
 
 
 def free_port() -> int:

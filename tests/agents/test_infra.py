@@ -90,11 +90,39 @@ def test_the_absence_timer_loads_only_resources_that_may_be_due() -> None:
     assert processor.tick(cached, START + 120 + 60).alerts == []  # nobody due yet
     assert loads == []
     due = START + 60 + 5 * 60  # r7's last sample + 5 intervals
-    alerts = processor.tick(cached, due).alerts
+    assert processor.tick(cached, due).alerts == []  # judged against the previous tick's clock ...
+    alerts = processor.tick(cached, due).alerts  # ... so the next one finds it
     assert [a.entity["resource_id"] for a in alerts] == ["r7"]
+    processor.tick(plain, due)
     assert [(a.alert_id, a.starts_at) for a in alerts] == [(a.alert_id, a.starts_at)
                                                             for a in processor.tick(plain, due).alerts]
     assert set(loads) <= {"r7"}  # the others were skimmed, not loaded
+
+
+def test_after_a_silence_of_the_whole_partition_only_resources_that_stay_silent_are_absent() -> None:
+    """A collector down for 30 minutes: its first poll back moves the clock past every deadline
+    before the other resources' samples of that poll are processed."""
+    from stream_app.events import sample_from_obj
+
+    processor = InfraProcessor(InfraSettings())
+    store: dict = {}
+
+    def report(r: int, ts: float) -> None:
+        processor.process(store, "metrics.samples", [sample_from_obj(
+            {"ts": ts, "resource_id": f"r{r}", "metric": "cpu", "value": 1.0})])
+
+    for minute in range(3):
+        for r in range(5):
+            report(r, START + 60 * minute)
+        assert processor.tick(store, START + 60 * minute).alerts == []
+    back = START + 120 + 1800
+    report(0, back)  # the first message of the poll after the outage
+    assert processor.tick(store, back).alerts == []  # a tick between two messages of that poll
+    for r in (1, 2, 3):  # r4 does not come back
+        report(r, back)
+    alerts = processor.tick(store, back).alerts
+    assert [(a.entity["resource_id"], a.status) for a in alerts] == [("r4", "firing")]
+    assert alerts[0].starts_at == START + 120 + 5 * 60  # absent since its own deadline
 
 
 def test_replay_finds_the_fault_and_the_silent_host_and_nothing_else(tmp_path: Path, sqlite_url: str) -> None:
