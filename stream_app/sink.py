@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -232,25 +232,46 @@ class Sink:
                               prepared: list[tuple[tuple[str, tuple[str, ...]], list[Mapping[str, Any]]]]) -> None:
         """MySQL: multi-row INSERTs of literal rows (see :class:`_MySQLLiterals`), as ``executemany`` builds them.
 
-        A statement holds at most ``batch_size`` rows and about ``MAX_STATEMENT_CHARS``
-        characters, well below the servers' ``max_allowed_packet`` (16 MB or more).
+        The next statement is rendered while the server executes the previous one: rendering
+        is CPU here and executing is CPU there, and one after the other left both half idle.
         """
         driver = (await conn.get_raw_connection()).driver_connection
         literals = _MySQLLiterals(self._convert, driver.escape_string, driver.escape)
+        in_flight: asyncio.Future[Any] | None = None
+        try:
+            for statement in self._literal_statements(literals, prepared):
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.ensure_future(conn.exec_driver_sql(statement, execution_options=_NO_PARAMETERS))
+                await asyncio.sleep(0)  # let it send the statement before the next is rendered
+            if in_flight is not None:
+                await in_flight
+        except BaseException:
+            if in_flight is not None and not in_flight.done():
+                # Never leave the connection with a statement half-way: let it finish, then raise.
+                await asyncio.gather(in_flight, return_exceptions=True)
+            raise
+
+    def _literal_statements(self, literals: _MySQLLiterals,
+                            prepared: list[tuple[tuple[str, tuple[str, ...]], list[Mapping[str, Any]]]],
+                            ) -> Iterator[str]:
+        """The INSERTs, rendered one at a time: at most ``batch_size`` rows and about
+        ``MAX_STATEMENT_CHARS`` characters each, well below the servers' ``max_allowed_packet``."""
         for (sql, order), shape_rows in prepared:
             match = RE_INSERT_VALUES.match(sql)
             if match is None:
                 raise ValueError(f"not a multi-row INSERT: {sql[:80]}")
             prefix, postfix = match.group(1) % (), (match.group(3) or "") % ()
-            chunk: list[str] = []
-            size = 0
-            for values in literals.rows(shape_rows, order):
-                if chunk and (len(chunk) >= self.batch_size or size + len(values) > MAX_STATEMENT_CHARS):
-                    await conn.exec_driver_sql(prefix + ",".join(chunk) + postfix, execution_options=_NO_PARAMETERS)
-                    chunk, size = [], 0
-                chunk.append(values)
-                size += len(values) + 1
-            await conn.exec_driver_sql(prefix + ",".join(chunk) + postfix, execution_options=_NO_PARAMETERS)
+            for i in range(0, len(shape_rows), self.batch_size):
+                chunk: list[str] = []
+                size = 0
+                for values in literals.rows(shape_rows[i:i + self.batch_size], order):
+                    if chunk and size + len(values) > MAX_STATEMENT_CHARS:
+                        yield prefix + ",".join(chunk) + postfix
+                        chunk, size = [], 0
+                    chunk.append(values)
+                    size += len(values) + 1
+                yield prefix + ",".join(chunk) + postfix
 
     async def upsert(self, table_name: str, rows: Sequence[Mapping[str, Any]]) -> int:
         """Write ``rows`` in one transaction; returns the row count once committed.

@@ -250,3 +250,22 @@ def test_values_reach_the_database_exactly_as_given(db_url: str) -> None:
 def _stored(ts: datetime, db_url: str) -> datetime | str:
     """How a naive UTC timestamp reads back: a datetime from MySQL, SQLAlchemy's text from SQLite."""
     return ts if db_url.startswith("mysql") else ts.isoformat(" ", "microseconds")
+
+
+async def test_a_row_that_cannot_be_written_fails_the_whole_upsert_and_leaves_the_connection_usable(
+        mysql_url: str) -> None:
+    """Statements are rendered while the previous one runs: a bad value in the third statement
+    (NaN has no MySQL literal) fails the upsert after two were sent; none of it is committed."""
+    engine = db.create_engine(mysql_url)
+    try:
+        await db.upgrade(engine)
+        sink = Sink(engine, batch_size=2)
+        rows = [alert_row(i) for i in range(6)]
+        rows[4] = {**rows[4], "value": float("nan")}
+        with pytest.raises(Exception, match="nan can not be used with MySQL"):
+            await sink.upsert("alerts", rows)
+        assert await _rows(engine) == []
+        assert await sink.upsert("alerts", [alert_row(7)]) == 1
+        assert [r[0] for r in await _rows(engine)] == ["a-00007"]
+    finally:
+        await engine.dispose()
