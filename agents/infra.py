@@ -96,7 +96,9 @@ class InfraProcessor:
         self.settings = settings
         self.config = settings.model_config()
         self._gauges: Any = None
-        self._clock_at_last_tick: dict[int, float] = {}  # id(store) -> ``now`` of its previous tick
+        # id(store) -> ``now`` of its previous tick. A store object of a revoked partition may leave
+        # its id to a new one: that store's first tick then goes without the one-tick grace.
+        self._clock_at_last_tick: dict[int, float] = {}
 
     @classmethod
     def from_settings(cls, _settings: Settings) -> InfraProcessor:
