@@ -309,7 +309,7 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
                     await take(p, message, event)
 
             consume.__name__ = consume.__qualname__ = f"{name}_{topic_name.replace('.', '_')}"
-            app.agent(runtime.input_topics[topic_name], name=reader)(consume)
+            runtime.agent(runtime.input_topics[topic_name], name=reader)(consume)
 
         make_agent(topic_name, owner)
 
@@ -335,7 +335,8 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
             await runtime.input_topics[topic_name].send(
                 key=event_key.encode(), value=encode_events(topic_name, group),
                 headers={REROUTED_HEADER: b"1"})
-        runtime.metrics.events_rerouted.labels(topic_name).inc(sum(len(g) for g in foreign.values()))
+        if foreign:
+            runtime.metrics.events_rerouted.labels(topic_name).inc(sum(len(g) for g in foreign.values()))
         return local
 
     for topic_name in internal:
@@ -356,7 +357,7 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
                     await take(p, message, event.value, event)
 
             consume.__name__ = consume.__qualname__ = f"{name}_{topic_name.replace('.', '_')}"
-            app.agent(internal[topic_name], name=topic_name)(consume)
+            runtime.agent(internal[topic_name], name=topic_name)(consume)
 
         make_internal_agent(topic_name)
 
@@ -384,7 +385,7 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
         return outputs
 
     ticks.__name__ = ticks.__qualname__ = f"{name}_ticks"
-    app.agent(tick_topic, name=f"spcwatch.{name}.ticks")(ticks)
+    runtime.agent(tick_topic, name=f"spcwatch.{name}.ticks")(ticks)
 
     @app.timer(tick_seconds, name=f"spcwatch.{name}.tick_timer")
     async def send_ticks() -> None:

@@ -21,4 +21,4 @@ def _register_one(runtime: Runtime, name: str, topic: object) -> None:
             pass  # counted and dead-lettered by runtime.decoded
 
     validate.__name__ = validate.__qualname__ = f"validate_{name.replace('.', '_')}"
-    runtime.app.agent(topic, name=f"spcwatch.validate.{name}")(validate)
+    runtime.agent(topic, name=f"spcwatch.validate.{name}")(validate)

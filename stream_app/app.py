@@ -13,7 +13,7 @@ import gc
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +63,31 @@ class Runtime:
     def claim(self, topic: str, use_case: str) -> bool:
         """Register ``use_case`` as a reader of ``topic``; True if it is the owner."""
         return self.topic_owners.setdefault(topic, use_case) == use_case
+
+    def agent(self, channel: Any, name: str) -> Callable[[Callable[[Any], Awaitable[None]]], Any]:
+        """``app.agent`` for spcwatch's agents: an exception that escapes one stops the worker.
+
+        Faust would restart the agent inside this process and go on with the next message,
+        but the message that raised may be half-applied: its state changed, its rows or
+        alerts unwritten (an alert the database refused, say). Stopped, the worker is
+        restarted by its supervisor from the committed offsets, with the state that matches
+        them, as after any crash.
+        """
+        def register(consume: Callable[[Any], Awaitable[None]]) -> Any:
+            async def stop_on_error(stream: Any) -> None:
+                try:
+                    await consume(stream)
+                except Exception as exc:
+                    log.critical("agent %s failed (%s: %s); stopping the worker",
+                                 name, exc.__class__.__name__, exc)
+                    await self.app.crash(exc)
+                    raise
+
+            stop_on_error.__name__ = stop_on_error.__qualname__ = consume.__name__
+            stop_on_error.__doc__ = consume.__doc__
+            return self.app.agent(channel, name=name)(stop_on_error)
+
+        return register
 
     async def dead_letter(self, topic: str, message: Message, error: InvalidEvent) -> None:
         """Publish the original bytes with where they came from and why they failed."""

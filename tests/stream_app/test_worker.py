@@ -188,6 +188,41 @@ def test_a_failed_database_write_stops_the_worker_and_a_restart_writes_the_rows(
     assert minutes() == ["2026-02-17 10:05:00.000000", "2026-02-17 10:06:00.000000"]
 
 
+def test_an_agent_that_fails_mid_message_stops_the_worker_and_a_restart_loses_nothing(
+        make_worker, kafka_bootstrap: str, topic_prefix: str, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
+    """An alert the database refuses fails the agent after the message changed its state. Faust
+    would restart the agent in-process with that state and go on; the worker must stop instead
+    and, restarted, write the alert and the rows of that message."""
+    import sqlite3
+
+    path = sqlite_url.split(":///", 1)[1]
+
+    def table(sql: str) -> list[tuple]:  # type: ignore[type-arg]
+        with sqlite3.connect(path) as conn:
+            return list(conn.execute(sql))
+
+    topic = topic_prefix + "orders"
+    worker = make_worker(SPCWATCH_RECON_ALERT_CATEGORIES="excluded_test_data",
+                         SPCWATCH_RECON_ALERT_MIN_AMOUNT_MINOR="0")
+    worker.start()
+    wait_until(lambda: table("SELECT name FROM sqlite_master WHERE name = 'alerts'") != [], "the migrations")
+    with sqlite3.connect(path) as conn:  # the alert's write fails, and no retry can fix it
+        conn.execute("ALTER TABLE alerts RENAME TO alerts_away")
+    asyncio.run(produce(kafka_bootstrap, topic, [(b"7101", orjson.dumps({
+        "event_id": "o-7101", "order_id": "7101", "store_id": "US00001", "ts": "2026-02-17T08:12:09-05:00",
+        "status": "paid", "total": "12.40", "currency": "NZD", "items": []}))]))
+    wait_until(lambda: worker.proc.poll() is not None, "the worker to stop")
+    assert worker.proc.returncode != 0
+    assert "spcwatch.recon.orders failed" in worker.log_text()
+    assert table("SELECT order_id FROM recon_exceptions") == []  # the message's rows never went in
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE alerts_away RENAME TO alerts")
+    worker.start()  # from the committed offsets: the order is processed again, in full
+    wait_until(lambda: table("SELECT order_id FROM recon_exceptions") == [("7101",)], "the order's row")
+    assert table("SELECT rule FROM alerts") == [("RECON_EXCLUDED_TEST_DATA",)]
+
+
 def test_state_is_replicated_only_after_its_rows_so_a_restart_writes_the_lost_ones(
         make_worker, kafka_bootstrap: str, topic_prefix: str, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
     """Recon skips an event its restored state already reflects (a redelivery after a crash): had
