@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from models import DetectorConfig, StateError
 from models.detector import STATUS_NAMES
 from models.infra import InfraModelConfig, Observation, ResourceMonitor
@@ -42,6 +44,7 @@ class InfraSettings:
     lateness_seconds: float = 0.0
     interval_seconds: float = 60.0
     absent_after_intervals: int = 5
+    retire_after_seconds: float = 7 * 86400.0
     critical_z: float = 6.0
     scores: str = "all"
     runbook_url: str = ""
@@ -60,6 +63,7 @@ class InfraSettings:
         check(self.lateness_seconds >= 0, p + "LATENESS_SECONDS", "must be >= 0")
         check(self.interval_seconds > 0, p + "INTERVAL_SECONDS", "must be > 0")
         check(self.absent_after_intervals >= 1, p + "ABSENT_AFTER_INTERVALS", "must be >= 1")
+        check(self.retire_after_seconds >= 0, p + "RETIRE_AFTER_SECONDS", "must be >= 0 (0: never)")
         check(self.scores in ("all", "signals"), p + "SCORES", f"must be all or signals, got {self.scores!r}")
 
     def model_config(self) -> InfraModelConfig:
@@ -74,7 +78,8 @@ class InfraSettings:
             lateness_seconds=self.lateness_seconds,
         )
         return InfraModelConfig(detector=detector, default_interval_seconds=self.interval_seconds,
-                                absent_after_intervals=self.absent_after_intervals, critical_z=self.critical_z)
+                                absent_after_intervals=self.absent_after_intervals, critical_z=self.critical_z,
+                                retire_after_seconds=self.retire_after_seconds)
 
 
 @lru_cache(maxsize=1 << 17)
@@ -84,6 +89,12 @@ def series_id(series_key: str) -> str:
 
 
 _dt = lru_cache(maxsize=1 << 14)(row_datetime)  # cached: the rows of one checkpoint share a few minutes
+
+
+@lru_cache(maxsize=1 << 10)
+def _rules_json(rules: frozenset[str]) -> str:
+    """The ``rules`` column of a point: its JSON text, made once per rule combination."""
+    return orjson.dumps(sorted(rules)).decode()
 
 
 class InfraProcessor:
@@ -175,10 +186,13 @@ class InfraProcessor:
         peek = getattr(store, "peek", store.get)
         for resource_id in list(store.keys()):
             value = peek(resource_id)
-            if isinstance(value, dict) and not ResourceMonitor.may_be_absent(value, now, self.config):
+            if isinstance(value, dict) and not ResourceMonitor.may_be_due(value, now, self.config):
                 continue  # stored, not due: no need to load it (a worker may hold more than it caches)
             monitor = store.get(resource_id)
             if monitor is None:
+                continue
+            if monitor.retire_due(now):
+                self._retire(store, monitor, now, out)
                 continue
             started = monitor.check_absent(now)
             if started is None:
@@ -191,6 +205,24 @@ class InfraProcessor:
                 self._resource_gauges(resource_id, monitor.resource_type)[0].set(0)
         return out
 
+    def _retire(self, store: StateStore, monitor: ResourceMonitor, now: float, out: Outputs) -> None:
+        """Forget a resource absent for ``retire_after_seconds``: its ABSENT alert resolves as
+        retired, its inventory row says so, its state and gauges go. If it ever reports again
+        it starts afresh, as a new resource."""
+        assert monitor.absent_since is not None
+        rid = monitor.resource_id
+        del store[rid]
+        absent = self._absent_alert(monitor, monitor.absent_since)
+        out.alerts.append(absent.resolved(now, event_ts=now, summary=(
+            f"retired: {monitor.resource_type or 'resource'} {rid} absent since "
+            f"{row_datetime(monitor.absent_since):%Y-%m-%d %H:%M} UTC, no longer watched")))
+        out.add_row("infra_inventory", {**self._inventory_row(monitor), "status": "retired"})
+        if self._gauges:
+            children = self._children.pop((rid, monitor.resource_type), None)
+            if children is not None:
+                self._gauges["health"].remove(rid, monitor.resource_type)
+                self._gauges["active"].remove(rid)
+
     # -- translation ----------------------------------------------------------------
     def _outputs(self, out: Outputs, monitor: ResourceMonitor, obs: Observation) -> None:
         rid = monitor.resource_id
@@ -202,31 +234,38 @@ class InfraProcessor:
         for result in obs.series:
             sid = series_id(result.series_key)
             late += result.late
+            # The series' names go to infra_series once per checkpoint (the sink keeps the last
+            # row of a key); the per-point rows carry only its id.
+            out.add_row("infra_series", {"series_id": sid, "resource_id": rid, "metric": result.metric,
+                                         "labels": result.labels})
             for p in result.points:
                 if scores_all or p.rules:
                     judged = p.status == 0
                     out.add_row("infra_anomaly_scores", {
-                        "series_id": sid, "ts": _dt(p.ts), "resource_id": rid, "metric": result.metric,
-                        "value": p.value, "center": p.center if judged else None,
-                        "sigma": p.sigma if judged else None, "zscore": p.z if judged else None,
-                        "rules": sorted(p.rules), "status": STATUS_NAMES[p.status]})
+                        "series_id": sid, "ts": _dt(p.ts), "value": p.value,
+                        "center": p.center if judged else None, "sigma": p.sigma if judged else None,
+                        "zscore": p.z if judged else None, "rules": _rules_json(p.rules),
+                        "status": STATUS_NAMES[p.status]})
             for minute, count, mean, low, high in result.rollups:
                 out.add_row("infra_metric_rollups", {
-                    "series_id": sid, "minute": _dt(minute), "resource_id": rid, "metric": result.metric,
-                    "labels": result.labels, "sample_count": count, "value_mean": mean,
+                    "series_id": sid, "minute": _dt(minute), "sample_count": count, "value_mean": mean,
                     "value_min": low, "value_max": high})
             for event, severity in result.events:
                 out.alerts.append(self._episode_alert(monitor, result.metric, result.labels, event, severity))
         out.add_row("infra_inventory", self._inventory_row(monitor))
-        out.add_row("infra_health_scores", self._health_row(monitor, monitor.last_seen))
+        health_row = self._health_row(monitor, monitor.last_seen)
+        out.add_row("infra_health_scores", health_row)
         if self._gauges:
-            score, firing = monitor.health(monitor.last_seen)
             health, active = self._resource_gauges(rid, monitor.resource_type)
-            health.set(score)
-            active.set(firing)
-            self._gauges["late"].inc(late)
-            self._series_seen.update(r.series_key for r in obs.series)
-            self._gauges["series"].set(len(self._series_seen))
+            health.set(health_row["score"])
+            active.set(health_row["firing_series"])
+            if late:
+                self._gauges["late"].inc(late)
+            seen = self._series_seen
+            new = [r.series_key for r in obs.series if r.series_key not in seen]
+            if new:
+                seen.update(new)
+                self._gauges["series"].set(len(seen))
 
     def _episode_alert(self, monitor: ResourceMonitor, metric: str, labels: dict[str, str], event: Any,
                        severity: str) -> Alert:

@@ -38,6 +38,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SINGLE = int(os.environ.get("SPCWATCH_BENCH_INFRA_SINGLE", "120000"))
 BATCHES = int(os.environ.get("SPCWATCH_BENCH_INFRA_BATCHES", "1200"))
 BATCH_SIZE = 500
+# Worker memory with 100k series: 10,000 resources x 10 metrics, a day and a bit of hourly points
+# (every hour-of-day slot of the seasonal profile filled, the first baseline bucket closed).
+MEMORY_RESOURCES = int(os.environ.get("SPCWATCH_BENCH_INFRA_MEMORY_RESOURCES", "10000"))
+MEMORY_METRICS = 10
+MEMORY_HOURS = 26
 LATENCY_FIXED_RATE = 2000  # messages/s: the latency figure comparable from run to run
 RESOURCES = 2000
 T0 = 1_771_286_400.0
@@ -58,6 +63,19 @@ def _batch(i: int) -> bytes:
          "metric": f"m{k % 10}", "value": 40.0 + (k % 7)} for k in range(BATCH_SIZE)]})
 
 
+def _memory_batch(i: int) -> bytes:
+    """One resource's whole history in one message (10 metrics x 26 hourly points)."""
+    rid = f"m-{i:05d}"
+    return orjson.dumps({"samples": [
+        {"ts": T0 + 3600.0 * h, "resource_type": "ec2", "source": "cloudwatch", "resource_id": rid,
+         "metric": f"m{m}", "value": 40.0 + (7 * h + m) % 11}
+        for h in range(MEMORY_HOURS) for m in range(MEMORY_METRICS)]})
+
+
+def _key_memory(i: int) -> bytes:
+    return f"m-{i:05d}".encode()
+
+
 def _key_single(i: int) -> bytes:
     return f"i-{i % RESOURCES:05d}".encode()
 
@@ -67,6 +85,7 @@ class WorkerRate:
     end_to_end: float  # samples/s until every sample's rollup row is committed in MariaDB
     consumed: float  # samples/s until the worker has counted every sample (rows may still be in flight)
     peak_rss_mb: float
+    rss_mb: float  # resident once every row is committed
 
 
 def worker_rate(prefix: str, expected: int, env: dict[str, str] | None = None,
@@ -79,7 +98,7 @@ def worker_rate(prefix: str, expected: int, env: dict[str, str] | None = None,
     with scratch_database() as database:
         marks = run_worker(prefix, database, ("metrics.samples",), expected, env=env, command=command,
                            rows_table="infra_metric_rollups" if rows else "", n_rows=expected if rows else 0)
-    return WorkerRate(marks.rate(expected), marks.rate(expected, end_to_end=False), marks.peak_rss_mb)
+    return WorkerRate(marks.rate(expected), marks.rate(expected, end_to_end=False), marks.peak_rss_mb, marks.rss_mb)
 
 
 def _histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float:
@@ -233,37 +252,50 @@ def sink_rate(checkpoints: int = 4) -> tuple[float, float]:
         return asyncio.run(write(mysql_url(database)))
 
 
-def memory_per_100k_series(seasonality: str) -> float:
-    """Heap of 100k live series detectors (what a worker's state cache holds), in MB."""
+def memory_per_100k_series(seasonality: str, days: int) -> tuple[float, float]:
+    """MB per 100k series after ``days`` of hourly points: (live detectors, their stored states).
+
+    Live detectors are what the worker's write-back cache holds (up to
+    ``SPCWATCH_STATE_CACHE_KEYS`` resources per partition); stored states are the JSON
+    objects the Faust table keeps for every resource. Python heap, tracemalloc.
+    """
+    import gc
+
     from agents.infra import InfraProcessor, InfraSettings
     from stream_app.events import sample_from_obj
 
     processor = InfraProcessor(InfraSettings(seasonality=seasonality))
     store: dict = {}
-    n_series = 2000
+    resources, metrics = 20, 10
     tracemalloc.start()
-    for minute in range(60 * 26):  # a day and a bit: the first bucket closes, limits exist
-        ts = T0 + 60.0 * minute
-        if minute % 30:
-            continue  # every 30 minutes keeps this quick; state size does not depend on sample count
-        for r in range(n_series // 10):
+    for day in range(days):  # one call per resource-day: the batched path, quick
+        for r in range(resources):
             processor.process(store, "metrics.samples", [sample_from_obj(
-                {"ts": ts, "resource_id": f"r{r}", "metric": f"m{m}", "value": 50.0 + m}) for m in range(10)])
-    current, _ = tracemalloc.get_traced_memory()
+                {"ts": T0 + 86400.0 * day + 3600.0 * h, "resource_id": f"r{r}", "metric": f"m{m}",
+                 "value": 50.0 + m + (7 * h + day) % 5}) for h in range(24) for m in range(metrics)])
+    gc.collect()
+    live = tracemalloc.get_traced_memory()[0]
+    states = {key: processor.dump(monitor) for key, monitor in store.items()}
+    gc.collect()
+    stored = tracemalloc.get_traced_memory()[0] - live
     tracemalloc.stop()
-    return current / n_series * 100_000 / 2**20
+    del states
+    scale = 100_000 / (resources * metrics) / 2**20
+    return live * scale, stored * scale
 
 
 def run() -> str:
     suffix = uuid.uuid4().hex[:6]
     single_prefix, plain_prefix, batch_prefix = f"bsingle{suffix}.", f"bplain{suffix}.", f"bbatch{suffix}."
     signals_prefix, floor_prefix, gc_prefix = f"bsignals{suffix}.", f"bfloor{suffix}.", f"bgc{suffix}."
-    prefixes = (single_prefix, plain_prefix, batch_prefix, signals_prefix, floor_prefix, gc_prefix)
+    memory_prefix = f"bmem{suffix}."
+    prefixes = (single_prefix, plain_prefix, batch_prefix, signals_prefix, floor_prefix, gc_prefix, memory_prefix)
+    inputs = [(_single, SINGLE, _key_single)] * 2 + [(_batch, BATCHES, _key_single)] * 2 + \
+        [(_single, SINGLE, _key_single)] * 2 + [(_memory_batch, MEMORY_RESOURCES, _key_memory)]
     try:
-        for prefix, make, count in zip(prefixes, (_single, _single, _batch, _batch, _single, _single),
-                                       (SINGLE, SINGLE, BATCHES, BATCHES, SINGLE, SINGLE), strict=True):
+        for prefix, (make, count, key) in zip(prefixes, inputs, strict=True):
             asyncio.run(create_topic(BOOTSTRAP, prefix + "metrics.samples", 4))
-            asyncio.run(fill_topic(BOOTSTRAP, prefix + "metrics.samples", count, make, _key_single))
+            asyncio.run(fill_topic(BOOTSTRAP, prefix + "metrics.samples", count, make, key))
         ceiling = statistics.median(faust_count_rate(single_prefix + "metrics.samples", SINGLE) for _ in range(3))
         single = worker_rate(single_prefix, SINGLE)
         floor = worker_rate(floor_prefix, SINGLE, command=("-m", "bench.runner_floor"), rows=False)
@@ -271,6 +303,7 @@ def run() -> str:
         plain = worker_rate(plain_prefix, SINGLE, {"SPCWATCH_INFRA_SEASONALITY": "none"})
         batched = worker_rate(batch_prefix, BATCHES * BATCH_SIZE)
         signals = worker_rate(signals_prefix, BATCHES * BATCH_SIZE, {"SPCWATCH_INFRA_SCORES": "signals"})
+        memory = worker_rate(memory_prefix, MEMORY_RESOURCES * MEMORY_METRICS * MEMORY_HOURS)
         p50, p99, n_alerts = alert_latency(single.end_to_end / 2)
         fixed_p50, fixed_p99, fixed_alerts = alert_latency(LATENCY_FIXED_RATE)
     finally:
@@ -279,8 +312,8 @@ def run() -> str:
     alone_single = processor_rate(_single, SINGLE)
     alone_batch = processor_rate(_batch, BATCHES)
     sink_rows, sink_cpu_us = sink_rate()
-    seasonal_mb = memory_per_100k_series("hour_of_day")
-    plain_mb = memory_per_100k_series("none")
+    heap = {(seasonality, days): memory_per_100k_series(seasonality, days)
+            for seasonality in ("hour_of_day", "none") for days in (2, 31)}
 
     def row(label: str, samples: int, r: WorkerRate) -> str:
         return (f"| {label} | {samples:,} | {r.end_to_end:,.0f} | {r.end_to_end / ceiling:.2f} | {r.consumed:,.0f} "
@@ -343,16 +376,36 @@ this load costs more per sample than the 2,000-resource run above:
 | half the single-sample rate above ({single.end_to_end / 2:,.0f} messages/s) | {p50:.2f} s | {p99:.2f} s | {n_alerts} |
 | {LATENCY_FIXED_RATE:,} messages/s | {fixed_p50:.2f} s | {fixed_p99:.2f} s | {fixed_alerts} |
 
-Memory of live series state (Python heap, tracemalloc) after one day of data, i.e. 2 of the 30
-baseline buckets filled. A full 30-day baseline costs ~56-70 KB (seasonal) or ~7-12 KB (none) of heap
-per series (SPC engine table above): about 6 GB or 1 GB per 100,000 series. The worker's write-back
-cache holds up to `SPCWATCH_STATE_CACHE_KEYS` resources per partition; the Faust table holds their JSON
-state. The estate this replaces (~376 resources, ~2,000 series) needs ~150 MB.
+Worker memory with 100,000 series: one worker over {MEMORY_RESOURCES:,} resources x {MEMORY_METRICS} metrics,
+{MEMORY_HOURS} hourly points per series (every hour-of-day slot filled, the first baseline bucket
+closed), one message of {MEMORY_HOURS * MEMORY_METRICS} samples per resource, default config, every row written:
 
-| seasonality | heap per 100,000 series, one day in |
-| --- | ---: |
-| `hour_of_day` (default) | {seasonal_mb:,.0f} MB |
-| `none` | {plain_mb:,.0f} MB |
+| series | samples | samples/s end to end | worker RSS when done | peak RSS | idle worker (runner floor run, peak) |
+| --- | ---: | ---: | ---: | ---: | ---: |
+| {MEMORY_RESOURCES * MEMORY_METRICS:,} | {MEMORY_RESOURCES * MEMORY_METRICS * MEMORY_HOURS:,} | \
+{memory.end_to_end:,.0f} | {memory.rss_mb:,.0f} MB | {memory.peak_rss_mb:,.0f} MB | {floor.peak_rss_mb:,.0f} MB |
+
+Where it goes, and what a full baseline costs (Python heap per 100,000 series, tracemalloc,
+hourly points, `bench_infra.memory_per_100k_series`). *Live* detectors are what the write-back
+cache holds, up to `SPCWATCH_STATE_CACHE_KEYS` resources per partition (default 20,000; fewer
+bound the live part and cost a state load per evicted resource); *stored* states are the JSON
+objects the Faust table keeps for every resource of the worker's partitions:
+
+| seasonality | baseline filled | live detectors | stored states | together |
+| --- | --- | ---: | ---: | ---: |
+| `hour_of_day` (default) | 2 days | {heap["hour_of_day", 2][0]:,.0f} MB | {heap["hour_of_day", 2][1]:,.0f} MB | \
+{sum(heap["hour_of_day", 2]):,.0f} MB |
+| `hour_of_day` (default) | 31 days (full 30-day window) | {heap["hour_of_day", 31][0]:,.0f} MB | \
+{heap["hour_of_day", 31][1]:,.0f} MB | {sum(heap["hour_of_day", 31]):,.0f} MB |
+| `none` | 2 days | {heap["none", 2][0]:,.0f} MB | {heap["none", 2][1]:,.0f} MB | {sum(heap["none", 2]):,.0f} MB |
+| `none` | 31 days (full 30-day window) | {heap["none", 31][0]:,.0f} MB | {heap["none", 31][1]:,.0f} MB | \
+{sum(heap["none", 31]):,.0f} MB |
+
+A worker that owns 100,000 series with full seasonal baselines needs about
+{(sum(heap["hour_of_day", 31]) + floor.peak_rss_mb) / 1024:,.1f} GB; the estate this replaces (~376
+resources, ~2,000 series) about {(sum(heap["hour_of_day", 31]) / 50 + floor.peak_rss_mb):,.0f} MB. More
+series per worker than memory allows: more partitions and workers (each owns its partitions'
+resources), `SEASONALITY=none`, or a smaller state cache.
 """
 
 

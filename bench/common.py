@@ -165,6 +165,7 @@ class WorkerRun:
     consumed: float  # all events counted (interpolated between the last two polls)
     done: float  # the expected rows are in the database (== consumed without a rows check)
     peak_rss_mb: float
+    rss_mb: float = 0.0  # resident when done: what the worker keeps (peak adds buffers in flight)
 
     def rate(self, count: int, end_to_end: bool = True) -> float:
         if self.first_count >= count:
@@ -249,11 +250,12 @@ def run_worker(prefix: str, database: str, topics: Iterable[str], n_events: int,
             alive()
             time.sleep(ROWS_POLL_SECONDS)
         done = time.perf_counter() if rows_table else consumed_at
-        return WorkerRun(first, first_count, consumed_at, done, _peak_rss_mb(proc.pid))
+        return WorkerRun(first, first_count, consumed_at, done, _rss_mb(proc.pid, "VmHWM"), _rss_mb(proc.pid))
 
 
-def _peak_rss_mb(pid: int) -> float:
+def _rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of ``pid`` now (``VmRSS``) or at its peak (``VmHWM``), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0

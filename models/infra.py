@@ -31,6 +31,9 @@ class InfraModelConfig:
     """A resource silent for this many intervals is absent (Prometheus ``absent()``)."""
     critical_z: float = 6.0
     """An episode whose |z| reaches this is critical, else warning."""
+    retire_after_seconds: float = 7 * 86400.0
+    """A resource absent this long is forgotten (0: never): instances an autoscaling group
+    terminated would otherwise stay absent, and in memory, for ever."""
     health_recent_seconds: float = 3600.0
     """Episodes resolved this recently still cost health points."""
 
@@ -186,6 +189,11 @@ def _absence_due(last: float | None, interval: float, absent_since: float | None
     return last + intervals * interval
 
 
+def _retirement_due(absent_since: float | None, now: float, config: InfraModelConfig) -> bool:
+    return (absent_since is not None and config.retire_after_seconds > 0
+            and now >= absent_since + config.retire_after_seconds)
+
+
 class ResourceMonitor:
     """Everything known about one resource, keyed by its ``resource_id``."""
 
@@ -254,16 +262,20 @@ class ResourceMonitor:
             return deadline
         return None
 
+    def retire_due(self, now: float) -> bool:
+        """Absent for ``retire_after_seconds`` by event time ``now``: time to forget it."""
+        return _retirement_due(self.absent_since, now, self.config)
+
     @staticmethod
-    def may_be_absent(state: dict, now: float, config: InfraModelConfig) -> bool:
-        """Would :meth:`check_absent` fire at ``now`` for this stored state? Read without loading it,
-        so a timer can skim resources that are not in memory."""
+    def may_be_due(state: dict, now: float, config: InfraModelConfig) -> bool:
+        """Would :meth:`check_absent` fire, or :meth:`retire_due` hold, at ``now`` for this stored
+        state? Read without loading it, so a timer can skim resources that are not in memory."""
         try:
             _first, last, interval, absent_since = state["t"]
         except (KeyError, TypeError, ValueError):
             return True  # not a shape we know: load it and let the monitor decide
         deadline = _absence_due(last, interval, absent_since, config.absent_after_intervals)
-        return deadline is not None and now >= deadline
+        return (deadline is not None and now >= deadline) or _retirement_due(absent_since, now, config)
 
     def health(self, now: float) -> tuple[int, int]:
         """``(score 0-100, firing series)``.

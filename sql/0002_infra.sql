@@ -47,7 +47,8 @@ CREATE TABLE infra_health_scores (
     PRIMARY KEY (resource_id, minute)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
--- One row per resource discovered from the samples. status: active | absent.
+-- One row per resource discovered from the samples. status: active | absent | retired
+-- (absent for SPCWATCH_INFRA_RETIRE_AFTER_SECONDS: no longer watched).
 CREATE TABLE infra_inventory (
     resource_id    VARCHAR(255) NOT NULL PRIMARY KEY,
     resource_type  VARCHAR(64)  NOT NULL,

@@ -24,7 +24,8 @@ from tests.infra_data import DAY, START, Fault, samples
 
 FAULT = Fault("db-01", "CPUUtilization", START + 2.5 * DAY, START + 2.5 * DAY + 7200, 3.0)
 SILENT = {"db-04": START + 2.7 * DAY}
-TABLES = ("alerts", "infra_metric_rollups", "infra_anomaly_scores", "infra_health_scores", "infra_inventory")
+TABLES = ("alerts", "infra_series", "infra_metric_rollups", "infra_anomaly_scores", "infra_health_scores",
+          "infra_inventory")
 
 
 def write_input(path: Path, silent: dict[str, float] | None = None) -> list[list[dict]]:
@@ -123,6 +124,65 @@ def test_after_a_silence_of_the_whole_partition_only_resources_that_stay_silent_
     alerts = processor.tick(store, back).alerts
     assert [(a.entity["resource_id"], a.status) for a in alerts] == [("r4", "firing")]
     assert alerts[0].starts_at == START + 120 + 5 * 60  # absent since its own deadline
+
+
+def test_retirement_is_configured_from_the_environment_and_bad_values_name_the_variable() -> None:
+    from stream_app.settings import ConfigError, load_env
+
+    settings = load_env(InfraSettings, "SPCWATCH_INFRA_", {"SPCWATCH_INFRA_RETIRE_AFTER_SECONDS": "0"})
+    assert settings.model_config().retire_after_seconds == 0.0
+    assert InfraSettings().model_config().retire_after_seconds == 7 * 86400.0
+    with pytest.raises(ConfigError, match=r"^SPCWATCH_INFRA_RETIRE_AFTER_SECONDS must be >= 0"):
+        load_env(InfraSettings, "SPCWATCH_INFRA_", {"SPCWATCH_INFRA_RETIRE_AFTER_SECONDS": "-1"})
+
+
+def test_a_resource_absent_long_enough_is_retired_and_comes_back_as_a_new_one() -> None:
+    """Terminated instances must not stay absent (and in memory) for ever."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from agents.runner import CachedStore
+    from stream_app.events import sample_from_obj
+    from stream_app.metrics import SpcMetrics
+    from stream_app.usecase import Outputs, PartitionStore, row_datetime
+
+    processor = InfraProcessor(InfraSettings(retire_after_seconds=3600.0))
+    metrics = SpcMetrics(CollectorRegistry())
+    processor.bind_metrics(metrics)
+    store = CachedStore(PartitionStore({}, 0), processor, max_cached=1)  # r0 lives in the table only
+
+    def report(r: int, ts: float) -> None:
+        processor.process(store, "metrics.samples", [sample_from_obj(
+            {"ts": ts, "resource_type": "ec2", "resource_id": f"r{r}", "metric": "cpu", "value": 1.0})])
+
+    def tick(now: float) -> Outputs:
+        processor.tick(store, now)  # the timer judges against the previous tick's clock
+        return processor.tick(store, now)
+
+    for minute in range(70):  # r0 reports for three minutes, r1 keeps reporting
+        if minute < 3:
+            report(0, START + 60 * minute)
+        report(1, START + 60 * minute)
+    store.write_back()
+    absent_at = START + 120 + 5 * 60
+    fired = tick(absent_at).alerts
+    assert [(a.entity["resource_id"], a.status) for a in fired] == [("r0", "firing")]
+    assert not tick(absent_at + 3600 - 60)  # not yet
+    retired = tick(absent_at + 3600)
+    assert [(a.alert_id, a.status, a.ends_at) for a in retired.alerts] == [
+        (fired[0].alert_id, "resolved", absent_at + 3600)]
+    assert retired.alerts[0].summary.startswith("retired: ec2 r0 absent since")
+    assert [(r["resource_id"], r["status"]) for r in retired.rows["infra_inventory"]] == [("r0", "retired")]
+    assert "r0" not in store and "r1" in store
+    assert store.write_back()["r0"] is None  # a tombstone: the changelog forgets it too
+    exposition = generate_latest(metrics.registry).decode()
+    assert 'resource_id="r0"' not in exposition and 'resource_id="r1"' in exposition
+    later = tick(absent_at + 7200)  # r1 has gone quiet by now; r0 is retired once, then nothing
+    assert [a.entity["resource_id"] for a in later.alerts] == ["r1"]
+    back = processor.process(store, "metrics.samples", [sample_from_obj(
+        {"ts": absent_at + 7300, "resource_type": "ec2", "resource_id": "r0", "metric": "cpu", "value": 1.0})])
+    assert back.alerts == []  # a new resource: nothing to resolve
+    assert [(r["status"], r["first_seen"]) for r in back.rows["infra_inventory"]] == [
+        ("active", row_datetime(absent_at + 7300))]
 
 
 def test_replay_finds_the_fault_and_the_silent_host_and_nothing_else(tmp_path: Path, sqlite_url: str) -> None:

@@ -69,6 +69,23 @@ def test_absence_starts_after_the_configured_intervals_and_ends_with_a_sample() 
     assert monitor.absent_since is None
 
 
+def test_an_absent_resource_is_due_for_retirement_after_the_configured_time_and_never_when_disabled() -> None:
+    for retire_after in (86400.0, 0.0):
+        config = InfraModelConfig(detector=DetectorConfig.infra(), default_interval_seconds=300.0,
+                                  retire_after_seconds=retire_after)
+        monitor = ResourceMonitor("db-02", config)
+        feed(monitor, samples(days=0.5))
+        started = monitor.check_absent(monitor.last_seen + 1500.0)
+        assert started is not None
+        state = orjson.loads(orjson.dumps(monitor.to_state()))
+        for now, due in ((started + 86400.0 - 1, False), (started + 86400.0, bool(retire_after))):
+            assert monitor.retire_due(now) is due
+            assert ResourceMonitor.may_be_due(state, now, config) is due  # the timer's skim agrees
+    reporting = ResourceMonitor("db-03", CONFIG)
+    feed(reporting, samples(days=0.5))
+    assert not reporting.retire_due(reporting.last_seen + 30 * 86400.0)  # never absent: never retired
+
+
 def test_health_score_formula() -> None:
     fault = Fault("db-01", "CPUUtilization", START + 2.5 * DAY, START + 2.5 * DAY + 7200, 3.0)
     monitor = ResourceMonitor("db-01", CONFIG)
