@@ -35,8 +35,10 @@ from bench.framework import faust_count_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 # Enough for runs of several seconds: the harness reads /metrics once a second (bench/common.py).
+# The batched input lasts several checkpoints (5 s each): shorter, the worker would consume it all
+# before its first checkpoint and the run would time one big write after an idle database.
 SINGLE = int(os.environ.get("SPCWATCH_BENCH_INFRA_SINGLE", "120000"))
-BATCHES = int(os.environ.get("SPCWATCH_BENCH_INFRA_BATCHES", "1200"))
+BATCHES = int(os.environ.get("SPCWATCH_BENCH_INFRA_BATCHES", "2400"))
 BATCH_SIZE = 500
 # Worker memory with 100k series: 10,000 resources x 10 metrics, a day and a bit of hourly points
 # (every hour-of-day slot of the seasonal profile filled, the first baseline bucket closed).
