@@ -103,21 +103,31 @@ class Runtime:
 
         Processing goes on while the database commits. Writes run one after
         another in the order asked, so the last write of a key wins and
-        acknowledgements stay in offset order. With ``MAX_PENDING_WRITES`` in
-        flight the caller waits for the oldest (back-pressure). A failed write
-        fails every later one, raises here, in the agent, and stops the worker.
+        acknowledgements stay in offset order. With more than ``MAX_PENDING_WRITES``
+        in flight the caller waits (back-pressure). A failed write fails every
+        later one, raises here, in the agent, and stops the worker.
+
+        Agents of one partition (its input and its ticks) checkpoint concurrently:
+        the write is queued before the first ``await``, so writes, changelog
+        records and acknowledgements keep the order of the checkpoints' snapshots
+        (an older snapshot published after a newer one would restore stale state).
         """
         writes = self._writes
-        while writes and writes[0].done():
-            writes.popleft().result()
+        self._forget_finished_writes()
         if not writes and not rows:
             then()
             return
-        if len(writes) >= MAX_PENDING_WRITES:
-            await writes[0]
-            writes.popleft()
         previous = writes[-1] if writes else None
         writes.append(asyncio.ensure_future(self._write_after(previous, rows, then)))
+        while len(writes) > MAX_PENDING_WRITES:
+            await writes[0]
+            self._forget_finished_writes()
+
+    def _forget_finished_writes(self) -> None:
+        """Drop the finished writes at the head of the queue; a failed one raises here."""
+        writes = self._writes
+        while writes and writes[0].done():
+            writes.popleft().result()
 
     async def drain_writes(self) -> None:
         """Wait until the checkpoint writes in flight are committed (and their ``then`` has run)."""

@@ -68,6 +68,56 @@ async def test_rows_commit_in_order_and_acknowledgements_follow_their_commit(run
     assert all("a-00002" in rows for rows in seen)
 
 
+class _GatedSink:
+    """Each checkpoint's write finishes when the test opens its gate: the write queue's logic, not the database."""
+
+    def __init__(self) -> None:
+        self.gates: dict[int, asyncio.Event] = {}
+        self.order: list[int] = []
+
+    async def upsert(self, table: str, rows: list[dict[str, Any]]) -> int:
+        n = rows[0]["n"]
+        await self.gates.setdefault(n, asyncio.Event()).wait()
+        self.order.append(n)
+        return len(rows)
+
+
+async def test_a_checkpoint_waiting_on_a_full_writer_keeps_its_place_in_the_order() -> None:
+    """A partition's input agent and its tick agent checkpoint concurrently. Checkpoint 2 waits on
+    the full writer; its wait ends, but before it resumes checkpoint 3 arrives and finds room.
+    Written (and its state published) after 3, checkpoint 2's older snapshot of a key would
+    overwrite 3's newer one in the changelog; with more agents waiting the same way, writes
+    were popped twice (IndexError, seen in a benchmark)."""
+    sink = _GatedSink()
+    runtime = Runtime(settings=Settings(), app=_App(), metrics=SpcMetrics(CollectorRegistry()),  # type: ignore[arg-type]
+                      registry=CollectorRegistry(), sink=sink)  # type: ignore[arg-type]
+    acked: list[int] = []
+
+    def checkpoint(n: int) -> Any:
+        return runtime.write_behind({"t": [{"n": n}]}, lambda: acked.append(n))
+
+    for n in range(MAX_PENDING_WRITES):
+        await checkpoint(n)
+    waiting = asyncio.ensure_future(checkpoint(MAX_PENDING_WRITES))
+    await asyncio.sleep(0)
+    assert not waiting.done()  # back-pressure: the writer is full
+    sink.gates.setdefault(0, asyncio.Event()).set()
+    await asyncio.sleep(0)  # the first write finishes; the waiting checkpoint is woken, not yet resumed
+    assert runtime._writes[0].done()
+
+    async def finish_the_rest() -> None:
+        await asyncio.sleep(0.01)
+        for n in range(1, MAX_PENDING_WRITES + 2):
+            sink.gates.setdefault(n, asyncio.Event()).set()
+
+    finishing = asyncio.ensure_future(finish_the_rest())
+    await checkpoint(MAX_PENDING_WRITES + 1)  # another agent's checkpoint, taken later, before the first resumes
+    await asyncio.gather(waiting, finishing)
+    await runtime.drain_writes()
+    expected = list(range(MAX_PENDING_WRITES + 2))
+    assert sink.order == expected and acked == expected
+
+
 async def test_a_checkpoint_without_rows_acknowledges_at_once_when_nothing_is_pending(runtime: Runtime) -> None:
     acked = []
     await runtime.write_behind({}, lambda: acked.append(1))
