@@ -114,8 +114,14 @@ class Runtime:
         """
         writes = self._writes
         self._forget_finished_writes()
-        if not writes and not rows:
-            then()
+        if not rows:
+            if not writes:
+                then()
+                return
+            # Nothing to write (a tick's checkpoint, mostly): its acknowledgements follow the
+            # last write's, without taking a place in the queue or waiting for one.
+            writes[-1].add_done_callback(
+                lambda done: then() if not done.cancelled() and done.exception() is None else None)
             return
         previous = writes[-1] if writes else None
         writes.append(asyncio.ensure_future(self._write_after(previous, rows, then)))

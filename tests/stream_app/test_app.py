@@ -118,6 +118,24 @@ async def test_a_checkpoint_waiting_on_a_full_writer_keeps_its_place_in_the_orde
     assert sink.order == expected and acked == expected
 
 
+async def test_a_checkpoint_without_rows_waits_for_no_room_and_acknowledges_after_the_writes_before_it() -> None:
+    """Tick agents checkpoint every few seconds, mostly with nothing to write: holding a place in the
+    full writer, they made the agents that do write wait (alert latency p99 0.2 s -> 1 s)."""
+    sink = _GatedSink()
+    runtime = Runtime(settings=Settings(), app=_App(), metrics=SpcMetrics(CollectorRegistry()),  # type: ignore[arg-type]
+                      registry=CollectorRegistry(), sink=sink)  # type: ignore[arg-type]
+    acked: list[str] = []
+    for n in range(MAX_PENDING_WRITES):
+        await runtime.write_behind({"t": [{"n": n}]}, lambda n=n: acked.append(f"write {n}"))
+    await asyncio.wait_for(runtime.write_behind({}, lambda: acked.append("empty")), 1.0)  # no wait for room
+    assert len(runtime._writes) == MAX_PENDING_WRITES and acked == []
+    for n in range(MAX_PENDING_WRITES):
+        sink.gates.setdefault(n, asyncio.Event()).set()
+    await runtime.drain_writes()
+    await asyncio.sleep(0)  # done-callbacks run on the next turn of the loop
+    assert acked == [f"write {n}" for n in range(MAX_PENDING_WRITES)] + ["empty"]
+
+
 async def test_a_checkpoint_without_rows_acknowledges_at_once_when_nothing_is_pending(runtime: Runtime) -> None:
     acked = []
     await runtime.write_behind({}, lambda: acked.append(1))
