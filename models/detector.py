@@ -782,7 +782,9 @@ class SeriesDetector:
             "k": [self._cur, int(self._frozen), self._freeze_at, self._prun,
                   self._wm if self._wm > -math.inf else None],
             "x": [list(w) for w in self._excl if w not in cfg.exclusions] or None,
-            "q": [[a, b, c if math.isfinite(c) else None] for a, b, c in self._heap] or None,
+            # Sorted: a heap's layout depends on how it was filled; the state must not (a sorted
+            # list is a heap, so loading it back needs nothing more).
+            "q": [[a, b, c if math.isfinite(c) else None] for a, b, c in sorted(self._heap)] or None,
             "c": [self.n_seen, self.n_late, self.n_missing, self.n_excluded, self._seq],
         }
 
