@@ -355,7 +355,7 @@ decoding and validation, re-routing, checkpoints, acknowledgements, the worker's
 The default-GC row is `python -m bench.worker_default_gc`: the worker without `tune_gc()`
 (`stream_app/app.py`), i.e. with CPython's collection thresholds, under which collections traverse the
 detectors' long-lived heap over and over: the tuned worker consumes {single.consumed / default_gc.consumed:.2f}x
-as fast, end to end {single.end_to_end / default_gc.end_to_end:.2f}x (there the database sets the pace).
+as fast, end to end {single.end_to_end / default_gc.end_to_end:.2f}x.
 
 Targets (issue #4), end to end: single-sample messages >= 0.8 x the count-only rate:
 **{verdict(single.end_to_end >= 0.8 * ceiling)}** ({single.end_to_end / ceiling:.2f}); 500-sample batches
