@@ -22,6 +22,7 @@ import orjson
 
 from bench.common import (
     BOOTSTRAP,
+    WorkerRun,
     create_topic,
     delete_prefixed,
     fill_topic,
@@ -86,8 +87,7 @@ def _key_single(i: int) -> bytes:
 class WorkerRate:
     end_to_end: float  # samples/s until every sample's rollup row is committed in MariaDB
     consumed: float  # samples/s until the worker has counted every sample (rows may still be in flight)
-    peak_rss_mb: float
-    rss_mb: float  # resident once every row is committed
+    run: WorkerRun  # its marks and memory
 
 
 def worker_rate(prefix: str, expected: int, env: dict[str, str] | None = None,
@@ -100,7 +100,7 @@ def worker_rate(prefix: str, expected: int, env: dict[str, str] | None = None,
     with scratch_database() as database:
         marks = run_worker(prefix, database, ("metrics.samples",), expected, env=env, command=command,
                            rows_table="infra_metric_rollups" if rows else "", n_rows=expected if rows else 0)
-    return WorkerRate(marks.rate(expected), marks.rate(expected, end_to_end=False), marks.peak_rss_mb, marks.rss_mb)
+    return WorkerRate(marks.rate(expected), marks.rate(expected, end_to_end=False), marks)
 
 
 def _histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float:
@@ -319,7 +319,7 @@ def run() -> str:
 
     def row(label: str, samples: int, r: WorkerRate) -> str:
         return (f"| {label} | {samples:,} | {r.end_to_end:,.0f} | {r.end_to_end / ceiling:.2f} | {r.consumed:,.0f} "
-                f"| {r.peak_rss_mb:,.0f} MB |")
+                f"| {r.run.peak_rss_mb:,.0f} MB |")
 
     return f"""## UC-IT-01 infrastructure worker, end to end (Kafka → worker → MariaDB)
 
@@ -385,7 +385,8 @@ closed), one message of {MEMORY_HOURS * MEMORY_METRICS} samples per resource, de
 | series | samples | samples/s end to end | worker RSS when done | peak RSS | idle worker (runner floor run, peak) |
 | --- | ---: | ---: | ---: | ---: | ---: |
 | {MEMORY_RESOURCES * MEMORY_METRICS:,} | {MEMORY_RESOURCES * MEMORY_METRICS * MEMORY_HOURS:,} | \
-{memory.end_to_end:,.0f} | {memory.rss_mb:,.0f} MB | {memory.peak_rss_mb:,.0f} MB | {floor.peak_rss_mb:,.0f} MB |
+{memory.end_to_end:,.0f} | {memory.run.rss_mb:,.0f} MB | {memory.run.peak_rss_mb:,.0f} MB | \
+{floor.run.peak_rss_mb:,.0f} MB |
 
 Where it goes, and what a full baseline costs (Python heap per 100,000 series, tracemalloc,
 hourly points, `bench_infra.memory_per_100k_series`). *Live* detectors are what the write-back
@@ -404,8 +405,8 @@ objects the Faust table keeps for every resource of the worker's partitions:
 {sum(heap["none", 31]):,.0f} MB |
 
 A worker that owns 100,000 series with full seasonal baselines needs about
-{(sum(heap["hour_of_day", 31]) + floor.peak_rss_mb) / 1024:,.1f} GB; the estate this replaces (~376
-resources, ~2,000 series) about {(sum(heap["hour_of_day", 31]) / 50 + floor.peak_rss_mb):,.0f} MB. More
+{(sum(heap["hour_of_day", 31]) + floor.run.peak_rss_mb) / 1024:,.1f} GB; the estate this replaces (~376
+resources, ~2,000 series) about {(sum(heap["hour_of_day", 31]) / 50 + floor.run.peak_rss_mb):,.0f} MB. More
 series per worker than memory allows: more partitions and workers (each owns its partitions'
 resources), `SEASONALITY=none`, or a smaller state cache.
 """

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import orjson
 
 START = 1_771_286_400.0  # 2026-02-17T00:00:00Z
 DAY = 86400.0
@@ -46,3 +50,26 @@ def samples(resources: int = 6, days: float = 3.0, interval: float = 300.0, seed
                 batch.append({"ts": ts, "source": "cloudwatch", "resource_type": "rds", "resource_id": rid,
                               "metric": metric, "value": round(value, 4), "labels": {"region": "us-east-1"}})
             yield batch
+
+
+# A 3-day scenario shared by the infra tests: a x3 CPU fault on db-01, db-04 silent from day 2.7.
+FAULT = Fault("db-01", "CPUUtilization", START + 2.5 * DAY, START + 2.5 * DAY + 7200, 3.0)
+SILENT = {"db-04": START + 2.7 * DAY}
+
+
+def write_input(path: Path, silent: dict[str, float] | None = None) -> list[list[dict]]:
+    batches = list(samples(days=3.0, faults=(FAULT,), silent=silent))
+    path.write_bytes(b"".join(orjson.dumps({"samples": b}) + b"\n" for b in batches))
+    return batches
+
+
+def replay(tmp_path: Path, db_url: str, input_path: Path) -> list[dict]:
+    """``spcwatch replay infra`` over ``input_path`` into ``db_url``; the alerts it printed."""
+    from agents.infra import InfraProcessor, InfraSettings
+    from stream_app.replay import run_replay
+    from stream_app.settings import Settings
+
+    out = io.StringIO()
+    settings = Settings.from_env({"SPCWATCH_DB_URL": db_url})
+    asyncio.run(run_replay(settings, InfraProcessor(InfraSettings(interval_seconds=300.0)), input_path, out))
+    return [orjson.loads(line) for line in out.getvalue().splitlines()]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from stream_app import db
-from tests.agents.test_infra import SILENT, replay, write_input
+from tests.infra_data import SILENT, replay, write_input
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ async def run_query(url: str, sql: str) -> list[tuple]:  # type: ignore[type-arg
 def test_the_dashboards_mysql_panels_read_what_the_infra_worker_writes(tmp_path: Path, mysql_url: str) -> None:
     input_path = tmp_path / "samples.jsonl"
     write_input(input_path, silent=SILENT)
-    replay(tmp_path, mysql_url, input_path)  # the fault on db-01 and the silent db-04 (tests/agents/test_infra.py)
+    replay(tmp_path, mysql_url, input_path)  # the fault on db-01 and the silent db-04
     panels = mysql_panels()
     assert {"Recent alerts", "Resources by health, worst first",
             "Points that fired a rule: |z| by series"} <= set(panels)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import shutil
 import signal
 import subprocess
@@ -18,27 +17,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agents.infra import InfraProcessor, InfraSettings
 from stream_app import db
-from stream_app.replay import run_replay
-from stream_app.settings import Settings
-from tests.infra_data import DAY, START, Fault, samples
+from tests.infra_data import SILENT, START, replay, samples, write_input
 
-FAULT = Fault("db-01", "CPUUtilization", START + 2.5 * DAY, START + 2.5 * DAY + 7200, 3.0)
-SILENT = {"db-04": START + 2.7 * DAY}
 TABLES = ("alerts", "infra_series", "infra_metric_rollups", "infra_anomaly_scores", "infra_health_scores",
           "infra_inventory")
-
-
-def write_input(path: Path, silent: dict[str, float] | None = None) -> list[list[dict]]:
-    batches = list(samples(days=3.0, faults=(FAULT,), silent=silent))
-    path.write_bytes(b"".join(orjson.dumps({"samples": b}) + b"\n" for b in batches))
-    return batches
-
-
-def replay(tmp_path: Path, db_url: str, input_path: Path) -> list[dict]:
-    out = io.StringIO()
-    settings = Settings.from_env({"SPCWATCH_DB_URL": db_url})
-    asyncio.run(run_replay(settings, InfraProcessor(InfraSettings(interval_seconds=300.0)), input_path, out))
-    return [orjson.loads(line) for line in out.getvalue().splitlines()]
 
 
 def episodes(alerts: list[dict]) -> set[tuple]:
