@@ -30,6 +30,7 @@ import yaml
 from grafana_foundation_sdk.models.dashboard import Dashboard as DashboardModel
 
 from stream_app import dashboards, db
+from stream_app.dashboards.queries import GrafanaSQL, all_panels, choose_variables, relative, sql_targets
 from tests.conftest import ROOT, _mysql_exec, free_port
 
 DEPLOY = ROOT / "deploy" / "grafana"
@@ -47,12 +48,6 @@ SHOWS_SIGNALS_OF = {"Flagged store-days (rules, peer and chain flags)": "store"}
 
 def boards() -> dict[str, dict[str, Any]]:
     return {name: json.loads(text) for name, text in dashboards.rendered().items()}
-
-
-def all_panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for panel in board["panels"]:
-        yield panel
-        yield from panel.get("panels", ())
 
 
 # ------------------------------------------------------------------ generated, committed, valid
@@ -115,56 +110,6 @@ def datasource_refs(node: Any) -> Iterator[dict[str, str]]:
 
 # ------------------------------------------------------------------ MySQL panels, for real
 
-def sql_targets(board: dict[str, Any]) -> list[tuple[str, str, str, str | None]]:
-    """(panel title, format, raw SQL, the panel's own relative time) of every MySQL target and annotation."""
-    found = [(panel["title"], target["format"], target["rawSql"], panel.get("timeFrom"))
-             for panel in all_panels(board) for target in panel.get("targets", ())
-             if target.get("datasource", {}).get("type") == "mysql"]
-    found += [(f"annotation {a['name']}", "table", a["target"]["rawSql"], None) for a in board["annotations"]["list"]
-              if a.get("datasource", {}).get("type") == "mysql"]
-    return found
-
-
-class GrafanaSQL:
-    """Grafana's MySQL macro and variable expansion, as its documentation describes it."""
-
-    def __init__(self, start: datetime, end: datetime, interval_seconds: int) -> None:
-        self.start, self.end, self.interval = start, end, interval_seconds
-        self.variables: dict[str, str] = {}
-
-    @staticmethod
-    def _seconds(text: str) -> int:
-        number, unit = re.fullmatch(r"'?(\d+)([smhd])'?", text.strip()).groups()  # type: ignore[union-attr]
-        return int(number) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
-
-    def expand(self, sql: str) -> str:
-        frm, to = int(self.start.timestamp()), int(self.end.timestamp())
-
-        def group(match: re.Match[str], alias: bool) -> str:
-            column, interval = (part.strip() for part in match.group(1).split(",", 1))
-            step = self.interval if interval == "$__interval" else self._seconds(interval)
-            return f"UNIX_TIMESTAMP({column}) DIV {step} * {step}" + (" AS \"time\"" if alias else "")
-
-        sql = re.sub(r"\$__timeGroupAlias\(([^)]*)\)", lambda m: group(m, True), sql)
-        sql = re.sub(r"\$__timeGroup\(([^)]*)\)", lambda m: group(m, False), sql)
-        sql = re.sub(r"\$__timeFilter\((\w+(?:\.\w+)?)\)",
-                     rf"\1 BETWEEN FROM_UNIXTIME({frm}) AND FROM_UNIXTIME({to})", sql)
-        sql = sql.replace("$__timeFrom()", f"FROM_UNIXTIME({frm})").replace("$__timeTo()", f"FROM_UNIXTIME({to})")
-        sql = sql.replace("$__interval", f"'{self.interval}s'")
-
-        def variable(match: re.Match[str]) -> str:
-            name, fmt = match.group(1), match.group(2)
-            value = self.variables[name]
-            if fmt == "sqlstring":
-                return "'" + value.replace("'", "''") + "'"
-            assert fmt == "raw", f"a variable format this test does not know: {match.group(0)}"
-            return value
-
-        sql = re.sub(r"\$\{(\w+):(\w+)\}", variable, sql)
-        assert "$" not in sql.replace("'$.", ""), f"an unexpanded macro or variable: {sql}"
-        return sql
-
-
 def run(url: str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     async def go() -> tuple[list[str], list[tuple[Any, ...]]]:
         engine = db.create_engine(url)
@@ -202,29 +147,6 @@ def replayed_db(mysql_server_url: str, tmp_path_factory: pytest.TempPathFactory)
         _mysql_exec(mysql_server_url, f"DROP DATABASE IF EXISTS `{name}`")
 
 
-def _relative(expr: str, now: datetime) -> datetime:
-    if expr == "now":
-        return now
-    number, unit = re.fullmatch(r"now-(\d+)([mhd])", expr).groups()  # type: ignore[union-attr]
-    return now - timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: int(number)})
-
-
-def _choose_variables(url: str, board: dict[str, Any], grafana: GrafanaSQL) -> None:
-    """Each variable as a user would first see it: the first value its own query offers."""
-    for variable in board["templating"]["list"]:
-        name = variable["name"]
-        if variable["type"] == "query" and variable.get("includeAll"):
-            grafana.variables[name] = variable["allValue"]  # "All", what Grafana selects first
-        elif variable["type"] == "query":
-            _columns, rows = run(url, grafana.expand(variable["query"]))
-            assert rows, f"variable {name} offers nothing: {variable['query']}"
-            grafana.variables[name] = str(rows[0][0])
-        elif variable["type"] == "custom":
-            grafana.variables[name] = variable["query"].split(",")[0]
-        else:
-            grafana.variables[name] = variable["query"]
-
-
 def _data_end(url: str) -> datetime:
     """'now' for the dashboards' relative time ranges: the last event the replay wrote."""
     _columns, rows = run(url, "SELECT GREATEST((SELECT MAX(last_event) FROM recon_orders), "
@@ -237,8 +159,8 @@ def _data_end(url: str) -> datetime:
 def test_every_mysql_panel_reads_what_the_worker_writes(replayed_db: str, file_name: str) -> None:
     board = boards()[file_name]
     now = _data_end(replayed_db)
-    grafana = GrafanaSQL(_relative(board["time"]["from"], now), now, 300)
-    _choose_variables(replayed_db, board, grafana)
+    grafana = GrafanaSQL(relative(board["time"]["from"], now), now, 300)
+    choose_variables(lambda sql: run(replayed_db, sql)[1], board, grafana)
     whole_stream = GrafanaSQL(now - timedelta(days=30), now, 300)
     whole_stream.variables = grafana.variables
     _columns, alerted = run(replayed_db, "SELECT DISTINCT use_case FROM alerts")
@@ -250,7 +172,7 @@ def test_every_mysql_panel_reads_what_the_worker_writes(replayed_db: str, file_n
         only_alerts = re.search(r"\bFROM alerts\b", raw) and not re.search(r"\bJOIN\b", raw)
         expander = whole_stream if only_alerts else grafana
         if time_from:  # the panel's own "relative time", e.g. today for the intraday chart
-            expander = GrafanaSQL(_relative(f"now-{time_from}", now), now, 300)
+            expander = GrafanaSQL(relative(f"now-{time_from}", now), now, 300)
             expander.variables = grafana.variables
         sql = expander.expand(raw)
         columns, rows = run(replayed_db, sql)
