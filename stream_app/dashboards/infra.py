@@ -44,11 +44,13 @@ FROM infra_health_scores
 WHERE $__timeFilter(minute) AND (${resource_type:sqlstring} = '__all' OR resource_type = ${resource_type:sqlstring})
 GROUP BY 1, 2 ORDER BY 1
 """
+# The latest score of each resource: a loose index scan of the primary key (a correlated MAX per
+# resource read every row of it: 4.2 s over a month of the estate in make bench).
 WORST_NOW = """
 SELECT h.resource_id, h.resource_type, h.score, h.firing_series, i.status, i.last_seen
-FROM infra_inventory i
-JOIN infra_health_scores h ON h.resource_id = i.resource_id
- AND h.minute = (SELECT MAX(m.minute) FROM infra_health_scores m WHERE m.resource_id = i.resource_id)
+FROM (SELECT resource_id, MAX(minute) AS minute FROM infra_health_scores GROUP BY resource_id) latest
+JOIN infra_health_scores h ON h.resource_id = latest.resource_id AND h.minute = latest.minute
+JOIN infra_inventory i ON i.resource_id = h.resource_id
 WHERE i.status <> 'retired' AND (${resource_type:sqlstring} = '__all' OR i.resource_type = ${resource_type:sqlstring})
 ORDER BY h.score, h.resource_id LIMIT 30
 """
