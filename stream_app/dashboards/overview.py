@@ -5,7 +5,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import bargauge, stat, table, timeseries
 from grafana_foundation_sdk.builders.dashboard import Dashboard, Row
 
-from stream_app.dashboards.common import SQLQuery, new_dashboard, panel_grid, promql
+from stream_app.dashboards.common import SQLQuery, new_dashboard, panel_grid, promql, sql_variable
 
 UID = "spcwatch-overview"
 
@@ -19,6 +19,8 @@ def dashboard() -> Dashboard:
                           "Worker health: input per topic, dead letters, consumer lag, sink and alert latency.",
                           tags=["worker"], time_from="now-1h",
                           use_cases=("infra", "store", "forecast", "recon"))
+    board = board.with_variable(sql_variable("use_case", "Use case", "SELECT DISTINCT use_case FROM alerts ORDER BY 1",
+                                             include_all=True))
     board = board.with_row(Row("Worker"))
     board = board.with_panel(stat.Panel().title("Worker up").grid_pos(panel_grid(0, 1, 4, 4))
                              .with_target(promql('min(up{job="spcwatch-worker"})')))
@@ -83,6 +85,8 @@ def dashboard() -> Dashboard:
     board = board.with_panel(table.Panel().title("Recent alerts").grid_pos(panel_grid(12, 40, 12, 8))
                              .with_target(SQLQuery(
                                  "SELECT starts_at, severity, use_case, rule, status, summary, runbook_url "
-                                 "FROM alerts ORDER BY starts_at DESC LIMIT 50",
+                                 "FROM alerts WHERE (${use_case:sqlstring} = '__all' "
+                                 "OR use_case = ${use_case:sqlstring}) "
+                                 "ORDER BY starts_at DESC LIMIT 50",
                                  "table")))
     return board
