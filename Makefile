@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv services down run test test-unit lint bench clean
+.PHONY: help venv services down run test test-unit lint bench dashboards clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ lint: venv  ## ruff
 
 bench: venv services  ## benchmarks; writes bench/README.md
 	$(BIN)/python -m bench
+
+dashboards: venv  ## regenerate deploy/grafana/dashboards/*.json from stream_app/dashboards (commit the result)
+	$(BIN)/python -m stream_app.dashboards
 
 clean:  ## remove the venv and local state (not the services' data: scripts/services.sh purge)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .spcwatch-data spcwatch.db *.egg-info

@@ -1,0 +1,92 @@
+"""The worker itself, from Prometheus: is it up, how fast, how far behind, is the sink keeping up."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import bargauge, stat, table, timeseries
+from grafana_foundation_sdk.builders.dashboard import Dashboard, Row
+
+from stream_app.dashboards.common import SQLQuery, new_dashboard, panel_grid, promql, sql_variable
+
+UID = "spcwatch-overview"
+
+
+def _rate(metric: str, by: str) -> str:
+    return f"sum by ({by}) (rate({metric}[$__rate_interval]))"
+
+
+def dashboard() -> Dashboard:
+    board = new_dashboard(UID, "spcwatch — worker overview",
+                          "Worker health: input per topic, dead letters, consumer lag, sink and alert latency.",
+                          tags=["worker"], time_from="now-1h",
+                          use_cases=("infra", "store", "forecast", "recon"))
+    board = board.with_variable(sql_variable("use_case", "Use case", "SELECT DISTINCT use_case FROM alerts ORDER BY 1",
+                                             include_all=True))
+    board = board.with_row(Row("Worker"))
+    board = board.with_panel(stat.Panel().title("Worker up").grid_pos(panel_grid(0, 1, 4, 4))
+                             .with_target(promql('min(up{job="spcwatch-worker"})')))
+    board = board.with_panel(stat.Panel().title("Events consumed / s").unit("ops").grid_pos(panel_grid(4, 1, 5, 4))
+                             .with_target(promql("sum(rate(spcwatch_events_consumed_total[$__rate_interval]))")))
+    board = board.with_panel(stat.Panel().title("Invalid events (time range)").grid_pos(panel_grid(9, 1, 5, 4))
+                             .with_target(promql("sum(increase(spcwatch_events_invalid_total[$__range])) "
+                                                 "or vector(0)")))
+    board = board.with_panel(stat.Panel().title("Alert events (time range)").grid_pos(panel_grid(14, 1, 5, 4))
+                             .with_target(promql("sum(increase(spcwatch_alerts_total[$__range])) or vector(0)")))
+    board = board.with_panel(stat.Panel().title("Partitions consuming").grid_pos(panel_grid(19, 1, 5, 4))
+                             .with_target(promql("sum(spcwatch_worker_consuming)")))
+    board = board.with_row(Row("Input"))
+    board = board.with_panel(timeseries.Panel().title("Events consumed / s by topic").unit("ops")
+                             .grid_pos(panel_grid(0, 6, 12, 8))
+                             .with_target(promql(_rate("spcwatch_events_consumed_total", "topic"), "{{topic}}")))
+    board = board.with_panel(timeseries.Panel().title("Consumer lag by topic and partition (messages)")
+                             .grid_pos(panel_grid(12, 6, 12, 8))
+                             .with_target(promql("sum by (topic, partition) (spcwatch_consumer_lag)",
+                                                 "{{topic}} p{{partition}}")))
+    board = board.with_panel(timeseries.Panel().title("Invalid events / s by topic and reason (dead letters)")
+                             .unit("ops").grid_pos(panel_grid(0, 14, 12, 8))
+                             .with_target(promql(_rate("spcwatch_events_invalid_total", "topic, reason")
+                                                 + " or vector(0)", "{{topic}} {{reason}}")))
+    board = board.with_panel(timeseries.Panel().title("Rerouted and re-read events / s").unit("ops")
+                             .grid_pos(panel_grid(12, 14, 12, 8))
+                             .with_target(promql("sum(rate(spcwatch_events_rerouted_total[$__rate_interval])) "
+                                                 "or vector(0)", "rerouted"))
+                             .with_target(promql("sum(rate(spcwatch_delivery_gaps_total[$__rate_interval])) "
+                                                 "or vector(0)", "delivery gaps re-read", "B")))
+    board = board.with_row(Row("Sink"))
+    board = board.with_panel(timeseries.Panel().title("Rows written / s by table").unit("ops")
+                             .grid_pos(panel_grid(0, 23, 8, 8))
+                             .with_target(promql(_rate("spcwatch_sink_rows_total", "table"), "{{table}}")))
+    board = board.with_panel(timeseries.Panel().title("Sink errors / s").unit("ops").grid_pos(panel_grid(8, 23, 8, 8))
+                             .with_target(promql("sum(rate(spcwatch_sink_errors_total[$__rate_interval])) "
+                                                 "or vector(0)", "errors")))
+    board = board.with_panel(timeseries.Panel().title("Checkpoint write time p50 / p99").unit("s")
+                             .grid_pos(panel_grid(16, 23, 8, 8))
+                             .with_target(promql("histogram_quantile(0.5, sum by (le) "
+                                                 "(rate(spcwatch_sink_write_seconds_bucket[$__rate_interval])))",
+                                                 "p50"))
+                             .with_target(promql("histogram_quantile(0.99, sum by (le) "
+                                                 "(rate(spcwatch_sink_write_seconds_bucket[$__rate_interval])))",
+                                                 "p99", "B")))
+    board = board.with_row(Row("Alerts"))
+    board = board.with_panel(timeseries.Panel().title("Alert events per 5m by use case / rule")
+                             .grid_pos(panel_grid(0, 32, 12, 8))
+                             .with_target(promql("sum by (use_case, rule) (increase(spcwatch_alerts_total[5m]))",
+                                                 "{{use_case}} {{rule}}")))
+    board = board.with_panel(bargauge.Panel().title("Alert events in time range by use case / rule / severity")
+                             .grid_pos(panel_grid(12, 32, 12, 8))
+                             .with_target(promql("sort_desc(sum by (use_case, rule, severity) "
+                                                 "(increase(spcwatch_alerts_total[$__range])))",
+                                                 "{{use_case}} {{rule}} {{severity}}")))
+    board = board.with_panel(timeseries.Panel().title("Event-to-alert latency p50 / p99").unit("s")
+                             .grid_pos(panel_grid(0, 40, 12, 8))
+                             .with_target(promql("histogram_quantile(0.5, sum by (le) "
+                                                 "(rate(spcwatch_event_to_alert_seconds_bucket[5m])))", "p50"))
+                             .with_target(promql("histogram_quantile(0.99, sum by (le) "
+                                                 "(rate(spcwatch_event_to_alert_seconds_bucket[5m])))", "p99", "B")))
+    board = board.with_panel(table.Panel().title("Recent alerts").grid_pos(panel_grid(12, 40, 12, 8))
+                             .with_target(SQLQuery(
+                                 "SELECT starts_at, severity, use_case, rule, status, summary, runbook_url "
+                                 "FROM alerts WHERE (${use_case:sqlstring} = '__all' "
+                                 "OR use_case = ${use_case:sqlstring}) "
+                                 "ORDER BY starts_at DESC LIMIT 50",
+                                 "table")))
+    return board
