@@ -3,7 +3,8 @@
 A :class:`Collector` turns one poll into contract samples; :func:`run` does the
 publishing (one ``{"samples": [...]}`` message per resource per poll, keyed by
 ``resource_id``, as the contract asks of producers). Prometheus is the first
-source; CloudWatch fits the same interface (``poll(now) -> samples``).
+source; CloudWatch (:mod:`stream_app.cloudwatch`) fits the same interface
+(``poll(now) -> samples``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class Collector(Protocol):
 
 class CollectError(RuntimeError):
     """The source answered with an error, or not at all."""
+
+    fatal = False  # True: retrying at the next interval cannot help (bad credentials): stop
 
 
 @dataclass
@@ -113,7 +116,7 @@ async def run(settings: Settings, collector: Collector, interval: float, once: b
             try:
                 samples = await collector.poll(started)
             except CollectError as exc:
-                if once:
+                if once or exc.fatal:
                     raise
                 log.warning("collect: %s; retrying at the next interval", exc)
                 samples = []
