@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from agents.history import HistoryGate
 from models import DetectorConfig, StateError
 from models.detector import STATUS_NAMES
 from models.infra import InfraModelConfig, Observation, ResourceMonitor
@@ -110,6 +111,7 @@ class InfraProcessor:
         # id(store) -> ``now`` of its previous tick. A store object of a revoked partition may leave
         # its id to a new one: that store's first tick then goes without the one-tick grace.
         self._clock_at_last_tick: dict[int, float] = {}
+        self._history = HistoryGate()  # backfilled batches: warm, record, do not page (agents/history.py)
 
     @classmethod
     def from_settings(cls, _settings: Settings) -> InfraProcessor:
@@ -164,9 +166,14 @@ class InfraProcessor:
             monitor = store.get(resource_id)
             if monitor is None:
                 monitor = ResourceMonitor(resource_id, self.config)
+            history = samples[0].history
+            if history and not (samples := self._history.unseen(monitor, samples)):
+                continue
+            first_alert = len(out.alerts)
             observation = monitor.observe(samples)
             store[resource_id] = monitor
             self._outputs(out, monitor, observation)
+            self._history.mark(out, first_alert, resource_id, history)
         return out
 
     def tick(self, store: StateStore, now: float) -> Outputs:
@@ -185,6 +192,8 @@ class InfraProcessor:
         out = Outputs()
         peek = getattr(store, "peek", store.get)
         for resource_id in list(store.keys()):
+            if self._history.in_history(resource_id):
+                continue
             value = peek(resource_id)
             if isinstance(value, dict) and not ResourceMonitor.may_be_due(value, now, self.config):
                 continue  # stored, not due: no need to load it (a worker may hold more than it caches)
