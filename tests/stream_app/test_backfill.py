@@ -159,3 +159,28 @@ def test_backfill_warms_like_live_records_history_and_fires_right_after(
     carried = _feed(warm, warm_store, [_live("db-2", after, 500.0)])
     assert [(a.alert_id, a.status, a.history) for a in carried] == [(live_alerts[-1].alert_id, "firing", False)]
     assert _feed(warm, warm_store, [_live("db-2", after + 60, 500.0)]) == []  # sent once
+
+
+async def test_history_alerts_are_recorded_marked_and_the_live_send_clears_the_mark(db_url: str) -> None:
+    from sqlalchemy import text
+
+    from stream_app import db
+    from stream_app.alerts import Alert
+    from stream_app.sink import Sink
+
+    engine = db.create_engine(db_url)
+    try:
+        await db.upgrade(engine)
+        sink = Sink(engine)
+        past = Alert(alert_id="h-1", status="firing", severity="warning", use_case="infra", rule="WE1",
+                     entity={"resource_id": "db-2", "metric": "cpu"}, starts_at=END, summary="s", history=True)
+        await sink.upsert("alerts", [past.to_row()])
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT history FROM alerts WHERE alert_id = 'h-1'"))).scalar() == 1
+        from dataclasses import replace
+
+        await sink.upsert("alerts", [replace(past, history=False).to_row()])  # still open at the end: sent live
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT history FROM alerts WHERE alert_id = 'h-1'"))).scalar() == 0
+    finally:
+        await engine.dispose()

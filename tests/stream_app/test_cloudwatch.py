@@ -251,3 +251,42 @@ def test_bad_credentials_and_bad_flags_are_one_line_and_exit_2(tmp_path) -> None
     spec = _cli("collect", "cloudwatch", "--region", REGION, "--metric", "AWS/RDS", env={})
     assert spec.returncode == 2
     assert spec.stderr.strip() == "spcwatch: error: --metric must be NAMESPACE:METRIC[:STAT], got 'AWS/RDS'"
+
+
+@pytest.mark.integration
+def test_backfill_cloudwatch_publishes_the_history_as_history_batches(
+        moto: tuple[str, dict[str, str]], kafka_bootstrap: str, topic_prefix: str) -> None:
+    endpoint, _ = moto
+    env = {"SPCWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap, "SPCWATCH_TOPIC_PREFIX": topic_prefix, **CREDS}
+    assert _cli("topics", "create", env=env).returncode == 0
+    result = _cli("backfill", "cloudwatch", "--region", REGION, "--endpoint-url", endpoint, "--discover",
+                  "--services", "rds", "--since", "2h", "--chunk", "30m", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "published 5 samples of history" in result.stderr  # the RDS instance's 5 minutes
+    (record,) = asyncio.run(consume(kafka_bootstrap, topic_prefix + "metrics.samples", 1))
+    decoded = decode_samples(record.value)
+    assert record.key == b"aws-luckyus-dbatest-rw" and all(s.history for s in decoded.events)
+    assert sorted(s.value for s in decoded.events) == [41, 42, 43, 44, 45]
+
+
+def test_without_discovery_a_metric_is_queried_for_every_dimension_set_listed(
+        moto: tuple[str, dict[str, str]]) -> None:
+    endpoint, seeded = moto
+    collector = _collector(endpoint, discover=False, metric_specs=[("AWS/EC2", "CPUUtilization", "Maximum")])
+    samples = collector.poll_sync(MINUTE + 1)
+    assert {s["resource_id"] for s in samples} == {seeded["instance"]}
+    assert {s["resource_type"] for s in samples} == {"ec2"} and len(samples) == 5
+    assert all(s["labels"]["stat"] == "Maximum" for s in samples)  # not the table's statistic: labelled
+
+
+def test_more_than_500_queries_take_several_get_metric_data_calls(moto: tuple[str, dict[str, str]]) -> None:
+    endpoint, _ = moto
+    collector = _collector(endpoint, discover=False)
+    resource = cloudwatch.Resource("rds", "aws-luckyus-dbatest-rw", {}, [
+        cloudwatch.Query("rds", "aws-luckyus-dbatest-rw", "AWS/RDS", "CPUUtilization", "Average",
+                         (("DBInstanceIdentifier", "aws-luckyus-dbatest-rw"),), (("copy", str(i)),))
+        for i in range(1001)])
+    samples = collector.fetch([resource], MINUTE - 900, MINUTE + 60)
+    assert collector.stats.metrics_requested == 1001 and collector.stats.api_calls == 3
+    per_copy = sum(1 for s in samples if s["labels"]["copy"] == "0")
+    assert per_copy >= 5 and len(samples) == 1001 * per_copy  # every query of every call answered
