@@ -260,7 +260,8 @@ def test_backfill_cloudwatch_publishes_the_history_as_history_batches(
     env = {"SPCWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap, "SPCWATCH_TOPIC_PREFIX": topic_prefix, **CREDS}
     assert _cli("topics", "create", env=env).returncode == 0
     result = _cli("backfill", "cloudwatch", "--region", REGION, "--endpoint-url", endpoint, "--discover",
-                  "--services", "rds", "--since", "2h", "--chunk", "30m", env=env)
+                  "--services", "rds", "--since", "2h", "--chunk", "30m",
+                  "--until", datetime.fromtimestamp(MINUTE, UTC).isoformat(), env=env)  # before a later test's point
     assert result.returncode == 0, result.stderr
     assert "published 5 samples of history" in result.stderr  # the RDS instance's 5 minutes
     (record,) = asyncio.run(consume(kafka_bootstrap, topic_prefix + "metrics.samples", 1))
