@@ -9,6 +9,7 @@
   late);
 - marks every alert the history causes ``history=True``: it is recorded in ``alerts`` but
   not notified (the Alertmanager forwarder skips it);
+- writes, of the per-point rows, only the points that signalled (``SPCWATCH_INFRA_HISTORY_ROWS``);
 - leaves absence unjudged while a resource's latest samples are history;
 - remembers the firing alerts of history episodes still open, and sends each again as a
   live alert (``history=False``, same ``alert_id``) ahead of the resource's first live
@@ -65,6 +66,19 @@ class HistoryGate:
         still_open = self._open.pop(resource_id, None)
         if still_open:
             out.alerts[start:start] = [replace(alert, history=False) for alert in still_open.values()]
+
+    @staticmethod
+    def trim(out: Outputs, before: dict[str, int]) -> None:
+        """Keep, of a history batch's per-point rows, only the points that signalled: 30 days of
+        minute history would write two rows per sample, and the database would set the pace of
+        the warm start (``SPCWATCH_INFRA_HISTORY_ROWS=all`` keeps them; the source still has them)."""
+        rollups = out.rows.get("infra_metric_rollups")
+        if rollups:
+            del rollups[before.get("infra_metric_rollups", 0):]
+        scores = out.rows.get("infra_anomaly_scores")
+        if scores:
+            start = before.get("infra_anomaly_scores", 0)
+            scores[start:] = [row for row in scores[start:] if row["rules"] != "[]"]
 
     def in_history(self, resource_id: str) -> bool:
         """Its latest samples were history: absence is not judged until live samples come (a

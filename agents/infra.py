@@ -48,6 +48,7 @@ class InfraSettings:
     retire_after_seconds: float = 7 * 86400.0
     critical_z: float = 6.0
     scores: str = "all"
+    history_rows: str = "signals"  # rows of backfilled history: signals (+ alerts, inventory) or all
     runbook_url: str = ""
 
     def validate(self) -> None:
@@ -66,6 +67,8 @@ class InfraSettings:
         check(self.absent_after_intervals >= 1, p + "ABSENT_AFTER_INTERVALS", "must be >= 1")
         check(self.retire_after_seconds >= 0, p + "RETIRE_AFTER_SECONDS", "must be >= 0 (0: never)")
         check(self.scores in ("all", "signals"), p + "SCORES", f"must be all or signals, got {self.scores!r}")
+        check(self.history_rows in ("all", "signals"), p + "HISTORY_ROWS",
+              f"must be all or signals, got {self.history_rows!r}")
 
     def model_config(self) -> InfraModelConfig:
         detector = DetectorConfig.infra(
@@ -170,10 +173,13 @@ class InfraProcessor:
             if history and not (samples := self._history.unseen(monitor, samples)):
                 continue
             first_alert = len(out.alerts)
+            first_rows = {t: len(r) for t, r in out.rows.items()} if history else None
             observation = monitor.observe(samples)
             store[resource_id] = monitor
             self._outputs(out, monitor, observation)
             self._history.mark(out, first_alert, resource_id, history)
+            if first_rows is not None and self.settings.history_rows == "signals":
+                self._history.trim(out, first_rows)
         return out
 
     def tick(self, store: StateStore, now: float) -> Outputs:

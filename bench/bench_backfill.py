@@ -88,14 +88,28 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _backfill(url: str, prefix: str, start: int, end: int, n: int) -> tuple[float, int]:
+    asyncio.run(create_topic(BOOTSTRAP, prefix + "metrics.samples", 4))
+    settings = dataclasses.replace(Settings.from_env(), kafka_bootstrap=BOOTSTRAP, topic_prefix=prefix)
+    history = PrometheusHistory(url, [f"m{m}" for m in range(METRICS)], step=60.0)
+    with open(os.devnull, "w") as quiet:
+        report = asyncio.run(backfill_prometheus(settings, history, start, end, 86400.0, progress_stream=quiet))
+    if report.samples != n:
+        raise RuntimeError(f"the backfill published {report.samples:,} samples, not {n:,}")
+    return report.samples / report.seconds, report.messages
+
+
 def run() -> str:
     now = int(time.time())
     end = now - now % 86400 - 86400  # history ends at a midnight, a day ago
     minutes = HOURS * 60
     start = end - 60 * minutes
-    prefix = f"bbackfill{uuid.uuid4().hex[:6]}."
+    suffix = uuid.uuid4().hex[:6]
+    prefixes = {"signals": f"bbackfill{suffix}.", "all": f"bbackfillall{suffix}."}
     tmp = Path(tempfile.mkdtemp(prefix="spcwatch-bench-backfill-"))
     proc = None
+    publish: dict[str, tuple[float, int]] = {}
+    worker: dict[str, tuple[float, float, float]] = {}  # rows -> (end to end, consumed, peak RSS)
     try:
         t0 = time.perf_counter()
         n = _history_file(tmp / "history.om", start, minutes)
@@ -107,50 +121,56 @@ def run() -> str:
         proc = _prometheus(tmp, port)
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url, end - 60)
-        asyncio.run(create_topic(BOOTSTRAP, prefix + "metrics.samples", 4))
-        settings = dataclasses.replace(Settings.from_env(), kafka_bootstrap=BOOTSTRAP, topic_prefix=prefix)
-        history = PrometheusHistory(url, [f"m{m}" for m in range(METRICS)], step=60.0)
-        with open(os.devnull, "w") as quiet:
-            report = asyncio.run(backfill_prometheus(settings, history, start, end, 86400.0, progress_stream=quiet))
-        if report.samples != n:
-            raise RuntimeError(f"the backfill published {report.samples:,} samples, not {n:,}")
-        publish_rate = report.samples / report.seconds
-        with scratch_database() as database:
-            marks = run_worker(prefix, database, ("metrics.samples",), n, rows_table="infra_metric_rollups",
-                               n_rows=n, timeout=3600)
-        worker_rate = marks.rate(n)
-        consumed_rate = marks.rate(n, end_to_end=False)
+        for rows, prefix in prefixes.items():
+            publish[rows] = _backfill(url, prefix, start, end, n)
+            with scratch_database() as database:
+                # HISTORY_ROWS=all writes a rollup row per sample: the clock stops at the last one. With
+                # signals (the default) there is no per-sample row to wait for: it stops when all are consumed.
+                marks = run_worker(prefix, database, ("metrics.samples",), n, timeout=3600,
+                                   env={"SPCWATCH_INFRA_HISTORY_ROWS": rows},
+                                   rows_table="infra_metric_rollups" if rows == "all" else "",
+                                   n_rows=n if rows == "all" else 0)
+            worker[rows] = (marks.rate(n), marks.rate(n, end_to_end=False), marks.peak_rss_mb)
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(30)
-        asyncio.run(delete_prefixed(BOOTSTRAP, prefix))
+        for prefix in prefixes.values():
+            asyncio.run(delete_prefixed(BOOTSTRAP, prefix))
         shutil.rmtree(tmp, ignore_errors=True)
-    bottleneck = min(publish_rate, worker_rate)
-    full_minutes = FULL / bottleneck / 60
-    publish_row = (f"| backfill: Prometheus `query_range` → history batches on Kafka | {report.samples:,} in "
-                   f"{report.messages:,} messages | {publish_rate:,.0f} samples/s |")
-    worker_row = (f"| cold worker, history batches → MariaDB, end to end | {n:,} | {worker_rate:,.0f} samples/s "
-                  f"(consumed: {consumed_rate:,.0f}/s) |")
+    publish_rate = min(rate for rate, _ in publish.values())
+    messages = publish["signals"][1]
+
+    def minutes_for(rows: str) -> float:
+        return FULL / min(publish_rate, worker[rows][0]) / 60
+
+    rows_table = "\n".join(
+        f"| cold worker, `SPCWATCH_INFRA_HISTORY_ROWS={rows}`{' (default)' if rows == 'signals' else ''} | {n:,} "
+        f"| {worker[rows][0]:,.0f} samples/s | **~{minutes_for(rows):.0f} min** | {worker[rows][2]:,.0f} MB |"
+        for rows in ("signals", "all"))
     return f"""## Warm start: backfill of minute history into a cold worker
 
 Measured on a shared, busy 2-core machine (six engineers' tests beside it) on
 {time.strftime("%Y-%m-%d", time.gmtime())}: timings are noisy. {RESOURCES} resources x {METRICS} metrics =
-{RESOURCES * METRICS:,} series, **{HOURS} h** of minute history = {n:,} samples (a fraction of the 30 days;
-the 30-day figure is extrapolated by rate, since a sample costs the same whatever the history's length: the
-baseline is a rolling window of day buckets). TSDB written by `promtool` ({import_seconds:.0f} s for the
-fraction, not part of a backfill), served by a real Prometheus; `backfill_prometheus` in 1-day
-`query_range` chunks to Kafka; then a cold `spcwatch worker` (4 partitions, default infra config, a
-rollup and a score row per sample into MariaDB) until the last rollup row is committed.
+{RESOURCES * METRICS:,} series, **{HOURS} h** of minute history = {n:,} samples: a fraction of the 30 days, so
+the 30-day figure is **extrapolated by rate** (a sample costs the same whatever the history's length: the
+baseline is a rolling window of day buckets). The TSDB is written by `promtool` ({import_seconds:.0f} s, not
+part of a backfill) and served by a real Prometheus; `backfill_prometheus` publishes 1-day `query_range`
+chunks to Kafka ({messages:,} messages of at most 2,000 samples); then a cold `spcwatch worker`
+(4 partitions, default infra config, MariaDB) takes them in. History writes, of the per-point rows, only
+the points that signalled (`SPCWATCH_INFRA_HISTORY_ROWS=signals`, the default; the clock stops when the
+worker has consumed the last sample); `=all` writes a rollup and a score row per sample (the clock stops
+at the last rollup row committed).
 
-| stage | samples | rate |
-| --- | ---: | ---: |
-{publish_row}
-{worker_row}
+Backfill (Prometheus `query_range` → history batches on Kafka): {publish_rate:,.0f} samples/s
+(the slower of {len(publish)} runs).
 
-Extrapolated to 30 days of the ~2,000 series ({FULL:,} samples), with the backfill and the worker
-overlapping (the slower one sets the pace): **~{full_minutes:.0f} minutes** to a fully warm worker, against
-the 30 days a live start needs. Worker peak RSS {marks.peak_rss_mb:,.0f} MB.
+| stage | samples | rate | 30 days x 2,000 series ({FULL:,} samples), extrapolated | worker peak RSS |
+| --- | ---: | ---: | ---: | ---: |
+{rows_table}
+
+The backfill and the worker overlap in use, so the slower of the two sets the time to a fully warm
+worker; a live start needs the 30 days themselves.
 """
 
 

@@ -315,7 +315,9 @@ _SAMPLE_FIELDS = frozenset({"ts", "value", "resource_id", "metric", "source", "r
 
 def sample_from_obj(obj: Any, history: bool = False) -> MetricSample:
     """A validated sample; the common, well-formed shape takes a fast path with the same result."""
-    if type(obj) is dict and obj.keys() <= _SAMPLE_FIELDS and obj.get("labels") is None:
+    labels = obj.get("labels") if type(obj) is dict else None
+    if type(obj) is dict and obj.keys() <= _SAMPLE_FIELDS and (
+            labels is None or (type(labels) is dict and all(type(v) is str for v in labels.values()))):
         ts, value = obj.get("ts"), obj.get("value")
         rid, metric = obj.get("resource_id"), obj.get("metric")
         source, rtype = obj.get("source", "unknown"), obj.get("resource_type", "unknown")
@@ -325,7 +327,7 @@ def sample_from_obj(obj: Any, history: bool = False) -> MetricSample:
             rid, metric, source, rtype = rid.strip(), metric.strip(), source.strip(), rtype.strip()
             if (_MIN_TS <= seconds < _MAX_TS and math.isfinite(value) and rid and metric and source
                     and rtype):
-                return MetricSample(seconds, source, rtype, rid, metric, float(value), {}, history)
+                return MetricSample(seconds, source, rtype, rid, metric, float(value), labels or {}, history)
     return _sample_from_obj_checked(obj, history)
 
 

@@ -144,6 +144,14 @@ def test_backfill_warms_like_live_records_history_and_fires_right_after(
     assert all(a.history for a in history_alerts) and not any(a.history for a in live_alerts)
     assert all(a.to_event()["history"] is True and a.to_row()["history"] == 1 for a in history_alerts)
 
+    # History writes, of its per-point rows, only the signals (HISTORY_ROWS=all: every one).
+    trimmed = InfraProcessor(InfraSettings()).process({}, "metrics.samples", backfilled[0]).rows
+    assert "infra_metric_rollups" not in trimmed or trimmed["infra_metric_rollups"] == []
+    assert all(r["rules"] != "[]" for r in trimmed.get("infra_anomaly_scores", []))
+    assert trimmed["infra_inventory"] and trimmed["infra_series"]
+    full = InfraProcessor(InfraSettings(history_rows="all")).process({}, "metrics.samples", backfilled[0]).rows
+    assert len(full["infra_metric_rollups"]) == len(full["infra_anomaly_scores"]) == len(backfilled[0])
+
     # Backfilling again (or over what the worker saw) changes nothing.
     before = _detectors(warm_store)
     assert _feed(warm, warm_store, backfilled) == []
