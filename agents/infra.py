@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from agents.history import HistoryGate
 from models import DetectorConfig, StateError
 from models.detector import STATUS_NAMES
 from models.infra import InfraModelConfig, Observation, ResourceMonitor
@@ -47,6 +48,7 @@ class InfraSettings:
     retire_after_seconds: float = 7 * 86400.0
     critical_z: float = 6.0
     scores: str = "all"
+    history_rows: str = "signals"  # rows of backfilled history: signals (+ alerts, inventory) or all
     runbook_url: str = ""
 
     def validate(self) -> None:
@@ -65,6 +67,8 @@ class InfraSettings:
         check(self.absent_after_intervals >= 1, p + "ABSENT_AFTER_INTERVALS", "must be >= 1")
         check(self.retire_after_seconds >= 0, p + "RETIRE_AFTER_SECONDS", "must be >= 0 (0: never)")
         check(self.scores in ("all", "signals"), p + "SCORES", f"must be all or signals, got {self.scores!r}")
+        check(self.history_rows in ("all", "signals"), p + "HISTORY_ROWS",
+              f"must be all or signals, got {self.history_rows!r}")
 
     def model_config(self) -> InfraModelConfig:
         detector = DetectorConfig.infra(
@@ -110,6 +114,7 @@ class InfraProcessor:
         # id(store) -> ``now`` of its previous tick. A store object of a revoked partition may leave
         # its id to a new one: that store's first tick then goes without the one-tick grace.
         self._clock_at_last_tick: dict[int, float] = {}
+        self._history = HistoryGate()  # backfilled batches: warm, record, do not page (agents/history.py)
 
     @classmethod
     def from_settings(cls, _settings: Settings) -> InfraProcessor:
@@ -164,9 +169,17 @@ class InfraProcessor:
             monitor = store.get(resource_id)
             if monitor is None:
                 monitor = ResourceMonitor(resource_id, self.config)
+            history = samples[0].history
+            if history and not (samples := self._history.unseen(monitor, samples)):
+                continue
+            first_alert = len(out.alerts)
+            first_rows = {t: len(r) for t, r in out.rows.items()} if history else None
             observation = monitor.observe(samples)
             store[resource_id] = monitor
             self._outputs(out, monitor, observation)
+            self._history.mark(out, first_alert, resource_id, history)
+            if first_rows is not None and self.settings.history_rows == "signals":
+                self._history.trim(out, first_rows)
         return out
 
     def tick(self, store: StateStore, now: float) -> Outputs:
@@ -185,6 +198,8 @@ class InfraProcessor:
         out = Outputs()
         peek = getattr(store, "peek", store.get)
         for resource_id in list(store.keys()):
+            if self._history.in_history(resource_id):
+                continue
             value = peek(resource_id)
             if isinstance(value, dict) and not ResourceMonitor.may_be_due(value, now, self.config):
                 continue  # stored, not due: no need to load it (a worker may hold more than it caches)

@@ -15,9 +15,18 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-MODULES = ["bench.framework", "bench.bench_models", "bench.detection_quality", "bench.bench_infra",
-           "bench.bench_dashboards",
-           "bench.bench_forecast", "bench.bench_recon", "bench.bench_store", "bench.store_detection"]
+MODULES = [
+    "bench.framework",
+    "bench.bench_models",
+    "bench.detection_quality",
+    "bench.bench_infra",
+    "bench.bench_dashboards",
+    "bench.bench_forecast",
+    "bench.bench_recon",
+    "bench.bench_store",
+    "bench.store_detection",
+    "bench.bench_backfill",
+]
 README = Path(__file__).resolve().parent / "README.md"
 
 

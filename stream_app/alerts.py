@@ -56,6 +56,7 @@ class Alert:
     ends_at: float | None = None
     runbook_url: str | None = None
     event_ts: float | None = None  # timestamp of the event that caused this transition (latency metric)
+    history: bool = False  # caused by backfilled history: recorded, not notified (agents/history.py)
 
     def __post_init__(self) -> None:
         if self.status not in ("firing", "resolved"):
@@ -92,6 +93,7 @@ class Alert:
             "ends_at": rfc3339(self.ends_at),
             "summary": self.summary,
             "runbook_url": self.runbook_url,
+            **({"history": True} if self.history else {}),
         }
 
     def to_row(self) -> dict[str, Any]:
@@ -115,4 +117,5 @@ class Alert:
             "summary": self.summary,
             "runbook_url": self.runbook_url,
             "updated_at": datetime.fromtimestamp(self.ends_at or self.event_ts or self.starts_at, UTC),
+            "history": int(self.history),
         }

@@ -202,6 +202,155 @@ def cmd_collect_prometheus(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cloudwatch_collector(args: argparse.Namespace, discover: bool, registry: object = None):  # type: ignore[no-untyped-def]
+    """The CloudWatch collector the flags describe (shared by collect and backfill)."""
+    from stream_app import cloudwatch
+
+    if args.period not in (60, 300):
+        raise UserError(f"--period must be 60 or 300 seconds, got {args.period}", EXIT_USAGE)
+    try:
+        specs = [cloudwatch.parse_metric_spec(spec) for spec in args.metric or []]
+    except ValueError as exc:
+        raise UserError(str(exc), EXIT_USAGE) from None
+    unknown = [s for s in args.services.split(",") if s not in cloudwatch.SERVICES]
+    if unknown:
+        raise UserError(f"--services: unknown {', '.join(unknown)} (known: {', '.join(cloudwatch.SERVICES)})",
+                        EXIT_USAGE)
+    if not discover and not specs:
+        raise UserError("nothing to collect: give --discover, or --metric NAMESPACE:METRIC[:STAT]", EXIT_USAGE)
+    if args.endpoint_url and not args.endpoint_url.startswith(("http://", "https://")):
+        raise UserError(f"--endpoint-url must be an http(s) URL, got {args.endpoint_url!r}", EXIT_USAGE)
+    try:
+        session = cloudwatch.session(args.profile)
+    except Exception as exc:  # botocore.exceptions.ProfileNotFound and kin
+        raise UserError(str(exc), EXIT_USAGE) from None
+    region = args.region or session.region_name
+    if not region:
+        raise UserError("no AWS region: give --region or set AWS_DEFAULT_REGION", EXIT_USAGE)
+    return cloudwatch.CloudWatchCollector(
+        session, region, endpoint_url=args.endpoint_url, period=args.period,
+        lookback=getattr(args, "lookback", 600.0), discover=discover,
+        refresh_seconds=getattr(args, "refresh_minutes", 10.0) * 60, metric_specs=specs,
+        services=args.services.split(","), registry=registry)
+
+
+def cmd_collect_cloudwatch(args: argparse.Namespace) -> int:
+    """Poll CloudWatch (GetMetricData) for the discovered AWS estate and publish to metrics.samples."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from stream_app.cloudwatch import CredentialsError
+    from stream_app.collect import CollectError, run
+
+    settings = _settings()
+    if args.lookback < args.period:
+        raise UserError(f"--lookback must be >= --period ({args.period} s), got {args.lookback}", EXIT_USAGE)
+    interval = args.interval or float(args.period)
+    if interval <= 0:
+        raise UserError("--interval must be > 0 seconds", EXIT_USAGE)
+    registry = CollectorRegistry()
+    collector = _cloudwatch_collector(args, args.discover, registry)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
+    try:
+        published = _run_or_unavailable(None, run(settings, collector, interval, once=args.once),
+                                        f"Kafka at {settings.kafka_bootstrap}")
+    except CredentialsError as exc:
+        raise UserError(str(exc), EXIT_USAGE) from None
+    except CollectError as exc:
+        raise UserError(str(exc), EXIT_UNAVAILABLE) from None
+    print(f"published {published} samples", file=sys.stderr)
+    return 0
+
+
+def _history_range(args: argparse.Namespace) -> tuple[float, float, float]:
+    import time
+
+    from stream_app.backfill import parse_duration
+
+    try:
+        since, chunk = parse_duration(args.since), parse_duration(args.chunk)
+    except ValueError as exc:
+        raise UserError(f"--since/--chunk: {exc}", EXIT_USAGE) from None
+    until = time.time()
+    if args.until:
+        from datetime import UTC, datetime
+
+        try:
+            parsed = datetime.fromisoformat(args.until)
+        except ValueError:
+            raise UserError(f"--until must be an RFC 3339 time, got {args.until!r}", EXIT_USAGE) from None
+        until = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    return until - since, until, chunk
+
+
+def _print_backfill(report) -> None:  # type: ignore[no-untyped-def]
+    rate = report.samples / report.seconds if report.seconds else 0.0
+    print(f"published {report.samples} samples of history in {report.messages} messages "
+          f"({report.chunks} chunks, {report.seconds:.1f} s, {rate:,.0f} samples/s)", file=sys.stderr)
+
+
+def cmd_backfill_prometheus(args: argparse.Namespace) -> int:
+    """Publish Prometheus history (query_range, chunked) to metrics.samples to warm the baselines."""
+    from stream_app.backfill import PrometheusHistory, backfill_prometheus, parse_duration
+    from stream_app.collect import CollectError
+
+    settings = _settings()
+    if not args.url.startswith(("http://", "https://")):
+        raise UserError(f"--url must be an http(s) URL, got {args.url!r}", EXIT_USAGE)
+    try:
+        step = parse_duration(args.step)
+    except ValueError as exc:
+        raise UserError(f"--step: {exc}", EXIT_USAGE) from None
+    since, until, chunk = _history_range(args)
+    history = PrometheusHistory(args.url, args.query, step=step, resource_label=args.resource_label,
+                                resource_type=args.resource_type)
+    try:
+        report = _run_or_unavailable(None, backfill_prometheus(settings, history, since, until, chunk),
+                                     f"Kafka at {settings.kafka_bootstrap}")
+    except CollectError as exc:
+        raise UserError(str(exc), EXIT_UNAVAILABLE) from None
+    _print_backfill(report)
+    return 0
+
+
+def cmd_backfill_cloudwatch(args: argparse.Namespace) -> int:
+    """Publish CloudWatch history (GetMetricData, chunked) to metrics.samples to warm the baselines."""
+    from stream_app.backfill import backfill_cloudwatch
+    from stream_app.cloudwatch import CredentialsError
+    from stream_app.collect import CollectError
+
+    settings = _settings()
+    since, until, chunk = _history_range(args)
+    collector = _cloudwatch_collector(args, args.discover)
+    try:
+        report = _run_or_unavailable(None, backfill_cloudwatch(settings, collector, since, until, chunk),
+                                     f"Kafka at {settings.kafka_bootstrap}")
+    except CredentialsError as exc:
+        raise UserError(str(exc), EXIT_USAGE) from None
+    except CollectError as exc:
+        raise UserError(str(exc), EXIT_UNAVAILABLE) from None
+    _print_backfill(report)
+    return 0
+
+
+def _history_arguments(p: argparse.ArgumentParser, since: str, chunk: str) -> None:
+    p.add_argument("--since", default=since, metavar="DURATION", help=f"how far back, e.g. 30d, 12h ({since})")
+    p.add_argument("--until", metavar="TIME", help="end of the history, RFC 3339 (default: now)")
+    p.add_argument("--chunk", default=chunk, metavar="DURATION", help=f"history fetched per request ({chunk})")
+
+
+def _aws_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--region", help="AWS region (default: the AWS configuration's)")
+    p.add_argument("--endpoint-url", help="AWS endpoint (VPC endpoints, local emulators)")
+    p.add_argument("--profile", help="AWS profile (default: the standard credential chain)")
+    p.add_argument("--period", type=int, default=60, help="CloudWatch period, 60 or 300 seconds (60)")
+    p.add_argument("--discover", action="store_true",
+                   help="list EC2, RDS, ElastiCache, EKS and MSK and query their standard metrics")
+    p.add_argument("--services", default="ec2,rds,elasticache,eks,msk", help="services to discover (all)")
+    p.add_argument("--metric", action="append", metavar="NAMESPACE:METRIC[:STAT]",
+                   help="extra metric (repeatable); without --discover, every dimension set ListMetrics knows")
+
+
 def _run_or_unavailable(loop: asyncio.AbstractEventLoop | None, coro, what: str):  # type: ignore[no-untyped-def]
     from aiokafka.errors import KafkaError
     from sqlalchemy.exc import DBAPIError
@@ -265,6 +414,33 @@ def build_parser() -> argparse.ArgumentParser:
     prom.add_argument("--resource-label", default="instance", help="label naming the resource (instance)")
     prom.add_argument("--resource-type", default="prometheus", help="resource_type of the samples")
     prom.add_argument("--once", action="store_true", help="poll once and exit")
+
+    cw = add("cloudwatch", cmd_collect_cloudwatch, collect_sub)
+    _aws_arguments(cw)
+    cw.add_argument("--interval", type=float, metavar="S", help="seconds between polls (default: the period)")
+    cw.add_argument("--lookback", type=float, default=600.0, metavar="S",
+                    help="seconds asked again each poll, for late datapoints (600)")
+    cw.add_argument("--refresh-minutes", type=float, default=10.0, metavar="N",
+                    help="re-discover the estate every N minutes (10)")
+    cw.add_argument("--metrics-port", type=int, default=0, metavar="PORT",
+                    help="serve the collector's metrics (API calls per poll) on 127.0.0.1:PORT")
+    cw.add_argument("--once", action="store_true", help="poll once and exit")
+
+    backfill_parser = sub.add_parser("backfill", help="publish history to metrics.samples (warm start)",
+                                     description="Publish history as batches marked history: baselines warm, "
+                                     "episodes inside the history are recorded but not notified.")
+    backfill_sub = backfill_parser.add_subparsers(dest="backfill_command", metavar="SOURCE", parser_class=_Parser)
+    backfill_sub.required = True
+    bprom = add("prometheus", cmd_backfill_prometheus, backfill_sub)
+    bprom.add_argument("--url", required=True, help="Prometheus base URL")
+    bprom.add_argument("--query", required=True, action="append", metavar="Q", help="PromQL query (repeatable)")
+    bprom.add_argument("--step", default="60s", metavar="DURATION", help="resolution (60s)")
+    bprom.add_argument("--resource-label", default="instance", help="label naming the resource (instance)")
+    bprom.add_argument("--resource-type", default="prometheus", help="resource_type of the samples")
+    _history_arguments(bprom, "30d", "1d")
+    bcw = add("cloudwatch", cmd_backfill_cloudwatch, backfill_sub)
+    _aws_arguments(bcw)
+    _history_arguments(bcw, "14d", "1d")
 
     from stream_app import alerts_view, simulate  # light modules: their heavy imports are lazy
 

@@ -3,7 +3,8 @@
 A :class:`Collector` turns one poll into contract samples; :func:`run` does the
 publishing (one ``{"samples": [...]}`` message per resource per poll, keyed by
 ``resource_id``, as the contract asks of producers). Prometheus is the first
-source; CloudWatch fits the same interface (``poll(now) -> samples``).
+source; CloudWatch (:mod:`stream_app.cloudwatch`) fits the same interface
+(``poll(now) -> samples``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class Collector(Protocol):
 
 class CollectError(RuntimeError):
     """The source answered with an error, or not at all."""
+
+    fatal = False  # True: retrying at the next interval cannot help (bad credentials): stop
 
 
 @dataclass
@@ -78,14 +81,21 @@ class PrometheusCollector:
     def _samples(self, query: str, result: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
         for element in result:
-            labels = dict(element["metric"])
-            ts, raw = element["value"]
+            out.extend(self.series_samples(query, element["metric"], [element["value"]]))
+        return out
+
+    def series_samples(self, query: str, metric_labels: dict[str, str],
+                       values: list[list[Any]]) -> list[dict[str, Any]]:
+        """Samples of one Prometheus series (``[[ts, "value"], ...]``, instant or range query)."""
+        labels = dict(metric_labels)
+        metric = labels.pop("__name__", query)
+        resource = labels.pop(self.resource_label, None) or labels.get("job") or "unknown"
+        out = []
+        for ts, raw in values:
             value = float(raw)
             if not math.isfinite(value):
                 self.dropped_non_finite += 1  # NaN/Inf are real Prometheus values, but not samples
                 continue
-            metric = labels.pop("__name__", query)
-            resource = labels.pop(self.resource_label, None) or labels.get("job") or "unknown"
             out.append({"ts": float(ts), "source": self.source, "resource_type": self.resource_type,
                         "resource_id": resource, "metric": metric, "value": value, "labels": labels})
         return out
@@ -97,6 +107,16 @@ def batches(samples: list[dict[str, Any]]) -> dict[str, bytes]:
     for sample in samples:
         grouped.setdefault(sample["resource_id"], []).append(sample)
     return {resource: orjson.dumps({"samples": group}) for resource, group in grouped.items()}
+
+
+def history_batches(samples: list[dict[str, Any]], max_samples: int = 2000) -> list[tuple[str, bytes]]:
+    """History as ``(resource_id, {"samples": [...], "history": true})`` messages, at most
+    ``max_samples`` each (Kafka's default message limit is 1 MB), in the order given."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for sample in samples:
+        grouped.setdefault(sample["resource_id"], []).append(sample)
+    return [(resource, orjson.dumps({"samples": group[i:i + max_samples], "history": True}))
+            for resource, group in grouped.items() for i in range(0, len(group), max_samples)]
 
 
 async def run(settings: Settings, collector: Collector, interval: float, once: bool = False) -> int:
@@ -113,7 +133,7 @@ async def run(settings: Settings, collector: Collector, interval: float, once: b
             try:
                 samples = await collector.poll(started)
             except CollectError as exc:
-                if once:
+                if once or exc.fatal:
                     raise
                 log.warning("collect: %s; retrying at the next interval", exc)
                 samples = []

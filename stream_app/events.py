@@ -213,6 +213,7 @@ class MetricSample:
     metric: str
     value: float
     labels: dict[str, str] = field(default_factory=dict)
+    history: bool = False  # from a backfill batch ({"samples": [...], "history": true}): see agents/history.py
 
     @property
     def series_key(self) -> str:
@@ -312,9 +313,11 @@ _NUMBER = (int, float)
 _SAMPLE_FIELDS = frozenset({"ts", "value", "resource_id", "metric", "source", "resource_type", "labels"})
 
 
-def sample_from_obj(obj: Any) -> MetricSample:
+def sample_from_obj(obj: Any, history: bool = False) -> MetricSample:
     """A validated sample; the common, well-formed shape takes a fast path with the same result."""
-    if type(obj) is dict and obj.keys() <= _SAMPLE_FIELDS and obj.get("labels") is None:
+    labels = obj.get("labels") if type(obj) is dict else None
+    if type(obj) is dict and obj.keys() <= _SAMPLE_FIELDS and (
+            labels is None or (type(labels) is dict and all(type(v) is str for v in labels.values()))):
         ts, value = obj.get("ts"), obj.get("value")
         rid, metric = obj.get("resource_id"), obj.get("metric")
         source, rtype = obj.get("source", "unknown"), obj.get("resource_type", "unknown")
@@ -324,11 +327,11 @@ def sample_from_obj(obj: Any) -> MetricSample:
             rid, metric, source, rtype = rid.strip(), metric.strip(), source.strip(), rtype.strip()
             if (_MIN_TS <= seconds < _MAX_TS and math.isfinite(value) and rid and metric and source
                     and rtype):
-                return MetricSample(seconds, source, rtype, rid, metric, float(value), {})
-    return _sample_from_obj_checked(obj)
+                return MetricSample(seconds, source, rtype, rid, metric, float(value), labels or {}, history)
+    return _sample_from_obj_checked(obj, history)
 
 
-def _sample_from_obj_checked(obj: Any) -> MetricSample:
+def _sample_from_obj_checked(obj: Any, history: bool = False) -> MetricSample:
     """Field by field, with the reason of the first problem."""
     obj = _object(obj)
     return MetricSample(
@@ -339,6 +342,7 @@ def _sample_from_obj_checked(obj: Any) -> MetricSample:
         metric=parse_str(obj.get("metric"), "metric"),
         value=parse_number(_require(obj, "value"), "value"),
         labels=parse_labels(obj.get("labels")),
+        history=history,
     )
 
 
@@ -477,9 +481,10 @@ def decode_samples(raw: bytes) -> Decoded:
     if not isinstance(items, list):
         result.errors.append(InvalidEvent("invalid_type", "'samples' must be a list"))
         return result
+    history = obj.get("history") is True  # a backfill's batch (spcwatch backfill)
     for index, item in enumerate(items):
         try:
-            result.events.append(sample_from_obj(item))
+            result.events.append(sample_from_obj(item, history))
         except InvalidEvent as exc:
             exc.item_index = index
             result.errors.append(exc)
@@ -506,7 +511,9 @@ def encode_events(topic: str, events: Sequence[Any]) -> bytes:
     from stream_app.codecs import dumps
 
     if topic == "metrics.samples":
-        return dumps({"samples": [asdict(e) for e in events]})
+        history = any(e.history for e in events)
+        samples = [{k: v for k, v in asdict(e).items() if k != "history"} for e in events]
+        return dumps({"samples": samples, "history": True} if history else {"samples": samples})
     if len(events) != 1:
         raise ValueError(f"{topic} messages carry one event")
     return dumps(asdict(events[0]))
