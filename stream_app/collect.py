@@ -115,8 +115,23 @@ def history_batches(samples: list[dict[str, Any]], max_samples: int = 2000) -> l
     grouped: dict[str, list[dict[str, Any]]] = {}
     for sample in samples:
         grouped.setdefault(sample["resource_id"], []).append(sample)
-    return [(resource, orjson.dumps({"samples": group[i:i + max_samples], "history": True}))
-            for resource, group in grouped.items() for i in range(0, len(group), max_samples)]
+    out: list[tuple[str, bytes]] = []
+
+    def add(resource: str, part: list[dict[str, Any]]) -> None:
+        payload = orjson.dumps({"samples": part, "history": True})
+        if len(payload) > MAX_MESSAGE_BYTES and len(part) > 1:  # long labels: halve until it fits
+            add(resource, part[:len(part) // 2])
+            add(resource, part[len(part) // 2:])
+        else:
+            out.append((resource, payload))
+
+    for resource, group in grouped.items():
+        for i in range(0, len(group), max_samples):
+            add(resource, group[i:i + max_samples])
+    return out
+
+
+MAX_MESSAGE_BYTES = 900_000  # under Kafka's default 1 MB message limit
 
 
 async def run(settings: Settings, collector: Collector, interval: float, once: bool = False) -> int:
