@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from stream_app import runbooks
+
 SEVERITIES = ("info", "warning", "critical")
 USE_CASES = ("infra", "store", "forecast", "recon", "menu")
 
@@ -57,6 +59,7 @@ class Alert:
     runbook_url: str | None = None
     event_ts: float | None = None  # timestamp of the event that caused this transition (latency metric)
     history: bool = False  # caused by backfilled history: recorded, not notified (agents/history.py)
+    summary_zh: str | None = None  # Simplified Chinese; by default from the rule's template (stream_app/runbooks)
 
     def __post_init__(self) -> None:
         if self.status not in ("firing", "resolved"):
@@ -65,6 +68,18 @@ class Alert:
             raise ValueError(f"alert severity must be one of {SEVERITIES}, got {self.severity!r}")
         if self.use_case not in USE_CASES:
             raise ValueError(f"alert use_case must be one of {USE_CASES}, got {self.use_case!r}")
+
+    def with_defaults(self, runbook_base: str) -> Alert:
+        """The alert as published: ``summary_zh`` from its rule's template, ``runbook_url`` to the
+        runbook served at ``runbook_base`` unless the use case configured one. Applied centrally
+        (Runtime.emit, replay), so no use case builds either itself."""
+        return replace(self, summary_zh=self.summary_zh or self.chinese_summary(),
+                       runbook_url=self.runbook_url or runbooks.runbook_url(runbook_base, self.use_case, self.rule))
+
+    def chinese_summary(self) -> str:
+        return runbooks.summary_zh(self.use_case, self.rule, self.entity, self.status, value=self.value,
+                                   center=self.center, lower=self.lower, upper=self.upper, zscore=self.zscore,
+                                   rules=self.rules)
 
     def resolved(self, ends_at: float, **changes: Any) -> Alert:
         return replace(self, status="resolved", ends_at=ends_at, **changes)
@@ -92,6 +107,7 @@ class Alert:
             "starts_at": rfc3339(self.starts_at),
             "ends_at": rfc3339(self.ends_at),
             "summary": self.summary,
+            "summary_zh": self.summary_zh or self.chinese_summary(),
             "runbook_url": self.runbook_url,
             **({"history": True} if self.history else {}),
         }

@@ -23,7 +23,7 @@ from faust import web
 from faust.types import Message, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from stream_app import codecs, topics
+from stream_app import codecs, notify, topics
 from stream_app.db import create_engine
 from stream_app.events import DECODERS, InvalidEvent
 from stream_app.metrics import SpcMetrics, WorkerMonitor
@@ -161,11 +161,12 @@ class Runtime:
         """Rows first (sink, idempotent), then alerts on the topic; both before the offset commits."""
         for table, rows in outputs.rows.items():
             await self.sink.upsert(table, rows)
-        if outputs.alerts:
-            await self.sink.upsert("alerts", [alert.to_row() for alert in outputs.alerts])
+        alerts = [alert.with_defaults(self.settings.runbook_base) for alert in outputs.alerts]
+        if alerts:
+            await self.sink.upsert("alerts", [alert.to_row() for alert in alerts])
         assert self.alerts_topic is not None
         now = time.time()
-        for alert in outputs.alerts:
+        for alert in alerts:
             await self.alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_event())
             self.metrics.alerts.labels(alert.use_case, alert.rule, alert.severity).inc()
             if alert.status == "firing" and alert.event_ts is not None:
@@ -286,6 +287,8 @@ def create_runtime(settings: Settings, registry: CollectorRegistry | None = None
     WorkerMonitor.install(app, registry)
     _register_metrics_page(app, registry)
     _register_health(runtime)
+    notify.register_web(runtime)  # /runbooks, /alerts (issue #16)
+    notify.register(runtime)  # Alertmanager forwarding, when configured
     register_all(runtime)
     return runtime
 

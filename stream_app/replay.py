@@ -72,7 +72,8 @@ def read_events(
 class _Writer:
     """Buffers rows for the sink and writes alerts to the output as they come."""
 
-    def __init__(self, sink: Sink, output: TextIO, report: ReplayReport) -> None:
+    def __init__(self, sink: Sink, output: TextIO, report: ReplayReport, runbook_base: str) -> None:
+        self.runbook_base = runbook_base
         self.sink = sink
         self.output = output
         self.report = report
@@ -81,6 +82,7 @@ class _Writer:
 
     async def emit(self, outputs: Outputs) -> None:
         for alert in outputs.alerts:
+            alert = alert.with_defaults(self.runbook_base)
             self.output.write(orjson.dumps(alert.to_event()).decode() + "\n")
             self.pending.add_row("alerts", alert.to_row())
         self.report.alerts += len(outputs.alerts)
@@ -110,7 +112,8 @@ async def run_replay(settings: Settings, processor: Processor, input_path: Path,
     try:
         await db.upgrade(engine)
         writer = _Writer(Sink(engine, batch_size=settings.sink_batch_size,
-                              retry_max_seconds=settings.sink_retry_max_seconds), output, report)
+                              retry_max_seconds=settings.sink_retry_max_seconds), output, report,
+                         settings.runbook_base)
         store: dict[str, Any] = {}
         watermark = 0.0
         last_tick = 0.0

@@ -54,6 +54,13 @@ class Settings:
     state_cache_keys: int = 20000
     sink_batch_size: int = 1000
     sink_retry_max_seconds: float = 300.0
+    runbook_base_url: str = ""
+    """Public base of the runbook links (default: this worker's own web server)."""
+    alertmanager_url: str = ""
+    """Alertmanager base URL(s), comma-separated for an HA pair; empty: no forwarding."""
+    alertmanager_resend_seconds: float = 60.0
+    alertmanager_queue_max: int = 10000
+    alertmanager_timeout_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +117,15 @@ class Settings:
         _check(1 <= self.sink_batch_size <= 100_000, "sink_batch_size",
                f"must be 1-100000, got {self.sink_batch_size}")
         _check(self.sink_retry_max_seconds > 0, "sink_retry_max_seconds", "must be > 0")
+        for url in self.alertmanager_urls:
+            _check(url.startswith(("http://", "https://")), "alertmanager_url",
+                   f"expects http(s)://host:port[,http(s)://host:port], got {url!r}")
+        _check(self.alertmanager_resend_seconds > 0, "alertmanager_resend_seconds", "must be > 0")
+        _check(self.alertmanager_queue_max >= 1, "alertmanager_queue_max", "must be >= 1")
+        _check(self.alertmanager_timeout_seconds > 0, "alertmanager_timeout_seconds", "must be > 0")
+        if self.runbook_base_url:
+            _check(self.runbook_base_url.startswith(("http://", "https://")), "runbook_base_url",
+                   f"expects an http(s) URL, got {self.runbook_base_url!r}")
 
     def topic(self, name: str) -> str:
         """The full Kafka topic name for a contract topic name."""
@@ -119,6 +135,15 @@ class Settings:
     def group_id(self) -> str:
         """Consumer group / Faust app id; the prefix keeps environments apart."""
         return f"{self.topic_prefix}{self.app_id}"
+
+    @property
+    def alertmanager_urls(self) -> tuple[str, ...]:
+        return tuple(u.strip().rstrip("/") for u in self.alertmanager_url.split(",") if u.strip())
+
+    @property
+    def runbook_base(self) -> str:
+        """Where runbook links point: ``SPCWATCH_RUNBOOK_BASE_URL``, else this worker's web server."""
+        return self.runbook_base_url.rstrip("/") or f"http://127.0.0.1:{self.web_port}"
 
     @property
     def db_url_masked(self) -> str:
