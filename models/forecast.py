@@ -58,8 +58,10 @@ class ForecastConfig:
     """Rolling windows in days (summary rows for each)."""
     tolerance: float = 0.20
     """Accuracy rate: share of items with APE <= tolerance."""
-    timezone: str = "UTC"
-    """Where business days start and end (``date`` is the store's local business date)."""
+    timezone: str = "America/New_York"
+    """Where business days start and end (``date`` is the store's local business date); the chain's
+    zone by default, as for the store and recon use cases, so one unset variable cannot put the
+    three use cases on different days (UTC closed each day at 19:00 New York, before its actuals)."""
     grace_hours: float = 6.0
     """Deadline for an actual = end of its day + grace."""
     stall_hours: float = 48.0

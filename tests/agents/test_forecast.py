@@ -6,7 +6,8 @@ import asyncio
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import text
 
 from agents.forecast import ForecastProcessor, ForecastSettings
-from models.forecast import ForecastConfig, day_start
+from models.forecast import ForecastConfig
 from stream_app import db
 from stream_app.events import demand_from_obj, forecast_from_obj
 from stream_app.replay import run_replay
@@ -37,6 +38,11 @@ def events() -> list[dict[str, Any]]:
     """3 stores x 10 SKUs x 30 days: one SKU over-forecast by 25 %, one store without forecasts for a day."""
     return scenario(stores=3, skus=10, days=30, noise=0.15, bias={BIASED: 0.25}, seed=21,
                     drop_forecasts={("US00003", 15)})
+
+
+def _is_new_york_midnight(rfc3339: str) -> bool:
+    local = datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).astimezone(ZoneInfo("America/New_York"))
+    return (local.hour, local.minute, local.second) == (0, 0, 0)
 
 
 def write_jsonl(path: Path, objs: list[dict[str, Any]]) -> Path:
@@ -186,8 +192,7 @@ def test_replay_twice_gives_identical_alerts_and_rows(tmp_path: Path, sqlite_url
             for i in range(28)} <= closed
     assert not {d for _, d in closed} & {(D0 + timedelta(days=29)).isoformat()}
     starts = {a["starts_at"] for a in first}
-    assert all(s.endswith("T00:00:00.000Z") for s in starts)  # business-day starts (UTC by default)
-    assert day_start(D0.toordinal(), "UTC") > 0
+    assert starts and all(_is_new_york_midnight(s) for s in starts)  # the chain's zone by default
 
 
 # --------------------------------------------------------------------------- real Kafka and MariaDB
@@ -253,6 +258,8 @@ def test_worker_on_kafka_and_mariadb_equals_replay(tmp_path: Path, sqlite_url: s
     assert worker.proc is not None and worker.proc.poll() is None, worker.log_tail()
 
     assert episodes(alerts) == expected_alerts
+    # no SPCWATCH_FORECAST_TIMEZONE set: the worker's business days are New York days, like the replay's
+    assert alerts and all(_is_new_york_midnight(a["starts_at"]) for a in alerts)
     for table in TABLES:
         diff = [(k, rows[table].get(k), v) for k, v in expected_rows[table].items() if rows[table].get(k) != v]
         assert not diff and len(rows[table]) == len(expected_rows[table]), (table, diff[:3])

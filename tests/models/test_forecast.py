@@ -24,7 +24,7 @@ from models.forecast import (
     window_stats,
 )
 
-CFG = ForecastConfig()
+CFG = ForecastConfig(timezone="UTC")  # these tests build days on the UTC axis
 D0 = date(2026, 2, 2)
 HOUR = 3600.0
 
@@ -246,7 +246,7 @@ def test_timezone_moves_the_day_boundaries() -> None:
     # generated 02:00Z on the day = 21:00 the evening before in New York: counts there, not in UTC
     ev = [_fc("A", D0, 10.0, "2026-02-02T02:00:00Z"), _ac("A", D0, 10.0)]
     assert final_items(feed(ev, cfg)[0])[("S1", "A", D0.toordinal())].forecast_qty == 10.0
-    assert not feed(ev)[0].items  # UTC: a revision after the start, so no forecast counts yet
+    assert not feed(ev, CFG)[0].items  # UTC: a revision after the start, so no forecast counts yet
 
 
 # --------------------------------------------------------------------------- rolling windows
@@ -410,6 +410,7 @@ def test_config_validation_names_the_field() -> None:
     with pytest.raises(ValueError, match="mape_warning"):
         ForecastConfig(mape_warning=0.5, mape_critical=0.4).validate()
     ForecastConfig().validate()
+    assert ForecastConfig().timezone == "America/New_York"  # the chain's, as store and recon
 
 
 @settings(max_examples=20, deadline=None)
