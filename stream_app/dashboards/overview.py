@@ -66,23 +66,31 @@ def dashboard() -> Dashboard:
                              .with_target(promql("histogram_quantile(0.99, sum by (le) "
                                                  "(rate(spcwatch_sink_write_seconds_bucket[$__rate_interval])))",
                                                  "p99", "B")))
+    board = board.with_panel(timeseries.Panel().title("Notifications: backlog and outcomes per Alertmanager")
+                             .description("Only with SPCWATCH_ALERTMANAGER_URL set; 0 otherwise.")
+                             .grid_pos(panel_grid(0, 31, 24, 8))
+                             .with_target(promql("sum by (receiver) (spcwatch_notification_queue) or vector(0)",
+                                                 "queued {{receiver}}"))
+                             .with_target(promql("sum by (receiver, status) "
+                                                 "(rate(spcwatch_notifications_total[$__rate_interval])) "
+                                                 "or vector(0)", "{{status}} {{receiver}}", "B")))
     board = board.with_row(Row("Alerts"))
     board = board.with_panel(timeseries.Panel().title("Alert events per 5m by use case / rule")
-                             .grid_pos(panel_grid(0, 32, 12, 8))
+                             .grid_pos(panel_grid(0, 41, 12, 8))
                              .with_target(promql("sum by (use_case, rule) (increase(spcwatch_alerts_total[5m]))",
                                                  "{{use_case}} {{rule}}")))
     board = board.with_panel(bargauge.Panel().title("Alert events in time range by use case / rule / severity")
-                             .grid_pos(panel_grid(12, 32, 12, 8))
+                             .grid_pos(panel_grid(12, 41, 12, 8))
                              .with_target(promql("sort_desc(sum by (use_case, rule, severity) "
                                                  "(increase(spcwatch_alerts_total[$__range])))",
                                                  "{{use_case}} {{rule}} {{severity}}")))
     board = board.with_panel(timeseries.Panel().title("Event-to-alert latency p50 / p99").unit("s")
-                             .grid_pos(panel_grid(0, 40, 12, 8))
+                             .grid_pos(panel_grid(0, 49, 12, 8))
                              .with_target(promql("histogram_quantile(0.5, sum by (le) "
                                                  "(rate(spcwatch_event_to_alert_seconds_bucket[5m])))", "p50"))
                              .with_target(promql("histogram_quantile(0.99, sum by (le) "
                                                  "(rate(spcwatch_event_to_alert_seconds_bucket[5m])))", "p99", "B")))
-    board = board.with_panel(table.Panel().title("Recent alerts").grid_pos(panel_grid(12, 40, 12, 8))
+    board = board.with_panel(table.Panel().title("Recent alerts").grid_pos(panel_grid(12, 49, 12, 8))
                              .with_target(SQLQuery(
                                  "SELECT starts_at, severity, use_case, rule, status, summary, runbook_url "
                                  "FROM alerts WHERE (${use_case:sqlstring} = '__all' "
