@@ -292,3 +292,36 @@ def test_transaction_markers_read_back_as_nothing_and_every_sample_lands_once(
     assert worker.metric("spcwatch_events_consumed_total", {"topic": "metrics.samples"}) == 3
     assert "never delivered" not in worker.log_text()
     assert worker.metric("spcwatch_delivery_gaps_total", {"topic": "metrics.samples"}) == 0
+
+
+def test_an_invalid_message_too_big_to_dead_letter_whole_goes_truncated_and_the_worker_goes_on(
+        make_worker, kafka_bootstrap: str, topic_prefix: str) -> None:  # type: ignore[no-untyped-def]
+    """1.5 MB (gzip keeps it under the broker's limit): its whole envelope could never be published."""
+    from stream_app.app import DEADLETTER_MAX_ORIGINAL_BYTES
+
+    worker = make_worker()
+    worker.start()
+    huge = b'{"resource_id": "' + b"a" * 1_500_000  # unterminated: invalid_json
+    topic = topic_prefix + "metrics.samples"
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", compression_type="gzip",
+                                    max_request_size=4_000_000)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, huge, key=b"db-1")
+            for v in range(3):
+                await producer.send_and_wait(topic, orjson.dumps({**SAMPLE, "value": float(v)}), key=b"db-1")
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    assert wait_for_metric(worker, "spcwatch_events_consumed_total", {"topic": "metrics.samples"}, 4) == 4
+    [record] = asyncio.run(consume(kafka_bootstrap, topic_prefix + "deadletter", 1))
+    envelope = orjson.loads(record.value)
+    assert envelope["reason"] == "invalid_json"
+    assert envelope["truncated"] is True and envelope["original_length"] == len(huge)
+    assert base64.b64decode(envelope["original_b64"]) == huge[:DEADLETTER_MAX_ORIGINAL_BYTES]
+    assert len(record.value) < 1_000_000
+    assert worker.metric("spcwatch_events_invalid_total") == 1
+    assert worker.proc is not None and worker.proc.poll() is None, "the worker must survive a huge message"
