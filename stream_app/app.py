@@ -196,6 +196,9 @@ class Runtime:
 
 
 REROUTED_HEADER = "spcwatch-rerouted"
+# Worst case a byte becomes 4/3 in base64 plus 6 as a JSON escape (\u0000): 96 KiB
+# of original stay under 720 KB of envelope, well inside the broker's 1 MB default.
+DEADLETTER_MAX_ORIGINAL_BYTES = 96 * 1024
 
 
 def _is_rerouted(message: Message) -> bool:
@@ -209,7 +212,18 @@ def _is_rerouted(message: Message) -> bool:
 def deadletter_envelope(
     topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, error: InvalidEvent
 ) -> dict[str, Any]:
-    """The dead-letter record: original bytes (base64, lossless) and context."""
+    """The dead-letter record: original bytes (base64, lossless) and context.
+
+    An original over :data:`DEADLETTER_MAX_ORIGINAL_BYTES` is cut to that many
+    bytes (``truncated`` true, ``original_length`` its full size; offset and
+    partition still find it): base64 and JSON escaping of the whole would exceed
+    the broker's 1 MB message limit and the dead letter could not be published.
+    """
+    value = value or b""
+    original_length = len(value)
+    truncated = original_length > DEADLETTER_MAX_ORIGINAL_BYTES
+    if truncated:
+        value = value[:DEADLETTER_MAX_ORIGINAL_BYTES]
     envelope: dict[str, Any] = {
         "source_topic": topic,
         "partition": partition,
@@ -218,11 +232,13 @@ def deadletter_envelope(
         "detail": error.detail,
         "item_index": error.item_index,
         "key_b64": base64.b64encode(key).decode() if key is not None else None,
-        "original_b64": base64.b64encode(value or b"").decode(),
+        "original_b64": base64.b64encode(value).decode(),
+        "truncated": truncated,
+        "original_length": original_length,
         "rejected_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
     try:
-        envelope["original_text"] = (value or b"").decode("utf-8")
+        envelope["original_text"] = value.decode("utf-8")
     except UnicodeDecodeError:
         envelope["original_text"] = None
     return envelope

@@ -5,7 +5,15 @@ and the offline replay see the same thing and every rejection carries the same
 small set of reasons (they become a Prometheus label, so they stay few):
 
 ``invalid_json``, ``not_an_object``, ``missing_field``, ``invalid_type``,
-``invalid_timestamp``, ``invalid_number``, ``invalid_money``, ``invalid_value``.
+``invalid_timestamp``, ``invalid_number``, ``invalid_money``, ``invalid_value``,
+``too_long``, ``out_of_range``.
+
+The last two are the schema's limits, checked here so that no event that passes
+validation can fail at the sink and stop a partition: an id, name or source
+longer than its database column (:data:`MAX_LENGTHS`), labels whose JSON is over
+:data:`MAX_LABELS_BYTES`, a number whose magnitude is over :data:`MAX_MAGNITUDE`
+(its square, as variance statistics take, and sums of 10^8 of those stay finite),
+and a ``*_minor`` amount over :data:`MAX_MINOR` (sums of 9,000 fit a BIGINT column).
 
 Normalisation follows the contract: timestamps become epoch seconds (UTC);
 integer ids become their decimal string and ids are trimmed; money in major
@@ -32,7 +40,19 @@ REASONS = (
     "invalid_number",
     "invalid_money",
     "invalid_value",
+    "too_long",
+    "out_of_range",
 )
+
+# The widest column each field is written to (sql/*.sql), in characters.
+MAX_LENGTHS: dict[str, int] = {
+    "source": 64, "resource_type": 64, "resource_id": 255, "metric": 255,
+    "store_id": 64, "sku": 64, "order_id": 128,
+}
+MAX_ID_LENGTH = 255  # any other id (event_id, payment_id, spu, ...)
+MAX_LABELS_BYTES = 8192
+MAX_MAGNITUDE = 1e150
+MAX_MINOR = 10**15
 
 # ISO 4217 minor-unit exponents that differ from the usual 2.
 _CURRENCY_EXPONENTS: dict[str, int] = {
@@ -116,6 +136,13 @@ def parse_id(value: Any, name: str) -> str:
     text = str(value).strip()
     if not text:
         raise InvalidEvent("missing_field", f"{name!r} is empty")
+    return _within_length(text, name)
+
+
+def _within_length(text: str, name: str) -> str:
+    limit = MAX_LENGTHS.get(name, MAX_ID_LENGTH)
+    if len(text) > limit:
+        raise InvalidEvent("too_long", f"{name!r} has {len(text)} characters, the limit is {limit}")
     return text
 
 
@@ -123,7 +150,7 @@ def parse_str(value: Any, name: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidEvent("invalid_type" if value is not None else "missing_field",
                            f"{name!r} must be a non-empty string")
-    return value.strip()
+    return _within_length(value.strip(), name)
 
 
 def parse_number(value: Any, name: str) -> float:
@@ -141,6 +168,8 @@ def parse_number(value: Any, name: str) -> float:
         raise InvalidEvent("invalid_number", f"{name!r} must be a number, got {type(value).__name__}")
     if not math.isfinite(number):
         raise InvalidEvent("invalid_number", f"{name!r} must be finite, got {value!r}")
+    if abs(number) > MAX_MAGNITUDE:
+        raise InvalidEvent("out_of_range", f"{name!r} is beyond ±{MAX_MAGNITUDE:g}: {number:g}")
     return number
 
 
@@ -169,7 +198,7 @@ def parse_money_minor(obj: dict[str, Any], major: str, currency: str) -> int:
         value = obj[minor_name]
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidEvent("invalid_money", f"{minor_name!r} must be an integer")
-        return value
+        return _minor_in_range(value, minor_name)
     if obj.get(major) is None:
         raise InvalidEvent("missing_field", f"{major!r} or {minor_name!r} is required")
     amount = parse_decimal(obj[major], major)
@@ -177,7 +206,13 @@ def parse_money_minor(obj: dict[str, Any], major: str, currency: str) -> int:
     if scaled != scaled.to_integral_value():
         raise InvalidEvent("invalid_money",
                            f"{major!r}={obj[major]!r} has more decimals than {currency} allows")
-    return int(scaled)
+    return _minor_in_range(int(scaled), major)
+
+
+def _minor_in_range(minor: int, name: str) -> int:
+    if abs(minor) > MAX_MINOR:
+        raise InvalidEvent("out_of_range", f"{name!r} is beyond ±{MAX_MINOR} minor units")
+    return minor
 
 
 def parse_enum(value: Any, name: str, allowed: tuple[str, ...]) -> str:
@@ -198,6 +233,9 @@ def parse_labels(value: Any) -> dict[str, str]:
         if isinstance(item, dict | list) or item is None:
             raise InvalidEvent("invalid_type", f"label {key!r} must be a scalar")
         labels[str(key)] = item if isinstance(item, str) else orjson.dumps(item).decode()
+    size = len(orjson.dumps(labels))
+    if size > MAX_LABELS_BYTES:
+        raise InvalidEvent("too_long", f"'labels' JSON is {size} bytes, the limit is {MAX_LABELS_BYTES}")
     return labels
 
 
@@ -325,8 +363,9 @@ def sample_from_obj(obj: Any, history: bool = False) -> MetricSample:
                 and type(source) is str and type(rtype) is str):
             seconds = ts / 1000.0 if ts > _MS_THRESHOLD else float(ts)
             rid, metric, source, rtype = rid.strip(), metric.strip(), source.strip(), rtype.strip()
-            if (_MIN_TS <= seconds < _MAX_TS and math.isfinite(value) and rid and metric and source
-                    and rtype):
+            if (_MIN_TS <= seconds < _MAX_TS and math.isfinite(value) and abs(value) <= MAX_MAGNITUDE
+                    and 0 < len(rid) <= 255 and 0 < len(metric) <= 255 and 0 < len(source) <= 64
+                    and 0 < len(rtype) <= 64 and (not labels or len(orjson.dumps(labels)) <= MAX_LABELS_BYTES)):
                 return MetricSample(seconds, source, rtype, rid, metric, float(value), labels or {}, history)
     return _sample_from_obj_checked(obj, history)
 

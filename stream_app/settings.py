@@ -235,7 +235,22 @@ def _check(ok: bool, name: str, message: str) -> None:
 
 
 def _mask_url(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
+    """The URL with its password hidden, whatever characters the password holds.
+
+    SQLAlchemy renders it when the URL is unambiguous. An unencoded ``@`` in the
+    password makes SQLAlchemy take the rest for the host (``:***@456@host``), so
+    with more than one ``@`` everything up to the last one after the user is
+    hidden; a string without a scheme is not echoed at all.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "***"
+    if rest.count("@") <= 1:
+        try:
+            return make_url(url).render_as_string(hide_password=True)
+        except Exception:
+            pass
+    if "@" not in rest:
+        return f"{scheme}://***"
+    userinfo, _, host = rest.rpartition("@")
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"

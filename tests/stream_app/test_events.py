@@ -160,24 +160,26 @@ def test_each_topic_rejects_with_a_reason(topic: str, obj: dict, reason: str) ->
     assert [e.reason for e in result.errors] == [reason]
 
 
+EXAMPLES: dict[str, dict] = {
+    "metrics.samples": {"samples": [SAMPLE, {**SAMPLE, "metric": "FreeableMemory", "value": 7}]},
+    "orders": {"event_id": "e-1", "order_id": 7, "store_id": "US00001", "ts": 1771322700,
+               "status": "refunded", "total": "12.40", "currency": "USD", "channel": "app", "test": True,
+               "items": [{"spu": "SPU1", "qty": 2, "unit_price": "4.955", "discount": "0.5"}]},
+    "payments": {"event_id": "e-2", "payment_id": "p", "order_id": "7", "ts": 1771322700,
+                 "amount": "1240", "currency": "JPY", "status": "captured"},
+    "ledger": {"event_id": "e-3", "entry_id": "j", "order_id": "7", "ts": 1771322700, "amount": "1.250",
+               "currency": "KWD", "kind": "refund"},
+    "forecasts": {"store_id": "s", "sku": "k", "date": "2026-02-17", "forecast_qty": 1.5,
+                  "generated_at": 1771322700},
+    "demand": {"store_id": "s", "sku": "k", "date": "2026-02-17", "actual_qty": 0},
+}
+
+
 @pytest.mark.parametrize("topic", sorted(DECODERS))
 def test_encode_events_round_trips_every_topic(topic: str) -> None:
     from stream_app.events import encode_events
 
-    examples = {
-        "metrics.samples": {"samples": [SAMPLE, {**SAMPLE, "metric": "FreeableMemory", "value": 7}]},
-        "orders": {"event_id": "e-1", "order_id": 7, "store_id": "US00001", "ts": 1771322700,
-                   "status": "refunded", "total": "12.40", "currency": "USD", "channel": "app", "test": True,
-                   "items": [{"spu": "SPU1", "qty": 2, "unit_price": "4.955", "discount": "0.5"}]},
-        "payments": {"event_id": "e-2", "payment_id": "p", "order_id": "7", "ts": 1771322700,
-                     "amount": "1240", "currency": "JPY", "status": "captured"},
-        "ledger": {"event_id": "e-3", "entry_id": "j", "order_id": "7", "ts": 1771322700, "amount": "1.250",
-                   "currency": "KWD", "kind": "refund"},
-        "forecasts": {"store_id": "s", "sku": "k", "date": "2026-02-17", "forecast_qty": 1.5,
-                      "generated_at": 1771322700},
-        "demand": {"store_id": "s", "sku": "k", "date": "2026-02-17", "actual_qty": 0},
-    }
-    first = DECODERS[topic](raw(examples[topic]))
+    first = DECODERS[topic](raw(EXAMPLES[topic]))
     assert first.errors == [] and first.events
     again = DECODERS[topic](encode_events(topic, first.events))
     assert again.errors == []
@@ -204,3 +206,44 @@ def test_the_fast_sample_path_agrees_with_field_by_field_validation(obj: dict) -
             return exc.reason, exc.detail
 
     assert outcome(sample_from_obj) == outcome(_sample_from_obj_checked)
+
+
+@pytest.mark.parametrize(("field", "limit"), [("source", 64), ("resource_type", 64),
+                                              ("resource_id", 255), ("metric", 255)])
+def test_sample_fields_longer_than_their_column_are_too_long(field: str, limit: int) -> None:
+    assert decode_samples(raw({**SAMPLE, field: "x" * limit})).errors == []
+    for obj in ({**SAMPLE, field: "x" * (limit + 1)},
+                {**SAMPLE, field: "x" * (limit + 1), "labels": {"a": "b"}}):
+        [error] = decode_samples(raw(obj)).errors
+        assert error.reason == "too_long" and field in error.detail
+
+
+def test_labels_over_their_json_bound_are_too_long() -> None:
+    from stream_app.events import MAX_LABELS_BYTES
+
+    assert decode_samples(raw({**SAMPLE, "labels": {"k": "v" * 100}})).errors == []
+    [error] = decode_samples(raw({**SAMPLE, "labels": {"k": "v" * MAX_LABELS_BYTES}})).errors
+    assert error.reason == "too_long" and "labels" in error.detail
+
+
+@pytest.mark.parametrize("value", [1.7e308, -1.7e308, 1e151, "1e200"])
+def test_values_that_would_overflow_statistics_are_out_of_range(value: object) -> None:
+    [error] = decode_samples(raw({**SAMPLE, "value": value})).errors
+    assert error.reason == "out_of_range"
+    assert decode_samples(raw({**SAMPLE, "value": 1e150})).errors == []
+
+
+@pytest.mark.parametrize(("topic", "obj"), [
+    ("orders", {"order_id": "o" * 129}), ("orders", {"store_id": "s" * 65}),
+    ("orders", {"total_minor": 10**15 + 1}), ("orders", {"total": "1e20"}),
+    ("payments", {"order_id": "o" * 129}), ("ledger", {"order_id": "o" * 129}),
+    ("forecasts", {"sku": "k" * 65}), ("forecasts", {"forecast_qty": 1e300}),
+    ("demand", {"store_id": "s" * 65}), ("demand", {"actual_qty": -1e300}),
+])
+def test_other_topics_enforce_column_limits(topic: str, obj: dict) -> None:
+    base = EXAMPLES[topic]
+    assert DECODERS[topic](raw(base)).errors == []
+    if "total" in obj:
+        base = {k: v for k, v in base.items() if k not in ("total", "total_minor")}
+    [error] = DECODERS[topic](raw({**base, **obj})).errors
+    assert error.reason in ("too_long", "out_of_range")

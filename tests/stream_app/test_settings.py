@@ -53,3 +53,34 @@ def test_secrets_never_appear_in_repr_or_describe() -> None:
         assert "hunter2" not in text
         assert "s3cret" not in text
     assert settings.describe()["db_url"] == "mysql+aiomysql://spc:***@db:3306/spcwatch"
+
+
+_PASSWORDS = ("secret@456", "pa:ss:word", "a/b/c", "100%sure", "p@ss:w/rd%41")
+
+
+@pytest.mark.parametrize("password", _PASSWORDS)
+def test_a_db_url_is_masked_whatever_the_password_holds(password: str) -> None:
+    from urllib.parse import quote
+
+    for url in (f"mysql+aiomysql://spcwatch:{password}@db.internal:3306/spcwatch",
+                f"mysql+aiomysql://spcwatch:{quote(password, safe='')}@db.internal:3306/spcwatch"):
+        try:
+            masked = Settings.from_env({"SPCWATCH_DB_URL": url}).describe()["db_url"]
+        except ConfigError as exc:  # SQLAlchemy cannot parse some unencoded passwords
+            masked = str(exc).split(": ", 1)[1].strip("'")
+        assert masked == "mysql+aiomysql://spcwatch:***@db.internal:3306/spcwatch", masked
+
+
+@pytest.mark.parametrize("password", _PASSWORDS)
+def test_a_db_url_without_a_scheme_is_not_echoed_in_the_config_error(password: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    from stream_app.cli import main
+
+    url = f"spcwatch:{password}@127.0.0.1:3306/spcwatch"
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"SPCWATCH_DB_URL": url})
+    assert password not in str(info.value) and "SPCWATCH_DB_URL" in str(info.value)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SPCWATCH_DB_URL", url)
+        assert main(["db", "status"]) != 0
+    err = capsys.readouterr().err
+    assert password not in err and err.count("\n") == 1, err

@@ -292,3 +292,78 @@ def test_transaction_markers_read_back_as_nothing_and_every_sample_lands_once(
     assert worker.metric("spcwatch_events_consumed_total", {"topic": "metrics.samples"}) == 3
     assert "never delivered" not in worker.log_text()
     assert worker.metric("spcwatch_delivery_gaps_total", {"topic": "metrics.samples"}) == 0
+
+
+def test_an_invalid_message_too_big_to_dead_letter_whole_goes_truncated_and_the_worker_goes_on(
+        make_worker, kafka_bootstrap: str, topic_prefix: str) -> None:  # type: ignore[no-untyped-def]
+    """1.5 MB (gzip keeps it under the broker's limit): its whole envelope could never be published."""
+    from stream_app.app import DEADLETTER_MAX_ORIGINAL_BYTES
+
+    worker = make_worker()
+    worker.start()
+    huge = b'{"resource_id": "' + b"a" * 1_500_000  # unterminated: invalid_json
+    topic = topic_prefix + "metrics.samples"
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", compression_type="gzip",
+                                    max_request_size=4_000_000)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, huge, key=b"db-1")
+            for v in range(3):
+                await producer.send_and_wait(topic, orjson.dumps({**SAMPLE, "value": float(v)}), key=b"db-1")
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    assert wait_for_metric(worker, "spcwatch_events_consumed_total", {"topic": "metrics.samples"}, 4) == 4
+    [record] = asyncio.run(consume(kafka_bootstrap, topic_prefix + "deadletter", 1))
+    envelope = orjson.loads(record.value)
+    assert envelope["reason"] == "invalid_json"
+    assert envelope["truncated"] is True and envelope["original_length"] == len(huge)
+    assert base64.b64decode(envelope["original_b64"]) == huge[:DEADLETTER_MAX_ORIGINAL_BYTES]
+    assert len(record.value) < 1_000_000
+    assert worker.metric("spcwatch_events_invalid_total") == 1
+    assert worker.proc is not None and worker.proc.poll() is None, "the worker must survive a huge message"
+
+
+def test_poison_samples_go_to_deadletter_and_every_valid_row_reaches_mariadb(
+        make_worker, kafka_bootstrap: str, topic_prefix: str, mysql_url: str) -> None:  # type: ignore[no-untyped-def]
+    """Fields over their column and sums that overflow used to fail at the sink and stop the worker."""
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    bad = [({**SAMPLE, "resource_type": "t" * 65}, "too_long"), ({**SAMPLE, "source": "s" * 65}, "too_long"),
+           ({**SAMPLE, "metric": "m" * 256}, "too_long"), ({**SAMPLE, "resource_id": "r" * 256}, "too_long"),
+           ({**SAMPLE, "labels": {"big": "x" * 9000}}, "too_long"),
+           ({**SAMPLE, "value": 1.7e308}, "out_of_range"), ({**SAMPLE, "value": 1.7e308}, "out_of_range")]
+    valid = [{**SAMPLE, "resource_id": f"db-{i}", "value": float(i)} for i in range(20)]
+    messages = []
+    for i, sample in enumerate(valid):
+        messages.append((sample["resource_id"].encode(), orjson.dumps(sample)))
+        if i < len(bad):
+            messages.append((b"db-x", orjson.dumps(bad[i][0])))
+    worker = make_worker(SPCWATCH_DB_URL=mysql_url)
+    worker.start()
+    asyncio.run(produce(kafka_bootstrap, topic_prefix + "metrics.samples", messages))
+
+    url = make_url(mysql_url)
+
+    def resources() -> set[str]:
+        conn = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username, password=url.password,
+                               database=url.database)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT DISTINCT resource_id FROM infra_rollups")
+                return {row[0] for row in cursor.fetchall()}
+        except pymysql.err.ProgrammingError:  # table not yet migrated
+            return set()
+        finally:
+            conn.close()
+
+    wait_until(lambda: resources() >= {s["resource_id"] for s in valid}, "every valid sample's rollup row")
+    assert resources() == {s["resource_id"] for s in valid}
+    records = asyncio.run(consume(kafka_bootstrap, topic_prefix + "deadletter", len(bad)))
+    reasons = sorted(orjson.loads(r.value)["reason"] for r in records)
+    assert reasons == sorted(reason for _, reason in bad)
+    assert worker.proc is not None and worker.proc.poll() is None, "the worker must survive poison samples"
