@@ -49,6 +49,9 @@ class ExhaustionConfig:
     min_history_bins: int = 36
     min_z: float = 3.0
     """Mann–Kendall z the trend must reach (one-sided p ≈ 0.0013)."""
+    min_recent_z: float = 2.5
+    """... and the newer half of the window on its own: a single step (a level shift,
+    which the 3-sigma chart handles) gives that half at most z ≈ 2, a trend keeps rising."""
     warning_seconds: float = 24 * HOUR
     critical_seconds: float = 4 * HOUR
 
@@ -81,6 +84,7 @@ class Projection:
     level: float  # fitted level then (oriented: rising towards the limit)
     slope: float  # per second (oriented)
     z: float  # Mann–Kendall
+    recent_z: float  # Mann–Kendall of the newer half
     last: float  # last bin mean (oriented)
     history_max: float | None
     noise: float
@@ -91,6 +95,12 @@ def _median(xs: list[float]) -> float:
     s = sorted(xs)
     m = len(s) // 2
     return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2.0
+
+
+def _mk_z(s: int, n: int) -> float:
+    """Mann–Kendall z of the statistic ``s`` over ``n`` points (continuity-corrected, no tie term)."""
+    sd = math.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
+    return (s - 1) / sd if s > 0 else (s + 1) / sd if s < 0 else 0.0
 
 
 class ExhaustionModel:
@@ -153,17 +163,21 @@ class ExhaustionModel:
         t = [(b + 0.5) * cfg.bin_seconds - t_end for b, _ in trend]
         y = [v for _, v in trend]
         slopes = []
-        s = 0
+        h = n // 2
+        s = sr = 0
         for i in range(n):
             for j in range(i + 1, n):
                 d = y[j] - y[i]
-                s += (d > 0) - (d < 0)
+                sign = (d > 0) - (d < 0)
+                s += sign
+                if i >= h:
+                    sr += sign
                 slopes.append(d / (t[j] - t[i]))
         slope = _median(slopes)
         level = _median([y[i] - slope * t[i] for i in range(n)])
         noise = 1.4826 * _median([abs(y[i] - level - slope * t[i]) for i in range(n)])
-        var = n * (n - 1) * (2 * n + 5) / 18.0
-        z = (s - 1) / math.sqrt(var) if s > 0 else (s + 1) / math.sqrt(var) if s < 0 else 0.0
+        z = _mk_z(s, n)
+        recent_z = _mk_z(sr, n - h)
         lim = self._limit
         if y[-1] >= lim or level >= lim:
             at: float | None = t_end
@@ -172,7 +186,7 @@ class ExhaustionModel:
         else:
             at = None
         hmax = max(hist) if len(hist) >= max(1, cfg.min_history_bins) else None
-        return Projection(t_end, level, slope, z, y[-1], hmax, noise, at)
+        return Projection(t_end, level, slope, z, recent_z, y[-1], hmax, noise, at)
 
     def _step(self, p: Projection | None) -> list[ExhaustionEvent]:
         cfg = self.cfg
@@ -182,7 +196,7 @@ class ExhaustionModel:
             if not within or p is None or p.history_max is None:
                 return []
             reached = p.last >= self._limit
-            if not reached and not (p.z >= cfg.min_z and p.slope > 0):
+            if not reached and not (p.z >= cfg.min_z and p.recent_z >= cfg.min_recent_z and p.slope > 0):
                 return []
             if p.last <= p.history_max + 2.0 * p.noise:
                 return []  # not beyond the range of the day before: a usual crest, not a leak

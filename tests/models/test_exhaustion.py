@@ -64,6 +64,15 @@ def test_a_stable_high_level_does_not_fire():
         assert model.proj is not None  # it was judged, and said no
 
 
+def test_a_step_to_a_new_level_is_not_a_trend():
+    rng = np.random.default_rng(6)
+    n = int(3 * 24 * H / STEP)
+    t = np.arange(n) * STEP
+    xs = np.where(t >= 36 * H, 75.0, 30.0) + rng.normal(0, 1, n)  # a level shift: the 3-sigma chart's job
+    model = ExhaustionModel(ExhaustionConfig())
+    assert run(model, xs) == []
+
+
 def test_it_resolves_when_the_trend_turns():
     n = int(36 * H / STEP)
     t = np.arange(n) * STEP
