@@ -5,15 +5,21 @@ sees only once the value is far from normal (a memory leak from 25 % is "out of
 control" at ~50 %, hours after it was obvious where it was heading).  Here a
 series is reduced to the means of fixed event-time bins (10 minutes by
 default); when a bin closes, the last ``trend_bins`` bin means get a robust
-line (Theil–Sen: the median of pairwise slopes, indifferent to a few odd bins),
-a Mann–Kendall test says whether the rise is real, and the line is projected to
-the limit.  An episode opens only if the trend is significant, points at the
-limit, the crossing lies within the warning horizon *and* the last bin is above
-everything the series showed in the day before the trend window (by twice the
-trend's own noise): a metric that oscillates around a high but stable level
-rises every day towards its usual crest, and that is not exhaustion.
+line (Theil–Sen: the median of pairwise slopes, indifferent to a few odd bins)
+that is projected to the limit.
 
-Bounded state: at most ``trend_bins + history_bins`` bin means plus the open
+An episode opens only if the rise is real (Mann–Kendall over the window, and
+over its newer half on its own: a single step to a new level gives that half
+z ≈ 2 at most, and is the 3-sigma chart's business), the projected crossing
+lies within the warning horizon, and the series is above where it was a day
+earlier: the median *seasonal difference* (each trend bin minus the same bin
+a day before) exceeds three times the trend's noise, and a sign test says
+nearly all of them are above zero (z ≥ ``min_z``).  A leak puts today above
+yesterday; the usual morning ramp, an oscillation around a high but stable
+level, or noise does not.  So it needs one day of history, like the
+detector's warm-up.
+
+Bounded state: at most ``trend_bins + season_bins`` bin means plus the open
 bin; O(1) per sample, O(trend_bins²) once per bin.  Pure: event time only.
 """
 
@@ -44,22 +50,18 @@ class ExhaustionConfig:
     trend_bins: int = 18
     """Bins in the fitted trend window (3 h)."""
     min_trend_bins: int = 9
-    history_bins: int = 144
-    """Bins before the trend window whose range the last bin must leave (24 h)."""
-    min_history_bins: int = 36
+    season_bins: int = 144
+    """Lag of the seasonal differences, in bins (a day)."""
     min_z: float = 3.0
     """Mann–Kendall z the trend must reach (one-sided p ≈ 0.0013)."""
     min_recent_z: float = 2.5
-    """... and the newer half of the window on its own: a single step (a level shift,
-    which the 3-sigma chart handles) gives that half at most z ≈ 2, a trend keeps rising."""
+    """... and over the newer half of the window on its own (a single step gives it z ≈ 2 at most)."""
     warning_seconds: float = 24 * HOUR
     critical_seconds: float = 4 * HOUR
 
     def __post_init__(self) -> None:
-        if not (self.bin_seconds > 0 and 3 <= self.min_trend_bins <= self.trend_bins and self.history_bins >= 0
-                and 0 <= self.min_history_bins <= self.history_bins):
-            raise ValueError("exhaustion: bin_seconds > 0, 3 <= min_trend_bins <= trend_bins, "
-                             "0 <= min_history_bins <= history_bins")
+        if not (self.bin_seconds > 0 and 6 <= self.min_trend_bins <= self.trend_bins and self.season_bins >= 1):
+            raise ValueError("exhaustion: bin_seconds > 0, 6 <= min_trend_bins <= trend_bins, season_bins >= 1")
         if not (0 < self.critical_seconds <= self.warning_seconds):
             raise ValueError("exhaustion: 0 < critical horizon <= warning horizon")
 
@@ -83,11 +85,11 @@ class Projection:
     ts: float  # end of the last closed bin
     level: float  # fitted level then (oriented: rising towards the limit)
     slope: float  # per second (oriented)
-    z: float  # Mann–Kendall
-    recent_z: float  # Mann–Kendall of the newer half
     last: float  # last bin mean (oriented)
-    history_max: float | None
-    noise: float
+    z: float  # Mann–Kendall of the trend window
+    recent_z: float  # ... of its newer half
+    above_z: float  # sign-test z that the bins are above the same bins a day before (0: no day before)
+    rise: float  # median seasonal difference / 3 × the trend's noise (> 1: clearly above)
     exhausted_at: float | None  # None: not heading there
 
 
@@ -97,10 +99,27 @@ def _median(xs: list[float]) -> float:
     return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2.0
 
 
-def _mk_z(s: int, n: int) -> float:
-    """Mann–Kendall z of the statistic ``s`` over ``n`` points (continuity-corrected, no tie term)."""
+def _mk_z(y: list[float]) -> float:
+    """Mann–Kendall z of a trend in ``y`` (continuity-corrected, no tie term)."""
+    n = len(y)
+    if n < 3:
+        return 0.0
+    s = 0
+    for i in range(n):
+        yi = y[i]
+        for j in range(i + 1, n):
+            s += (y[j] > yi) - (y[j] < yi)
     sd = math.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
     return (s - 1) / sd if s > 0 else (s + 1) / sd if s < 0 else 0.0
+
+
+def _theil_sen(t: list[float], y: list[float]) -> tuple[float, float, float]:
+    """(slope, level at t = 0, robust residual scale) of the Theil–Sen line."""
+    n = len(y)
+    slope = _median([(y[j] - y[i]) / (t[j] - t[i]) for i in range(n) for j in range(i + 1, n)])
+    level = _median([y[i] - slope * t[i] for i in range(n)])
+    noise = 1.4826 * _median([abs(y[i] - level - slope * t[i]) for i in range(n)])
+    return slope, level, noise
 
 
 class ExhaustionModel:
@@ -144,7 +163,7 @@ class ExhaustionModel:
         cfg = self.cfg
         assert self.ob is not None
         self.bins.append((self.ob, self.os / self.on))
-        lo = self.ob - cfg.trend_bins - cfg.history_bins + 1
+        lo = self.ob - cfg.trend_bins - cfg.season_bins + 1
         while self.bins and self.bins[0][0] < lo:
             self.bins.popleft()
         p = self.proj = self._project()
@@ -156,28 +175,11 @@ class ExhaustionModel:
         t_end = (self.ob + 1) * cfg.bin_seconds
         cut = self.ob - cfg.trend_bins + 1
         trend = [(b, y) for b, y in self.bins if b >= cut]
-        hist = [y for b, y in self.bins if b < cut]
-        n = len(trend)
-        if n < cfg.min_trend_bins:
+        if len(trend) < cfg.min_trend_bins:
             return None
         t = [(b + 0.5) * cfg.bin_seconds - t_end for b, _ in trend]
         y = [v for _, v in trend]
-        slopes = []
-        h = n // 2
-        s = sr = 0
-        for i in range(n):
-            for j in range(i + 1, n):
-                d = y[j] - y[i]
-                sign = (d > 0) - (d < 0)
-                s += sign
-                if i >= h:
-                    sr += sign
-                slopes.append(d / (t[j] - t[i]))
-        slope = _median(slopes)
-        level = _median([y[i] - slope * t[i] for i in range(n)])
-        noise = 1.4826 * _median([abs(y[i] - level - slope * t[i]) for i in range(n)])
-        z = _mk_z(s, n)
-        recent_z = _mk_z(sr, n - h)
+        slope, level, noise = _theil_sen(t, y)
         lim = self._limit
         if y[-1] >= lim or level >= lim:
             at: float | None = t_end
@@ -185,21 +187,29 @@ class ExhaustionModel:
             at = t_end + (lim - level) / slope
         else:
             at = None
-        hmax = max(hist) if len(hist) >= max(1, cfg.min_history_bins) else None
-        return Projection(t_end, level, slope, z, recent_z, y[-1], hmax, noise, at)
+        earlier = {b: v for b, v in self.bins if b < cut}
+        paired = [(tt, v - earlier[b - cfg.season_bins])
+                  for tt, (b, v) in zip(t, trend, strict=True) if b - cfg.season_bins in earlier]
+        z, recent_z = _mk_z(y), _mk_z(y[len(y) // 2:])
+        above_z = rise = 0.0
+        if len(paired) >= cfg.min_trend_bins:
+            d = [p[1] for p in paired]
+            m = len(d)
+            above_z = (sum(1 for v in d if v > 0) - sum(1 for v in d if v < 0)) / math.sqrt(m)  # sign test
+            med = _median(d)
+            rise = med / (3.0 * noise) if noise > 0 else (math.inf if med > 0 else 0.0)
+        return Projection(t_end, level, slope, y[-1], z, recent_z, above_z, rise, at)
 
     def _step(self, p: Projection | None) -> list[ExhaustionEvent]:
         cfg = self.cfg
         ep = self.episode
         within = p is not None and p.exhausted_at is not None and p.exhausted_at - p.ts <= cfg.warning_seconds
         if ep is None:
-            if not within or p is None or p.history_max is None:
+            if not within or p is None:
                 return []
-            reached = p.last >= self._limit
-            if not reached and not (p.z >= cfg.min_z and p.recent_z >= cfg.min_recent_z and p.slope > 0):
-                return []
-            if p.last <= p.history_max + 2.0 * p.noise:
-                return []  # not beyond the range of the day before: a usual crest, not a leak
+            if not (p.z >= cfg.min_z and p.recent_z >= cfg.min_recent_z and p.above_z >= cfg.min_z
+                    and p.rise > 1.0):
+                return []  # not rising against the same hours of the day before: a usual ramp, not a leak
             sev = self._severity(p)
             self.episode = [p.ts, sev]
             return [self._event("firing", p)]

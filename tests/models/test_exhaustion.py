@@ -87,7 +87,7 @@ def test_it_resolves_when_the_trend_turns():
        st.sampled_from([0.0, 0.05, 0.3]), st.integers(0, 400))
 def test_split_serialised_restored_gives_the_same_projection(noise, drift, cut):
     xs = [min(100.0, 20.0 + drift * i + 0.1 * v) for i, v in enumerate(noise)]
-    cfg = ExhaustionConfig(trend_bins=6, min_trend_bins=4, history_bins=12, min_history_bins=3)
+    cfg = ExhaustionConfig(trend_bins=12, min_trend_bins=10, season_bins=12)
     whole = ExhaustionModel(cfg)
     a = run(whole, xs)
     first = ExhaustionModel(cfg)
