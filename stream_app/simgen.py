@@ -121,7 +121,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              5 * MINUTE, None,
              (Expectation("infra", ("EXHAUSTION",),
                           {"resource_id": REDIS_TARGET, "metric": "DatabaseMemoryUsagePercentage"},
-                          "warning about 1.5 hours in (~34 %), critical about 4 hours before it is full"),
+                          "warning within 2 hours (~35 %), critical about 4 hours before it is full"),
               Expectation("infra", ("WE1",), {"resource_id": REDIS_TARGET, "metric": "DatabaseMemoryUsagePercentage"},
                           "once the usage doubles (3-4 hours of event time)"),
               Expectation("infra", ("WE1",), {"resource_id": REDIS_TARGET, "metric": "Evictions"},
