@@ -9,6 +9,7 @@ the :class:`~stream_app.usecase.Processor` that both the worker and
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,6 +20,7 @@ import orjson
 from agents.history import HistoryGate
 from models import DetectorConfig, StateError
 from models.detector import STATUS_NAMES
+from models.exhaustion import ExhaustionConfig, ExhaustionEvent
 from models.infra import InfraModelConfig, Observation, ResourceMonitor
 from stream_app.alerts import Alert, alert_id
 from stream_app.events import MetricSample
@@ -29,6 +31,18 @@ from stream_app.usecase import Outputs, StateStore, row_datetime
 USE_CASE = "infra"
 _RULES = ("WE1", "WE2", "WE3", "WE4", "N2", "N3", "N4", "N7", "N8")
 _SEASONALITY = ("none", "hour_of_day", "hour_of_week")
+_LIMIT = re.compile(r"^([^<>\s]+)\s*([<>])\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
+
+
+def parse_limits(items: Sequence[str]) -> tuple[tuple[str, bool, float], ...]:
+    """``metric>limit`` (rises to it) or ``metric<limit`` (falls to it), one per item."""
+    out = []
+    for item in items:
+        m = _LIMIT.match(item.strip())
+        if m is None:
+            raise ValueError(f"{item!r} is not metric>limit or metric<limit")
+        out.append((m.group(1), m.group(2) == ">", float(m.group(3))))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +64,11 @@ class InfraSettings:
     scores: str = "all"
     history_rows: str = "signals"  # rows of backfilled history: signals (+ alerts, inventory) or all
     runbook_url: str = ""
+    exhaustion: bool = True
+    limits: tuple[str, ...] = ()
+    exhaustion_percent: bool = True
+    exhaustion_warning_hours: float = 24.0
+    exhaustion_critical_hours: float = 4.0
 
     def validate(self) -> None:
         p = "SPCWATCH_INFRA_"
@@ -69,6 +88,12 @@ class InfraSettings:
         check(self.scores in ("all", "signals"), p + "SCORES", f"must be all or signals, got {self.scores!r}")
         check(self.history_rows in ("all", "signals"), p + "HISTORY_ROWS",
               f"must be all or signals, got {self.history_rows!r}")
+        try:
+            parse_limits(self.limits)
+        except ValueError as exc:
+            check(False, p + "LIMITS", f"must be comma-separated metric>limit or metric<limit: {exc}")
+        check(0 < self.exhaustion_critical_hours <= self.exhaustion_warning_hours, p + "EXHAUSTION_CRITICAL_HOURS",
+              "must be > 0 and <= EXHAUSTION_WARNING_HOURS")
 
     def model_config(self) -> InfraModelConfig:
         detector = DetectorConfig.infra(
@@ -81,9 +106,13 @@ class InfraSettings:
             cooldown=self.cooldown,
             lateness_seconds=self.lateness_seconds,
         )
+        exhaustion = ExhaustionConfig(warning_seconds=self.exhaustion_warning_hours * 3600.0,
+                                      critical_seconds=self.exhaustion_critical_hours * 3600.0)
         return InfraModelConfig(detector=detector, default_interval_seconds=self.interval_seconds,
                                 absent_after_intervals=self.absent_after_intervals, critical_z=self.critical_z,
-                                retire_after_seconds=self.retire_after_seconds)
+                                retire_after_seconds=self.retire_after_seconds,
+                                exhaustion=exhaustion if self.exhaustion else None,
+                                limits=parse_limits(self.limits), percent_limits=self.exhaustion_percent)
 
 
 @lru_cache(maxsize=1 << 17)
@@ -267,6 +296,9 @@ class InfraProcessor:
                     "value_min": low, "value_max": high})
             for event, severity in result.events:
                 out.alerts.append(self._episode_alert(monitor, result.metric, result.labels, event, severity))
+            for exhaustion in result.exhaustion:
+                out.alerts.append(self._exhaustion_alert(monitor, result.series_key, result.metric, result.labels,
+                                                         exhaustion))
         out.add_row("infra_inventory", self._inventory_row(monitor))
         health_row = self._health_row(monitor, monitor.last_seen)
         out.add_row("infra_health_scores", health_row)
@@ -299,6 +331,25 @@ class InfraProcessor:
             return alert.resolved(event.ends_at if event.ends_at is not None else event.ts,
                                   summary=f"resolved: {summary}")
         return alert
+
+    def _exhaustion_alert(self, monitor: ResourceMonitor, series_key: str, metric: str, labels: dict[str, str],
+                          event: ExhaustionEvent) -> Alert:
+        entity: dict[str, Any] = {"resource_id": monitor.resource_id, "metric": metric}
+        if labels:
+            entity["labels"] = labels
+        what = f"{monitor.resource_type or 'resource'} {monitor.resource_id} {metric}"
+        if event.kind == "resolved":
+            summary = f"resolved: {what} = {event.value:.4g} is no longer heading for its limit within the horizon"
+        else:
+            assert event.exhausted_at is not None
+            summary = (f"{what} = {event.value:.4g}, trending {event.slope_per_hour:+.3g}/h: projected to reach its "
+                       f"limit at {row_datetime(event.exhausted_at):%Y-%m-%d %H:%M} UTC")
+        alert = Alert(
+            alert_id=alert_id(USE_CASE, "EXHAUSTION", series_key, event.starts_at), status="firing",
+            severity=event.severity, use_case=USE_CASE, rule="EXHAUSTION", entity=entity, value=event.value,
+            starts_at=event.starts_at, summary=summary, runbook_url=self._runbook("EXHAUSTION"),
+            event_ts=event.ts, exhausted_at=event.exhausted_at)
+        return alert.resolved(event.ts) if event.kind == "resolved" else alert
 
     def _absent_alert(self, monitor: ResourceMonitor, started: float) -> Alert:
         entity = {"resource_id": monitor.resource_id, "resource_type": monitor.resource_type}

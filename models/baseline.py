@@ -267,18 +267,35 @@ class SlotProfile:
         self.cnt[slot] += 1
         self.sums[slot] += x - self.ok
 
-    def add_many(self, slots: np.ndarray, xs: np.ndarray) -> None:
+    def open_mean(self, slot: int) -> float | None:
+        """Mean of the slot's points so far in the open bucket (``None``: none yet)."""
+        n = self.cnt[slot]
+        return self.ok + self.sums[slot] / n if n else None
+
+    def add_many(self, slots: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """``add`` each value in order; returns, per value, :meth:`open_mean`
+        of its slot just *before* it was added (NaN: none), bit-identical."""
         m = xs.shape[0]
+        prior = np.full(m, math.nan)
         if m == 0:
-            return
+            return prior
         if self.on == 0:
             self.ok = float(xs[0])
         self.on += m
         d = xs - self.ok
         for s in np.unique(slots).tolist():
-            sel = d[slots == s]
+            where = slots == s
+            sel = d[where]
+            cs = np.cumsum(np.concatenate(([self.sums[s]], sel)))
+            n0 = self.cnt[s]
+            n = np.arange(n0, n0 + sel.shape[0], dtype=np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                pm = self.ok + cs[:-1] / n
+            pm[n == 0.0] = math.nan
+            prior[where] = pm
             self.cnt[s] += sel.shape[0]
-            self.sums[s] = float(np.cumsum(np.concatenate(([self.sums[s]], sel)))[-1])
+            self.sums[s] = float(cs[-1])
+        return prior
 
     def close(self) -> None:
         if self.on:

@@ -507,9 +507,17 @@ class SeriesDetector:
         if not warm:
             if not self._frozen:
                 if seasonal:
-                    self._prof.add(slot, x)  # type: ignore[union-attr]
+                    prof = self._prof
+                    assert prof is not None
                     if slot_ok:
                         self._bl.add(x - c)
+                    else:
+                        # No closed centre for the slot yet (the first day): the residual against
+                        # the slot's running mean in the open bucket, so one closed day warms up.
+                        om = prof.open_mean(slot)
+                        if om is not None:
+                            self._bl.add(x - om)
+                    prof.add(slot, x)
                 else:
                     self._bl.add(x)
             return Verdict(ts, x, NAN, NAN, NAN, 0, WARMUP, False, None)
@@ -671,9 +679,11 @@ class SeriesDetector:
                     self._prun = 0
             if seasonal:
                 assert self._prof is not None and slots_all is not None
-                self._prof.add_many(sl[admit], xs[admit])
-                gsel = admit & sok
-                self._bl.add_many(d[gsel])
+                xa = xs[admit]
+                prior = self._prof.add_many(sl[admit], xa)
+                soka = sok[admit]
+                ra = np.where(soka, d[admit], xa - prior)  # see _process: first-day residuals
+                self._bl.add_many(ra[soka | ~np.isnan(prior)])
             else:
                 self._bl.add_many(xs[admit])
         # rules over the evaluated points, in order

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .config import DetectorConfig
 from .detector import LATE, OK, SeriesDetector, StateError
 from .episodes import EpisodeEvent
+from .exhaustion import ExhaustionConfig, ExhaustionEvent, ExhaustionModel, default_limit
 
 STATE_VERSION = 1
 GAPS_KEPT = 9
@@ -36,6 +37,21 @@ class InfraModelConfig:
     terminated would otherwise stay absent, and in memory, for ever."""
     health_recent_seconds: float = 3600.0
     """Episodes resolved this recently still cost health points."""
+    exhaustion: ExhaustionConfig | None = field(default_factory=ExhaustionConfig)
+    """Trend projection of bounded metrics (``None``: off); its limit is set per metric."""
+    limits: tuple[tuple[str, bool, float], ...] = ()
+    """(metric, rising, limit): metrics with a configured limit (they win over the percent rule)."""
+    percent_limits: bool = True
+    """Metrics named as percentages (``Percent``, ``Utilization``, ``_pct``) are bounded at 100."""
+
+    def exhaustion_for(self, metric: str) -> ExhaustionConfig | None:
+        """The exhaustion config of a metric, or ``None`` when it has no limit."""
+        if self.exhaustion is None:
+            return None
+        bound = next(((r, lim) for m, r, lim in self.limits if m == metric), None)
+        if bound is None and self.percent_limits:
+            bound = default_limit(metric)
+        return None if bound is None else replace(self.exhaustion, rising=bound[0], limit=bound[1])
 
 
 @dataclass(slots=True)
@@ -60,6 +76,7 @@ class SeriesResult:
     rollups: list[tuple[float, int, float, float, float]]  # minute start, count, mean, min, max
     events: list[tuple[EpisodeEvent, str]]  # (event, severity)
     late: int
+    exhaustion: list[ExhaustionEvent] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -71,11 +88,13 @@ class Observation:
 class SeriesMonitor:
     """A detector plus the per-minute rollup in progress and episode severity."""
 
-    __slots__ = ("detector", "gaps", "labels", "last_resolved", "last_ts", "metric", "minute", "peak_z", "period",
-                 "severity")
+    __slots__ = ("detector", "exhaustion", "gaps", "labels", "last_resolved", "last_ts", "metric", "minute",
+                 "peak_z", "period", "severity")
 
-    def __init__(self, detector: SeriesDetector, metric: str, labels: dict[str, str]) -> None:
+    def __init__(self, detector: SeriesDetector, metric: str, labels: dict[str, str],
+                 exhaustion: ExhaustionConfig | None = None) -> None:
         self.detector = detector
+        self.exhaustion = None if exhaustion is None else ExhaustionModel(exhaustion)
         self.metric = metric
         self.labels = labels
         self.minute: list[float] = []  # [minute start, n, sum, min, max] of the open minute
@@ -112,12 +131,18 @@ class SeriesMonitor:
         return changed
 
     def to_state(self) -> dict:
-        return {"d": self.detector.to_state(), "m": self.metric, "l": self.labels, "u": self.minute,
-                "s": [self.severity, self.peak_z, self.last_resolved], "g": [self.last_ts, self.gaps]}
+        state = {"d": self.detector.to_state(), "m": self.metric, "l": self.labels, "u": self.minute,
+                 "s": [self.severity, self.peak_z, self.last_resolved], "g": [self.last_ts, self.gaps]}
+        if self.exhaustion is not None:
+            state["x"] = self.exhaustion.to_state()
+        return state
 
     @classmethod
-    def from_state(cls, state: dict, config: DetectorConfig) -> SeriesMonitor:
-        monitor = cls(SeriesDetector.from_state(state["d"], config), state["m"], state["l"])
+    def from_state(cls, state: dict, config: DetectorConfig,
+                   exhaustion: ExhaustionConfig | None = None) -> SeriesMonitor:
+        monitor = cls(SeriesDetector.from_state(state["d"], config), state["m"], state["l"], exhaustion)
+        if exhaustion is not None and "x" in state:  # else (no limit before): its trend starts now
+            monitor.exhaustion = ExhaustionModel.from_state(state["x"], exhaustion)
         monitor.minute = list(state["u"])
         monitor.severity, monitor.peak_z, monitor.last_resolved = state["s"]
         if "g" in state:  # states written before 2026-11-26 have no gaps: learnt again from the next samples
@@ -159,7 +184,12 @@ class SeriesMonitor:
                     self.last_resolved = event.ts
                 events_out.append((event, self.severity))
             rollups[self.minute[0]] = self._open_rollup()
-        return SeriesResult("", self.metric, self.labels, points, list(rollups.values()), events_out, late)
+        exhausted: list[ExhaustionEvent] = []
+        if self.exhaustion is not None:
+            for p in points:
+                exhausted.extend(self.exhaustion.update(p.ts, p.value))
+        return SeriesResult("", self.metric, self.labels, points, list(rollups.values()), events_out, late,
+                            exhausted)
 
     def _roll(self, ts: float, value: float) -> None:
         """Add a sample to its minute (samples arrive in time order).
@@ -230,8 +260,10 @@ class ResourceMonitor:
             group.sort(key=lambda s: s.ts)
             monitor = self.series.get(key)
             if monitor is None:
+                metric = group[0].metric
                 monitor = self.series[key] = SeriesMonitor(
-                    SeriesDetector(key, self.config.detector), group[0].metric, group[0].labels)
+                    SeriesDetector(key, self.config.detector), metric, group[0].labels,
+                    self.config.exhaustion_for(metric))
             ts = [s.ts for s in group]
             periods_changed |= monitor.note_times(ts)
             result = monitor.observe(ts, [s.value for s in group], self.config.critical_z)
@@ -318,9 +350,11 @@ class ResourceMonitor:
         monitor.last_seen = -math.inf if last is None else last
         for key, series_state in state["s"].items():
             try:
-                monitor.series[key] = SeriesMonitor.from_state(series_state, config.detector)
+                monitor.series[key] = SeriesMonitor.from_state(series_state, config.detector,
+                                                               config.exhaustion_for(series_state["m"]))
             except StateError:
                 # Baseline geometry changed by configuration: this series starts afresh.
                 monitor.series[key] = SeriesMonitor(
-                    SeriesDetector(key, config.detector), series_state["m"], series_state["l"])
+                    SeriesDetector(key, config.detector), series_state["m"], series_state["l"],
+                    config.exhaustion_for(series_state["m"]))
         return monitor

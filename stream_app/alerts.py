@@ -60,6 +60,7 @@ class Alert:
     event_ts: float | None = None  # timestamp of the event that caused this transition (latency metric)
     history: bool = False  # caused by backfilled history: recorded, not notified (agents/history.py)
     summary_zh: str | None = None  # Simplified Chinese; by default from the rule's template (stream_app/runbooks)
+    exhausted_at: float | None = None  # EXHAUSTION: projected time the limit is reached (``expected.exhausted_at``)
 
     def __post_init__(self) -> None:
         if self.status not in ("firing", "resolved"):
@@ -93,6 +94,8 @@ class Alert:
         expected = None
         if self.center is not None:
             expected = {"center": _finite(self.center), "lower": _finite(self.lower), "upper": _finite(self.upper)}
+        if self.exhausted_at is not None:
+            expected = {**(expected or {}), "exhausted_at": rfc3339(self.exhausted_at)}
         return {
             "alert_id": self.alert_id,
             "status": self.status,

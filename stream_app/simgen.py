@@ -119,7 +119,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              f"{REDIS_TARGET} leaks memory: DatabaseMemoryUsagePercentage drifts up ~8 points an hour from "
              "t0+5min (usually ~25%) to 100%; evictions start above 90% and the hit rate drops.",
              5 * MINUTE, None,
-             (Expectation("infra", ("WE1",), {"resource_id": REDIS_TARGET, "metric": "DatabaseMemoryUsagePercentage"},
+             (Expectation("infra", ("EXHAUSTION",),
+                          {"resource_id": REDIS_TARGET, "metric": "DatabaseMemoryUsagePercentage"},
+                          "warning within 2 hours (~35 %), critical about 4 hours before it is full"),
+              Expectation("infra", ("WE1",), {"resource_id": REDIS_TARGET, "metric": "DatabaseMemoryUsagePercentage"},
                           "once the usage doubles (3-4 hours of event time)"),
               Expectation("infra", ("WE1",), {"resource_id": REDIS_TARGET, "metric": "Evictions"},
                           "evictions are normally zero"))),

@@ -316,3 +316,57 @@ def test_metrics_scraped_by_a_real_prometheus(tmp_path: Path, make_worker, kafka
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_the_redis_memory_leak_fires_exhaustion_hours_before_it_is_full_and_before_we1() -> None:
+    """The simulator's redis-memory-leak, one closed day of history (the simulator's default)."""
+    from datetime import UTC, datetime
+
+    from stream_app.events import sample_from_obj
+    from stream_app.simdata import World
+    from stream_app.simgen import REDIS_TARGET, SimConfig, infra_events
+
+    t0 = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
+    cfg = SimConfig(t0=t0, start=t0 - 86400.0, end=t0 + 12 * 3600.0, scenarios=("redis-memory-leak",),
+                    world=World(), domains=("infra",), infra_interval=300.0)
+    batches = [[sample_from_obj(s) for s in e.value["samples"]] for e in infra_events(cfg)
+               if e.key == REDIS_TARGET.encode()]
+    processor = InfraProcessor(InfraSettings(interval_seconds=300.0))
+    store: dict = {}
+    alerts = [a for b in batches for a in processor.process(store, "metrics.samples", b).alerts]
+    metric = "DatabaseMemoryUsagePercentage"
+    usage = [(s.ts, s.value) for b in batches for s in b if s.metric == metric]
+    full = next(t for t, v in usage if v >= 100.0)
+    mine = [a for a in alerts if a.entity["metric"] == metric]
+    exhaustion = [a for a in mine if a.rule == "EXHAUSTION"]
+    we1 = next(a for a in mine if a.rule == "WE1")
+    first = exhaustion[0]
+    assert first.status == "firing" and first.severity == "warning"
+    assert first.event_ts is not None and first.event_ts < we1.starts_at and full - first.event_ts > 4 * 3600
+    assert [a.severity for a in exhaustion] == ["warning", "critical"]
+    assert len({a.alert_id for a in exhaustion}) == 1  # one episode, escalated
+    event = exhaustion[1].to_event()
+    exhausted_at = datetime.fromisoformat(event["expected"]["exhausted_at"].replace("Z", "+00:00")).timestamp()
+    assert abs(exhausted_at - full) < 3600 and exhausted_at > exhaustion[1].event_ts
+    assert "projected to reach its limit" in event["summary"]
+    healthy = {a.entity["metric"] for a in alerts if a.rule == "EXHAUSTION"}
+    assert healthy == {metric}  # the resource's other bounded metrics stay quiet
+    state = processor.dump(store[REDIS_TARGET])
+    assert "x" in state["s"][next(k for k in state["s"] if metric in k)]
+
+
+def test_limits_come_from_the_environment_and_a_bad_one_names_the_variable() -> None:
+    from stream_app.settings import ConfigError, load_env
+
+    env = {"SPCWATCH_INFRA_LIMITS": "FreeStorageSpace<0,DatabaseConnections>500"}
+    model = load_env(InfraSettings, "SPCWATCH_INFRA_", env).model_config()
+    free, conns = model.exhaustion_for("FreeStorageSpace"), model.exhaustion_for("DatabaseConnections")
+    assert free is not None and (free.rising, free.limit) == (False, 0.0)
+    assert conns is not None and (conns.rising, conns.limit) == (True, 500.0)
+    cpu = model.exhaustion_for("CPUUtilization")
+    assert cpu is not None and (cpu.rising, cpu.limit) == (True, 100.0)
+    assert model.exhaustion_for("NetworkIn") is None
+    off = load_env(InfraSettings, "SPCWATCH_INFRA_", {"SPCWATCH_INFRA_EXHAUSTION": "false"}).model_config()
+    assert off.exhaustion_for("CPUUtilization") is None
+    with pytest.raises(ConfigError, match=r"^SPCWATCH_INFRA_LIMITS must be comma-separated"):
+        load_env(InfraSettings, "SPCWATCH_INFRA_", {"SPCWATCH_INFRA_LIMITS": "FreeStorageSpace=0"})

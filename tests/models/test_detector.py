@@ -118,6 +118,34 @@ def test_hour_of_day_centres_follow_the_daily_cycle():
     assert len(plain) == len(seas)
 
 
+def test_one_closed_day_warms_the_infra_preset_and_a_runaway_fires_within_one_sample():
+    """Regression (#13): with hour-of-day centres, the first day's points used to leave the
+    residual baseline empty, so two closed UTC days were needed before any verdict."""
+    rng = np.random.default_rng(13)
+    step = 300.0
+    day = np.arange(0, D, step)
+    cpu = lambda t: 27.5 + 12.5 * np.sin(2 * np.pi * t / D) + rng.normal(0, 1.5, t.shape)  # noqa: E731
+    hist_t = T0D + day
+    live_t = T0D + D + np.arange(0, 3 * H, step)
+    live_x = cpu(live_t - T0D)
+    runaway = (live_t >= T0D + D + 600.0) & (live_t < T0D + D + 2 * H)
+    live_x[runaway] = 95.0 + 4.0 * np.abs(np.sin(live_t[runaway] / 700.0))
+    ts = np.concatenate((hist_t, live_t))
+    xs = np.concatenate((cpu(day), live_x))
+    first = int(np.flatnonzero(ts == T0D + D + 600.0)[0])
+    inc = SeriesDetector("rds/CPUUtilization", DetectorConfig.infra())
+    verdicts = run(inc, ts.tolist(), xs.tolist())
+    vec = SeriesDetector("rds/CPUUtilization", DetectorConfig.infra())
+    batch = vec.update_many(ts, xs)
+    assert_same(Batch.from_verdicts(verdicts), batch)
+    assert all(v.status == WARMUP for v in verdicts[: day.shape[0]])
+    assert all(v.status == OK for v in verdicts[day.shape[0]:])  # judged from the first sample of day 2
+    assert not any(v.signal for v in verdicts[: first])
+    fired = verdicts[first]
+    assert fired.rules == {"WE1"} and fired.event is not None and fired.event.kind == "firing"
+    assert batch.event_index[0] == first and batch.events[0].rule == "WE1"
+
+
 def test_day_of_week_slots():
     ts = [math.floor(T0 / D) * D + i * D for i in range(7 * 6)]
     xs = [200.0 if (math.floor(t / D) + 3) % 7 >= 5 else 100.0 for t in ts]  # weekend busier
