@@ -46,6 +46,8 @@ from models.recon import (
     LEDGER,
     ORDERS,
     PAYMENTS,
+    CategoryAlerts,
+    CategoryEvent,
     Change,
     CloseBook,
     CloseOut,
@@ -70,6 +72,7 @@ ORDERS_TABLE = "recon_orders"
 CLOSE = "spcwatch.recon.close"
 BY_STORE = "spcwatch.recon.by-store"
 ORDER_KEY, CLOSE_KEY, STORE_KEY = "o:", "c:", "s:"  # state keys by stage
+CATEGORY_STATE_KEY = "k:"  # store stage: the store-day category episodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +92,11 @@ class ReconSettings:
     open_retention_seconds: float = 30 * 86400.0
     timezone: str = "America/New_York"
     store_timezones: tuple[str, ...] = ()
-    alert_min_amount_minor: int = 10_000
+    alert_min_amount_minor: int = -1
     alert_categories: tuple[str, ...] = tuple(c for c in CATEGORIES if c != EXCLUDED_TEST_DATA)
+    alert_min_count: int = 3
+    alert_min_rate: float = 0.01
+    alert_min_day_amount_minor: int = 0
     idle_source_seconds: float = 0.0
     close_wait_seconds: float = 0.0
 
@@ -120,6 +126,9 @@ class ReconSettings:
             store_timezones=tuple(tuple(e.split("=", 1)) for e in self.store_timezones),  # type: ignore[misc]
             alert_min_amount_minor=self.alert_min_amount_minor,
             alert_categories=tuple(c.lower() for c in self.alert_categories),
+            alert_min_count=self.alert_min_count,
+            alert_min_rate=self.alert_min_rate,
+            alert_min_day_amount_minor=self.alert_min_day_amount_minor,
         )
 
 
@@ -199,6 +208,12 @@ class ReconProcessor:
                     log.info("recon daily SPC: %s %s judged already, ignored", msg["store"], msg["day"])
                 out.alerts.extend(_spc_alert(msg["store"], cur, metric, e, msg["ts"]) for cur, metric, e in found)
                 store[key] = series.to_state()
+                ckey = CATEGORY_STATE_KEY + msg["store"]
+                raw = store.get(ckey)
+                cats = CategoryAlerts.from_state(raw) if raw else CategoryAlerts()
+                events = cats.judge(msg["day"], msg["c"], msg["ts"], self.cfg)
+                out.alerts.extend(_category_alert(msg["store"], e, msg["ts"]) for e in events)
+                store[ckey] = cats.to_state()
         else:
             raise ValueError(f"recon has no topic {topic!r}")
         return out
@@ -358,6 +373,23 @@ def from_settings(settings: Settings | None = None) -> ReconProcessor:
     """The registry factory: ``SPCWATCH_RECON_*`` from the environment; the daily close waits for
     each of the worker's partitions."""
     return ReconProcessor(load_env(ReconSettings, PREFIX), settings.partitions if settings else 1)
+
+
+def _category_alert(store_id: str, e: CategoryEvent, close: float) -> Alert:
+    """A store-day category episode (count and rate of one exception category) as a contract alert."""
+    firing = Alert(
+        alert_id=alert_id("recon", "store-day", store_id, e.category, e.start_day), status="firing",
+        severity="warning", use_case="recon", rule=f"RECON_{e.category.upper()}",
+        entity={"store_id": store_id, "category": e.category}, starts_at=e.start_ts, event_ts=e.start_ts,
+        value=float(e.count),
+        summary=(f"{store_id}: {e.count} orders with {e.category.replace('_', ' ')} on {e.start_day} "
+                 f"({e.rate:.1%} of the day's decided orders, {e.amount_minor / 100:.2f} in total)"),
+    )
+    if e.kind == "firing":
+        return firing
+    return firing.resolved(close, event_ts=close, value=float(e.count),
+                           summary=f"{store_id}: {e.category.replace('_', ' ')} back under its thresholds on {e.day} "
+                                   f"({e.count} orders)")
 
 
 def _spc_alert(store_id: str, currency: str, metric: str, e: EpisodeEvent, close: float) -> Alert:

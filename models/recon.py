@@ -107,9 +107,18 @@ class ReconConfig:
     timezone: str = "America/New_York"
     """Business days are local dates in this zone (per store: ``store_timezones``)."""
     store_timezones: tuple[tuple[str, str], ...] = ()
-    alert_min_amount_minor: int = 10_000
-    """An exception whose amount reaches this fires a ``RECON_<CATEGORY>`` alert (0: every one)."""
+    alert_min_amount_minor: int = -1
+    """Per-order paging: an exception whose amount reaches this fires its own ``RECON_<CATEGORY>``
+    alert (0: every one; -1, the default: none, the store-day thresholds below alert instead)."""
     alert_categories: tuple[str, ...] = tuple(c for c in CATEGORIES if c != EXCLUDED_TEST_DATA)
+    alert_min_count: int = 3
+    """Store-day alerts: a category fires ``RECON_<CATEGORY>`` for a store when, as of a business
+    day's close, at least this many of the day's orders carry it ..."""
+    alert_min_rate: float = 0.01
+    """... and they are at least this share of the store's decided orders that day ..."""
+    alert_min_day_amount_minor: int = 0
+    """... and their amounts add up to at least this (0: no amount condition). The episode resolves
+    on the first day that does not meet all three."""
 
     def __post_init__(self) -> None:
         for name in ("payment_window_seconds", "ledger_window_seconds", "order_window_seconds",
@@ -121,8 +130,11 @@ class ReconConfig:
             raise ValueError("tolerance_abs_minor must be >= 0 and tolerance_rel in [0, 1)")
         if len(self.scale_exponents) != 3 or any(not -6 <= e <= 6 for e in self.scale_exponents):
             raise ValueError("scale_exponents must be three integers in [-6, 6]")
-        if self.alert_min_amount_minor < 0:
-            raise ValueError("alert_min_amount_minor must be >= 0")
+        if self.alert_min_amount_minor < -1:
+            raise ValueError("alert_min_amount_minor must be >= 0, or -1 for no per-order alerts")
+        if self.alert_min_count < 1 or not (0.0 <= self.alert_min_rate <= 1.0) or self.alert_min_day_amount_minor < 0:
+            raise ValueError("alert_min_count must be >= 1, alert_min_rate in [0, 1], "
+                             "alert_min_day_amount_minor >= 0")
         unknown = set(self.alert_categories) - set(CATEGORIES)
         if unknown:
             raise ValueError(f"unknown alert categories: {sorted(unknown)}")
@@ -486,7 +498,8 @@ class OrderRecon:
                 new.peak = max(new.peak, old.peak)
                 new.alerted = old.alerted
             change = Change(new)
-            if not new.alerted and cat in cfg.alert_categories and new.peak >= cfg.alert_min_amount_minor:
+            if (not new.alerted and cat in cfg.alert_categories and cfg.alert_min_amount_minor >= 0
+                    and new.peak >= cfg.alert_min_amount_minor):
                 new.alerted = change.fire = True
             if new.alerted and not new.open and (old is None or old.open or change.fire):
                 change.resolve = True
@@ -545,15 +558,17 @@ class OrderRecon:
         seen = [r for r in canon if r.ts <= t]
         if not seen:
             return None
-        open_now = bool(self.findings(t, cfg, (canon, dups)))
-        j = _judge(seen, open_now, "", cfg)
+        found = self.findings(t, cfg, (canon, dups))
+        j = _judge(seen, bool(found), "", cfg)
         decided = j.outcome in (MATCHED, MATCHED_WITHIN_TOLERANCE, EXCEPTION)
         matched = j.outcome in (MATCHED, MATCHED_WITHIN_TOLERANCE)
         unmatched = 0
         if j.outcome == EXCEPTION:  # as recon_daily.unmatched_minor: the order total, else what a source saw
             unmatched = next((x for x in (j.order.amount if j.order else None, j.payments, j.ledger)
                               if x is not None), 0)
-        return Contribution(j.currency, decided, matched, unmatched)
+        exceptions = tuple((c, abs(f.amount)) for c, f in sorted(found.items()) if c != EXCLUDED_TEST_DATA) \
+            if j.outcome == EXCEPTION else ()
+        return Contribution(j.currency, decided, matched, unmatched, exceptions)
 
     def close_due(self, cfg: ReconConfig) -> float:
         """When the order's business day closes, while its share of that day is still to be sent
@@ -738,7 +753,9 @@ DAILY_METRICS = ("match_rate", "unmatched_minor")
 CHAIN = "ALL"
 CLOSE_STATE_VERSION = 1
 DaySums = dict[str, list[int]]
-"""A store's (or the chain's) day: currency -> [matched orders, decided orders, unmatched_minor]."""
+"""A store's (or the chain's) day: currency -> [matched orders, decided orders, unmatched_minor], and
+``"!" + category`` -> [orders with that exception as of the close, their amount_minor, 0]."""
+CATEGORY_KEY = "!"
 
 
 @dataclass(frozen=True, slots=True)
@@ -749,12 +766,79 @@ class Contribution:
     decided: bool  # matched, matched within tolerance, or exception (pending and excluded are not)
     matched: bool
     unmatched_minor: int  # the order's amount when it is an exception
+    exceptions: tuple[tuple[str, int], ...] = ()  # (category, amount_minor) open as of the close
 
     def add_to(self, sums: DaySums) -> None:
         acc = sums.setdefault(self.currency, [0, 0, 0])
         acc[0] += self.matched
         acc[1] += self.decided
         acc[2] += self.unmatched_minor
+        for category, amount in self.exceptions:
+            cat = sums.setdefault(CATEGORY_KEY + category, [0, 0, 0])
+            cat[0] += 1
+            cat[1] += amount
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryEvent:
+    """A store-day category episode starting (``firing``) or ending (``resolved``)."""
+
+    kind: str
+    category: str
+    start_day: str
+    start_ts: float
+    day: str
+    count: int
+    rate: float
+    amount_minor: int
+
+
+class CategoryAlerts:
+    """Per store: which exception categories are over their store-day thresholds (count, rate,
+    optional amount; :class:`ReconConfig`). One episode per (store, category) while consecutive
+    business days stay over; days come in order and a day judged already is ignored."""
+
+    __slots__ = ("last", "open")
+
+    def __init__(self) -> None:
+        self.last = ""
+        self.open: dict[str, list] = {}  # category -> [start day, start ts]
+
+    def judge(self, day: str, sums: DaySums, close_ts: float, cfg: ReconConfig) -> list[CategoryEvent]:
+        if day <= self.last:
+            return []
+        self.last = day
+        decided = sum(v[1] for k, v in sums.items() if not k.startswith(CATEGORY_KEY))
+        events = []
+        over: dict[str, tuple[int, float, int]] = {}
+        for key, (count, amount, _) in sorted(sums.items()):
+            if not key.startswith(CATEGORY_KEY):
+                continue
+            category = key[len(CATEGORY_KEY):]
+            rate = count / decided if decided else 1.0
+            if (category in cfg.alert_categories and count >= cfg.alert_min_count and rate >= cfg.alert_min_rate
+                    and amount >= cfg.alert_min_day_amount_minor):
+                over[category] = (count, rate, amount)
+        for category in sorted(set(over) | set(self.open)):
+            count, rate, amount = over.get(category, (0, 0.0, 0))
+            if category in self.open and category not in over:
+                start_day, start_ts = self.open.pop(category)
+                ex = sums.get(CATEGORY_KEY + category, [0, 0, 0])
+                events.append(CategoryEvent("resolved", category, start_day, start_ts, day, ex[0],
+                                            ex[0] / decided if decided else 0.0, ex[1]))
+            elif category not in self.open:
+                self.open[category] = [day, close_ts]
+                events.append(CategoryEvent("firing", category, day, close_ts, day, count, rate, amount))
+        return events
+
+    def to_state(self) -> dict[str, Any]:
+        return {"l": self.last, "o": self.open}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> CategoryAlerts:
+        c = cls()
+        c.last, c.open = state["l"], state["o"]
+        return c
 
 
 def daily_detector_config(metric: str) -> DetectorConfig:
@@ -790,7 +874,7 @@ class DailySeries:
         were ignored because that day was judged already."""
         events: list[tuple[str, str, EpisodeEvent]] = []
         repeated = 0
-        for cur in sorted(sums):
+        for cur in sorted(k for k in sums if not k.startswith(CATEGORY_KEY)):
             if day <= self.last.get(cur, ""):
                 repeated += 1
                 continue

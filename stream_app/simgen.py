@@ -151,7 +151,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                           "recon category missing_ledger after the ledger deadline"),)),
     Scenario("duplicate-payments", "orders",
              f"At {DUPLICATE_STORE} 6% of payments are duplicated from t0-1d: a double capture (new payment id, "
-             "same amount) or a redelivery of the same payment id with a later timestamp.",
+             "same amount) or a re-send of the same payment id with an amended amount (a tip added).",
              -DAY, None,
              (Expectation("recon", ("RECON_OVERPAYMENT", "RECON_DUPLICATE"), {"store_id": DUPLICATE_STORE},
                           "overpayment for double captures, duplicate for redelivered ids"),)),
@@ -457,9 +457,12 @@ class _OrderDay:
             if srng.random() < 0.6:  # double capture: a second charge
                 self._emit(again, "payments", order_id, {**event, "event_id": f"p-{payment_id}-dup",
                                                          "payment_id": f"{payment_id}-dup", "ts": rfc3339_utc(again)})
-            else:  # the gateway redelivers the same payment id, with a new timestamp
-                self._emit(again, "payments", order_id, {**event, "event_id": f"p-{payment_id}-redelivery",
-                                                         "ts": rfc3339_utc(again)})
+            else:  # the gateway re-sends the same payment id with an amended amount (a tip added)
+                amended = {**event, "event_id": f"p-{payment_id}-redelivery", "ts": rfc3339_utc(again)}
+                tip = srng.choice((25, 50, 75, 100))
+                if "amount_minor" in amended:
+                    amended["amount_minor"] = amount + tip
+                self._emit(again, "payments", order_id, amended)
 
     def _nzd_tests(self, midnight: float) -> None:
         self.rng = self.srng  # test orders are scenario data: never disturb the normal stream
