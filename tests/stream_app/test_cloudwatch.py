@@ -201,7 +201,7 @@ def test_collect_command_publishes_labelled_batches_that_reach_the_inventory(
     env = {"SPCWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap, "SPCWATCH_TOPIC_PREFIX": topic_prefix, **CREDS}
     assert _cli("topics", "create", env=env).returncode == 0
     result = _cli("collect", "cloudwatch", "--region", REGION, "--endpoint-url", endpoint, "--discover", "--once",
-                  "--lookback", "900", env=env)
+                  "--lookback", "7200", env=env)  # wall clock: the seeded minutes stay inside however late this runs
     assert result.returncode == 0, result.stderr
     # 5 minutes of two CPU series (the others have no data), plus the minute the lookback test adds to the
     # RDS series once that minute is complete: 10 or 11, whatever the order and pace of the tests
