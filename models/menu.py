@@ -28,11 +28,12 @@ from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from functools import lru_cache
-from itertools import combinations, pairwise
+from itertools import combinations
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .rules import RULE_BITS, RuleState, first_rule, mask_rules, zone_thresholds
+from .detector import zone_factors
+from .rules import RULE_BITS, RuleState, first_rule, mask_rules
 
 CLASSES = ("star", "plowhorse", "puzzle", "dog")
 BENCHMARKS = ("weighted_mean", "simple_mean", "median")
@@ -179,17 +180,20 @@ class MenuConfig:
     popularity_factor: str = "0.70"
     cm_benchmark: str = "weighted_mean"
     hold_days: int = 3  # a new class must hold this many closes to count as a change
+    class_band: float = 0.10  # ... and be clear of the line it crossed by this share of the line (hysteresis)
+    class_min_days: int = 7  # days of data before an item's class is established (warm-up)
     alert_scopes: str = "chain"  # "chain": alerts on the chain only; "all": also per store
-    rules: tuple[str, ...] = ("WE1", "WE2", "WE3", "WE4")
+    rules: tuple[str, ...] = ("WE1",)  # of the margin and discount charts (any of WE1-WE4)
     chart_min_units: float = 30.0  # a day with fewer units of the item is a missing point on its charts
-    chart_min_samples: int = 10  # judged days need this many baseline days
-    margin_min_effect: float = 0.03  # CM % must be at least 3 points below the centre to signal
-    discount_min_effect: float = 0.03  # discount depth at least 3 points above
+    chart_min_samples: int = 14  # judged days need this many baseline days
+    margin_min_effect: float = 0.05  # CM % must be at least 5 points below the centre to signal
+    discount_min_effect: float = 0.05  # discount depth at least 5 points above
     resolve_after: int = 3
     top_pairs: int = 30
     min_pair_support: float = 0.002  # share of the window's baskets
     min_pair_count: int = 5
     max_pairs_per_day: int = 2000  # >= C(58, 2) = 1653: exact for the simulator's menu
+    test_currencies: tuple[str, ...] = ("NZD",)  # test orders (as recon's default): not analysed
 
     def validate(self) -> None:
         """``ValueError`` messages start with the field's name (``load_env`` names the variable)."""
@@ -214,11 +218,11 @@ class MenuConfig:
         if not self.rules or unknown:
             raise ValueError(f"rules must be a comma-separated subset of WE1,WE2,WE3,WE4, "
                              f"got {','.join(self.rules)!r}")
-        for name in ("grace_seconds", "chart_min_units", "margin_min_effect", "discount_min_effect",
+        for name in ("grace_seconds", "class_band", "chart_min_units", "margin_min_effect", "discount_min_effect",
                      "min_pair_support"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("hold_days", "chart_min_samples", "resolve_after", "top_pairs", "min_pair_count",
+        for name in ("hold_days", "class_min_days", "chart_min_samples", "resolve_after", "top_pairs", "min_pair_count",
                      "max_pairs_per_day"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -312,7 +316,7 @@ def apply_order(entry: list | None, order: Any, cal: MenuCalendar, watermark: fl
     replaces, never adds: a redelivered message is harmless. An order's day is final at its close: events for
     it after that (``watermark`` past the close) are ``too_late``.
     """
-    if order.test:
+    if order.test or order.currency in cal.cfg.test_currencies:
         return OrderStep(None, None, "test")
     code = STATUS_CODE[order.status]
     lines = order_lines(order) if code == PAID else []
@@ -654,68 +658,100 @@ def track_class(tracker: list | None, day: str, cls: str | None, full: bool, hol
     return [est, cand, since, count, ep], events
 
 
+def banded_class(item: Mapping[str, Any], matrix: Mapping[str, Any], established: str | None,
+                 band: Fraction) -> str:
+    """The item's class for change detection: on each axis whose line it is within ``band`` (a share of the
+    line) of, it keeps the established class's side. The matrix itself stays exact; this only stops an item
+    that sits on a line from flapping between two classes."""
+    if established is None:
+        return item["class"]
+    popular = item["popularity"] == "high"
+    profitable = item["profitability"] == "high"
+    line = matrix["popularity_threshold_mm_pct"]
+    if abs(item["mm_pct"] - line) < band * abs(line):
+        popular = established in ("star", "plowhorse")
+    line = matrix["cm_benchmark_value"]
+    if abs(item["cm"] - line) < band * abs(line):
+        profitable = established in ("star", "puzzle")
+    return _class(popular, profitable)
+
+
 # =========================================================================== alerts: daily ratio charts
 
 
 class DailyChart:
-    """A one-sided individuals chart of a daily ratio (an item's realised CM %, its discount depth).
+    """A one-sided chart of a daily ratio over units (an item's realised CM %, its discount depth).
 
-    Baseline: the chart's last ``window`` days (missing days count as days); centre = mean, sigma = mean moving
-    range / 1.128 (floored at ``sigma_floor``). A judged day completes Western Electric rules
-    (:class:`models.rules.RuleState`); it *signals* when an enabled rule fires on the watched side
-    (``side`` -1: below the centre, +1: above) and the deviation is at least ``min_effect``. The first signal
-    opens an episode, ``resolve_after`` judged days without one resolve it. The judged day then joins the
-    baseline. State: ``{"x": [values], "r": rule state, "e": episode | None}``, episode
-    ``[start_day, quiet, peak_z, rules mask]``.
+    The days of an item sell different numbers of units, so the chart has limits per day, like a u-chart: from
+    the chart's last ``window`` days (missing days count as days), centre ``c = Σ n·x / Σ n`` and a per-unit
+    spread ``s = sqrt(Σ n·(x - c)² / (k - 1))`` (k days), the day's sigma is ``s / sqrt(n)``. The 1σ/2σ/3σ lines
+    are prediction limits (Student-t quantiles with k - 1 degrees of freedom, as
+    ``DetectorConfig.prediction_limits``): a spread from a few weeks of days is itself uncertain. A judged day
+    completes Western Electric rules (:class:`models.rules.RuleState`) and *signals* when an enabled rule fires on
+    the watched side (``side`` -1: below the centre, +1: above) with a deviation of at least ``min_effect``. The
+    first signal opens an episode; ``resolve_after`` judged days without one resolve it. A signalling day stays
+    out of the baseline (one eroded day would otherwise widen the limits so much that the next ones pass),
+    unless ``protect_max_run`` signalling days in a row were refused already: then the level is the new normal
+    and is learned, and the episode resolves as the limits follow it. State: ``{"x": [[value, units] | None],
+    "r": rule state, "e": episode | None, "p": refused in a row}``, episode ``[start_day, quiet days, peak |z|,
+    rules mask]``.
     """
 
     def __init__(self, state: dict | None = None) -> None:
         s = state or {}
-        self.values: list[float | None] = s.get("x", [])
+        self.values: list[list[float] | None] = s.get("x", [])
         self.rules = RuleState.from_list(s["r"]) if s.get("r") else RuleState()
         self.episode: list | None = s.get("e")
+        self.refused: int = s.get("p", 0)
 
     def to_state(self) -> dict:
-        return {"x": self.values, "r": self.rules.to_list(), "e": self.episode}
+        return {"x": self.values, "r": self.rules.to_list(), "e": self.episode, "p": self.refused}
 
-    def limits(self, min_samples: int, floor: float = 0.005) -> tuple[float, float] | None:
-        xs = [x for x in self.values if x is not None]
-        if len(xs) < max(2, min_samples):
+    def limits(self, min_samples: int, floor: float = 0.005) -> tuple[float, float, tuple[float, ...]] | None:
+        """Centre, per-unit spread and the zone factors (in sigmas), or None while the baseline is short."""
+        xs = [v for v in self.values if v is not None]
+        k = len(xs)
+        if k < max(3, min_samples):
             return None
-        centre = math.fsum(xs) / len(xs)
-        mr = [abs(b - a) for a, b in pairwise(xs)]
-        sigma = max(math.fsum(mr) / len(mr) / 1.128, floor)
-        return centre, sigma
+        total = math.fsum(n for _, n in xs)
+        centre = math.fsum(x * n for x, n in xs) / total
+        spread = math.sqrt(math.fsum(n * (x - centre) ** 2 for x, n in xs) / (k - 1))
+        return centre, max(spread, floor), zone_factors(float(k - 1))
 
-    def update(self, day: str, value: float | None, *, window: int, side: int, min_effect: float, rules: int,
-               min_samples: int, resolve_after: int) -> dict | None:
-        """Judge ``day``'s value (None: missing). Returns the verdict ``{"status", "value", "center", "sigma",
-        "z", "rules", "signal", "event"}`` with ``event`` ``{"kind", "start", "day", ...}`` on a transition."""
+    def update(self, day: str, value: float | None, units: float, *, window: int, side: int, min_effect: float,
+               rules: int, min_samples: int, resolve_after: int, protect_max_run: int = 7) -> dict:
+        """Judge ``day``'s value (None: missing) over ``units`` units. Returns the verdict ``{"status", "value",
+        "center", "sigma", "z", "rules", "signal", "event"}``, ``event`` ``{"kind", "start", "day", "first"}`` on
+        a transition (``sigma`` is the day's 3σ line / 3, so centre ± 3 sigma is the line that decided)."""
         lim = self.limits(min_samples)
         verdict: dict[str, Any] = {"status": "missing" if value is None else "warmup", "value": value,
                                    "center": None, "sigma": None, "z": None, "rules": [], "signal": False,
                                    "event": None}
         if value is not None and lim is not None:
-            centre, sigma = lim
+            centre, spread, factors = lim
+            day_sigma = spread / math.sqrt(units)
             d = value - centre
-            mask = self.rules.update(d, *zone_thresholds(sigma)) & rules
+            mask = self.rules.update(d, *(f * day_sigma for f in factors)) & rules
             signal = bool(mask) and d * side > 0 and abs(d) >= min_effect
-            verdict.update(status="ok", center=centre, sigma=sigma, z=d / sigma, signal=signal,
+            sigma = factors[2] * day_sigma / 3
+            z = d / sigma
+            verdict.update(status="ok", center=centre, sigma=sigma, z=z, signal=signal,
                            rules=sorted(mask_rules(mask), key=lambda r: RULE_BITS[r]))
             ep = self.episode
             if signal:
                 if ep is None:
-                    self.episode = [day, 0, abs(d / sigma), mask]
-                    verdict["event"] = {"kind": "firing", "start": day, "day": day, "rule": first_rule(mask)}
+                    self.episode = [day, 0, abs(z), mask]
+                    verdict["event"] = {"kind": "firing", "start": day, "day": day, "first": first_rule(mask)}
                 else:
-                    ep[1], ep[2], ep[3] = 0, max(ep[2], abs(d / sigma)), ep[3] | mask
+                    ep[1], ep[2], ep[3] = 0, max(ep[2], abs(z)), ep[3] | mask
             elif ep is not None:
                 ep[1] += 1
                 if ep[1] >= resolve_after:
-                    verdict["event"] = {"kind": "resolved", "start": ep[0], "day": day,
-                                        "rule": first_rule(ep[3]), "rules": ep[3]}
+                    verdict["event"] = {"kind": "resolved", "start": ep[0], "day": day, "first": first_rule(ep[3])}
                     self.episode = None
-        self.values.append(value)
+        learn = value is not None and not (verdict["signal"] and self.refused < protect_max_run)
+        self.refused = self.refused + 1 if value is not None and not learn else 0
+        self.values.append([value, units] if learn else None)
         if len(self.values) > window:
             del self.values[:len(self.values) - window]
         return verdict
@@ -766,14 +802,17 @@ def _alerts(cat: str, sc: ScopeCategory, matrix: dict | None, day: str, today: M
             cfg: MenuConfig) -> list[dict]:
     events: list[dict] = []
     w = cfg.primary_window
-    full = sc.covered(day, w) >= w
+    full = sc.covered(day, w) >= min(w, cfg.class_min_days)
+    band = Fraction(str(cfg.class_band))
     by_spu = {it["spu"]: it for it in (matrix or {}).get("items", [])}
     rules = 0
     for r in cfg.rules:
         rules |= RULE_BITS[r]
     for spu in sorted(set(by_spu) | set(sc.trackers) | set(sc.charts) | set(today)):
         it = by_spu.get(spu)
-        tracker, moves = track_class(sc.trackers.get(spu), day, it["class"] if it else None, full, cfg.hold_days)
+        old = sc.trackers.get(spu)
+        cls = banded_class(it, matrix, old[0] if old else None, band) if it and matrix else None
+        tracker, moves = track_class(old, day, cls, full, cfg.hold_days)
         sc.trackers[spu] = tracker
         for mv in moves:
             events.append({"rule": "MENU_CLASS_CHANGE", "category": cat, "spu": spu, "name": sc.names.get(spu, spu),
@@ -781,18 +820,18 @@ def _alerts(cat: str, sc: ScopeCategory, matrix: dict | None, day: str, today: M
                            "benchmark": matrix["cm_benchmark_value"] if matrix else None,
                            "threshold": matrix["popularity_threshold_mm_pct"] if matrix else None, **mv})
         v = today.get(spu)
-        enough = v is not None and v[U] >= cfg.chart_min_units
         m = vec_metrics(v) if v is not None else {}
         charts = sc.charts.setdefault(spu, {})
-        for key, rule, side, effect, value in (
-                ("cm", "MARGIN_EROSION", -1, cfg.margin_min_effect,
-                 m.get("cm_pct") if enough and v[CU] >= cfg.chart_min_units else None),
-                ("dd", "DISCOUNT_DEPTH", 1, cfg.discount_min_effect, m.get("discount_depth") if enough else None)):
+        for key, rule, side, effect, value, units in (
+                ("cm", "MARGIN_EROSION", -1, cfg.margin_min_effect, m.get("cm_pct"), v[CU] if v else 0),
+                ("dd", "DISCOUNT_DEPTH", 1, cfg.discount_min_effect, m.get("discount_depth"), v[U] if v else 0)):
             chart = DailyChart(charts.get(key))
-            verdict = chart.update(day, value, window=w, side=side, min_effect=effect, rules=rules,
+            if units < cfg.chart_min_units:
+                value = None
+            verdict = chart.update(day, value, float(units), window=w, side=side, min_effect=effect, rules=rules,
                                    min_samples=cfg.chart_min_samples, resolve_after=cfg.resolve_after)
             charts[key] = chart.to_state()
-            if verdict and verdict["event"]:
+            if verdict["event"]:
                 events.append({"rule": rule, "category": cat, "spu": spu, "name": sc.names.get(spu, spu),
                                "severity": "warning", "item": it, "verdict": verdict, **verdict["event"]})
     return events
