@@ -384,11 +384,12 @@ class MenuProcessor:
             upper = center + 3 * sigma if center is not None else None
             if ev["kind"] == "firing":
                 move = "fell" if sign < 0 else "rose"
-                summary = (f"{label}: daily {what} {move} to {_pct1(value, 100)} against its {w}-day centre "
-                           f"{_pct1(center, 100)} ({', '.join(v['rules'])}; z {z:+.1f})")
+                summary = (f"{label}: daily {what} {move} to {_pct1(value, 100)} against its "
+                           f"{self.cfg.chart_window}-day centre {_pct1(center, 100)} ({', '.join(v['rules'])}; "
+                           f"z {z:+.1f})")
             else:
-                summary = (f"{label}: daily {what} back in control at {_pct1(value, 100)} "
-                           f"(centre {_pct1(center, 100)})")
+                summary = (f"{label}: daily {what} no longer signals ({_pct1(value, 100)}, centre "
+                           f"{_pct1(center, 100)}): back in control, or a lasting change has become the baseline")
             severity = ev["severity"]
             rules = tuple(v["rules"]) if ev["kind"] == "firing" else ()
         return Alert(

@@ -184,6 +184,7 @@ class MenuConfig:
     class_min_days: int = 7  # days of data before an item's class is established (warm-up)
     alert_scopes: str = "chain"  # "chain": alerts on the chain only; "all": also per store
     rules: tuple[str, ...] = ("WE1",)  # of the margin and discount charts (any of WE1-WE4)
+    chart_window: int = 28  # days of the charts' baseline
     chart_min_units: float = 30.0  # a day with fewer units of the item is a missing point on its charts
     chart_min_samples: int = 14  # judged days need this many baseline days
     margin_min_effect: float = 0.05  # CM % must be at least 5 points below the centre to signal
@@ -222,7 +223,8 @@ class MenuConfig:
                      "min_pair_support"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("hold_days", "class_min_days", "chart_min_samples", "resolve_after", "top_pairs", "min_pair_count",
+        for name in ("hold_days", "class_min_days", "chart_window", "chart_min_samples", "resolve_after", "top_pairs",
+                     "min_pair_count",
                      "max_pairs_per_day"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -828,7 +830,8 @@ def _alerts(cat: str, sc: ScopeCategory, matrix: dict | None, day: str, today: M
             chart = DailyChart(charts.get(key))
             if units < cfg.chart_min_units:
                 value = None
-            verdict = chart.update(day, value, float(units), window=w, side=side, min_effect=effect, rules=rules,
+            verdict = chart.update(day, value, float(units), window=cfg.chart_window, side=side, min_effect=effect,
+                                   rules=rules,
                                    min_samples=cfg.chart_min_samples, resolve_after=cfg.resolve_after)
             charts[key] = chart.to_state()
             if verdict["event"]:

@@ -39,7 +39,7 @@ CREATE TABLE menu_matrix (
     name                         VARCHAR(255) NOT NULL,
     units                        DOUBLE       NOT NULL,
     revenue                      DOUBLE       NOT NULL,
-    mm_pct                       DOUBLE       NOT NULL,   -- menu mix: units / category units, %
+    mm_pct                       DOUBLE       NOT NULL,   -- menu mix: units / category units, in percent
     cm                           DOUBLE       NOT NULL,   -- realised CM per unit
     list_cm                      DOUBLE       NULL,       -- list-price CM per unit
     cm_pct                       DOUBLE       NULL,
