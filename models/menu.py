@@ -181,7 +181,7 @@ class MenuConfig:
     cm_benchmark: str = "weighted_mean"
     hold_days: int = 3  # a new class must hold this many closes to count as a change
     class_band: float = 0.10  # ... and be clear of the line it crossed by this share of the line (hysteresis)
-    class_min_days: int = 7  # days of data before an item's class is established (warm-up)
+    class_min_days: int = 0  # days of data before class changes count (0: the primary window); followed until then
     alert_scopes: str = "chain"  # "chain": alerts on the chain only; "all": also per store
     rules: tuple[str, ...] = ("WE1",)  # of the margin and discount charts (any of WE1-WE4)
     chart_window: int = 28  # days of the charts' baseline
@@ -223,7 +223,9 @@ class MenuConfig:
                      "min_pair_support"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("hold_days", "class_min_days", "chart_window", "chart_min_samples", "resolve_after", "top_pairs",
+        if self.class_min_days < 0:
+            raise ValueError(f"class_min_days must be >= 0, got {self.class_min_days!r}")
+        for name in ("hold_days", "chart_window", "chart_min_samples", "resolve_after", "top_pairs",
                      "min_pair_count",
                      "max_pairs_per_day"):
             if getattr(self, name) < 1:
@@ -631,15 +633,16 @@ def track_class(tracker: list | None, day: str, cls: str | None, full: bool, hol
     ``[established, candidate, candidate_since, count, episode]`` with ``episode`` ``[from, to, start_day]`` or
     None. A class different from the established one must hold ``hold`` consecutive closes to be a change: the
     change opens an episode (the open one, if any, resolves first); moving back to the class an open episode came
-    from only resolves it. Nothing is decided while the window is not yet full (``full``) or the item is absent.
+    from only resolves it. While the window is not yet full (``full`` false) the established class simply follows
+    the item (a short window's class is noise, not news); nothing is decided on a day the item is absent.
 
     Returns the new tracker and the transitions ``{"kind": "firing"|"resolved", "from", "to", "start", "day"}``.
     """
     est, cand, since, count, ep = tracker if tracker else (None, None, None, 0, None)
     events: list[dict] = []
-    if not full or cls is None:
+    if cls is None:
         return [est, cand, since, count, ep], events
-    if est is None or cls == est:
+    if not full or est is None or cls == est:
         return [cls, None, None, 0, ep], events
     if cls == cand:
         count += 1
@@ -804,7 +807,7 @@ def _alerts(cat: str, sc: ScopeCategory, matrix: dict | None, day: str, today: M
             cfg: MenuConfig) -> list[dict]:
     events: list[dict] = []
     w = cfg.primary_window
-    full = sc.covered(day, w) >= min(w, cfg.class_min_days)
+    full = sc.covered(day, w) >= min(w, cfg.class_min_days or w)
     band = Fraction(str(cfg.class_band))
     by_spu = {it["spu"]: it for it in (matrix or {}).get("items", [])}
     rules = 0

@@ -251,8 +251,9 @@ def test_the_daily_pair_bound_says_how_far_counts_can_be_short() -> None:
 
 def test_a_class_change_must_hold_and_moving_back_only_resolves() -> None:
     t, hold = None, 3
+    t, ev = track_class(t, "d0", "dog", False, hold)
     t, ev = track_class(t, "d1", "star", False, hold)
-    assert ev == [] and t[0] is None  # warm-up: nothing established
+    assert ev == [] and t[0] == "star"  # warm-up: the class is followed, no change is news
     t, ev = track_class(t, "d2", "star", True, hold)
     assert ev == [] and t[0] == "star"
     for d in ("d3", "d4"):
