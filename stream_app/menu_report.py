@@ -18,6 +18,7 @@ from sqlalchemy import MetaData, Table, and_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 CLASSES = ("star", "plowhorse", "puzzle", "dog")
+LABELS = 7  # items named on a category's scatter (the best sellers; the others on hover)
 CLASS_COLOURS = {"star": "#2a9d8f", "plowhorse": "#e9c46a", "puzzle": "#457b9d", "dog": "#e76f51"}
 
 
@@ -27,7 +28,7 @@ class Rules:
 
     watch_mix_drop: float = 0.10  # a star or plowhorse whose menu mix fell by 10 % (relative) over 7 days
     watch_cm_drop: float = 0.05  # ... or whose CM per unit fell by 5 %
-    watch_wow: float = -0.10  # ... or whose units fell 10 % week over week
+    watch_wow: float = -0.20  # ... or whose units fell 20 % week over week
     bundle_min_lift: float = 1.2
     bundles: int = 6
 
@@ -182,16 +183,19 @@ def render_html(report: dict[str, Any]) -> str:
     shown: set[str] = set()
     for i, c in enumerate(cats):
         row, col = i // ncol + 1, i % ncol + 1
+        labelled = {it["spu"] for it in sorted(c["items"], key=lambda it: -it["units"])[:LABELS]}
         for cls in CLASSES:
             items = [it for it in c["items"] if it["class"] == cls]
             if not items:
                 continue
             fig.add_trace(go.Scatter(
                 x=[it["mm_pct"] for it in items], y=[it["cm"] for it in items], mode="markers+text",
-                text=[it["name"] for it in items], textposition="top center", textfont={"size": 9},
+                text=[it["name"] if it["spu"] in labelled else "" for it in items],
+                customdata=[it["name"] for it in items], textposition="top center", textfont={"size": 9},
                 marker={"size": 11, "color": CLASS_COLOURS[cls]}, name=cls, legendgroup=cls,
                 showlegend=cls not in shown,
-                hovertemplate="%{text}<br>mix %{x:.1f}%<br>CM $%{y:.2f}<extra>" + cls + "</extra>"), row=row, col=col)
+                hovertemplate="%{customdata}<br>mix %{x:.1f}%<br>CM $%{y:.2f}<extra>" + cls + "</extra>"),
+                row=row, col=col)
             shown.add(cls)
         fig.add_vline(x=c["popularity_threshold_mm_pct"], line_dash="dash", line_color="#888", row=row, col=col)
         fig.add_hline(y=c["cm_benchmark_value"], line_dash="dash", line_color="#888", row=row, col=col)
