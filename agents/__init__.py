@@ -31,6 +31,8 @@ from agents import forecast  # noqa: E402, I001
 PROCESSORS[forecast.USE_CASE] = forecast.ForecastProcessor.from_settings
 from agents import store  # noqa: E402, I001
 PROCESSORS[store.USE_CASE] = store.StoreProcessor.from_settings
+from agents import menu  # noqa: E402, I001
+PROCESSORS[menu.USE_CASE] = menu.MenuProcessor.from_settings
 
 
 def register_all(runtime: Runtime) -> None:

@@ -24,6 +24,7 @@ MODULES = [
     "bench.bench_forecast",
     "bench.bench_recon",
     "bench.bench_store",
+    "bench.bench_menu",
     "bench.store_detection",
     "bench.bench_backfill",
 ]

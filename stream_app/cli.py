@@ -160,6 +160,54 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_menu_report(args: argparse.Namespace) -> int:
+    """UC-PR-01: the menu-engineering matrix, item pairs and recommendations of one day, from the database."""
+    from datetime import date
+
+    import orjson
+
+    from models.menu import MenuConfig
+    from stream_app import db, menu_report
+
+    settings = _settings()
+    try:
+        as_of = date.fromisoformat(args.as_of)
+    except ValueError:
+        raise UserError(f"--as-of must be a date YYYY-MM-DD, got {args.as_of!r}", EXIT_USAGE) from None
+    window = args.window_days
+    if window is None:
+        from stream_app.settings import load_env
+
+        window = load_env(MenuConfig, "SPCWATCH_MENU_").primary_window
+    if window < 1:
+        raise UserError(f"--window-days must be >= 1, got {window}", EXIT_USAGE)
+    scope = args.store if args.store else "chain"
+
+    async def run() -> dict:
+        engine = db.create_engine(settings.db_url)
+        try:
+            return await menu_report.build(engine, as_of, window, scope)
+        finally:
+            await engine.dispose()
+
+    try:
+        report = _run_or_unavailable(None, run(), f"the database at {settings.db_url_masked}")
+    except menu_report.ReportError as exc:
+        raise UserError(str(exc)) from None
+    if args.format == "json":
+        report.pop("trends", None)
+        text = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n"
+    else:
+        text = menu_report.render_html(report)
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        print(f"menu report: {args.output} ({len(text):,} bytes, {args.format})", file=sys.stderr)
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Publish simulated infra, order and forecast streams with scenarios (or write them to a file)."""
     from stream_app import simulate
@@ -393,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("status", cmd_db_status, db_sub)
 
     replay = add("replay", cmd_replay)
-    replay.add_argument("use_case", metavar="USE_CASE", help="infra, store, recon, forecast")
+    replay.add_argument("use_case", metavar="USE_CASE", help="infra, store, recon, forecast, menu")
     replay.add_argument("--input", required=True, metavar="FILE", help="JSONL of contract events")
     replay.add_argument("--output", metavar="FILE", help="alerts as JSONL (default: stdout)")
 
@@ -441,6 +489,19 @@ def build_parser() -> argparse.ArgumentParser:
     bcw = add("cloudwatch", cmd_backfill_cloudwatch, backfill_sub)
     _aws_arguments(bcw)
     _history_arguments(bcw, "14d", "1d")
+
+    menu_parser = sub.add_parser("menu", help="menu engineering (UC-PR-01)", description="Menu engineering.")
+    menu_sub = menu_parser.add_subparsers(dest="menu_command", metavar="COMMAND", parser_class=_Parser)
+    menu_sub.required = True
+    report = add("report", cmd_menu_report, menu_sub)
+    report.add_argument("--as-of", required=True, metavar="YYYY-MM-DD", help="the business day (closed)")
+    report.add_argument("--window-days", type=int, metavar="N",
+                        help="the rolling window (default: the first of SPCWATCH_MENU_WINDOWS, 28)")
+    where = report.add_mutually_exclusive_group()
+    where.add_argument("--store", metavar="ID", help="one store")
+    where.add_argument("--chain", action="store_true", help="the whole chain (the default)")
+    report.add_argument("--format", choices=["json", "html"], default="json", help="json (default) or html")
+    report.add_argument("--output", metavar="FILE", help="where to write it (default: stdout)")
 
     from stream_app import alerts_view, simulate  # light modules: their heavy imports are lazy
 

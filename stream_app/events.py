@@ -270,6 +270,7 @@ class OrderItem:
     unit_price: Decimal
     discount: Decimal
     unit_cost: Decimal | None
+    category: str | None = None  # menu category (UC-PR-01); None: "uncategorised"
 
 
 @dataclass(slots=True, frozen=True)
@@ -396,6 +397,7 @@ def _item_from_obj(obj: Any, index: int) -> OrderItem:
         unit_price=parse_decimal(_require(obj, "unit_price"), f"items[{index}].unit_price"),
         discount=parse_decimal(obj.get("discount", "0"), f"items[{index}].discount"),
         unit_cost=None if unit_cost is None else parse_decimal(unit_cost, f"items[{index}].unit_cost"),
+        category=None if obj.get("category") is None else parse_str(obj["category"], f"items[{index}].category"),
     )
 
 

@@ -195,34 +195,14 @@ class Product:
     price_minor: int
     cost_minor: int
     popularity: float
-
-
-_DRINKS = ("Latte", "Iced Latte", "Americano", "Iced Americano", "Coconut Latte", "Iced Coconut Latte",
-           "Cappuccino", "Flat White", "Mocha", "Iced Mocha", "Caramel Latte", "Vanilla Latte", "Cold Brew",
-           "Orange Americano", "Velvet Latte", "Matcha Latte", "Iced Matcha Latte", "Oat Latte",
-           "Hazelnut Latte", "Pistachio Latte", "Brown Sugar Latte", "Espresso", "Cortado", "Macchiato",
-           "Peach Oolong Tea", "Jasmine Tea", "Lemon Tea", "Grapefruit Cold Brew Tea", "Chai Latte",
-           "Hot Chocolate", "Strawberry Coconut Drink", "Mango Smoothie", "Blueberry Smoothie",
-           "Sparkling Coffee", "Tiramisu Latte", "Salted Caramel Cold Brew", "Honey Oat Latte",
-           "Coconut Cold Brew", "Raspberry Americano", "Lavender Latte")
-_FOOD = ("Butter Croissant", "Almond Croissant", "Chocolate Croissant", "Blueberry Muffin", "Banana Bread",
-         "Cheese Danish", "Egg & Cheese Sandwich", "Turkey Sandwich", "Ham & Swiss Sandwich", "Avocado Toast",
-         "Bagel & Cream Cheese", "Yogurt Parfait", "Fruit Cup", "Cookie", "Brownie", "Cinnamon Roll",
-         "Granola Bar", "Madeleine")
+    category: str = "uncategorised"  # menu category (UC-PR-01)
 
 
 def build_menu() -> tuple[Product, ...]:
-    """58 products (40 drinks, 18 food) with prices, unit costs and a Zipf-like popularity."""
-    rng = random.Random("spcwatch-menu")
-    products = []
-    for i, name in enumerate(_DRINKS + _FOOD):
-        drink = i < len(_DRINKS)
-        price = rng.choice((395, 425, 450, 475, 495, 525, 550, 575)) if drink else rng.choice(
-            (295, 325, 350, 395, 425, 595, 695, 750))
-        cost_share = rng.uniform(0.18, 0.32) if drink else rng.uniform(0.3, 0.5)
-        products.append(Product(f"SPU{i + 1:04d}", name, price, round(price * cost_share),
-                                popularity=1.0 / (1 + i) ** 0.9 * (1.0 if drink else 0.6)))
-    return tuple(products)
+    """58 products (40 drinks, 18 food) in five categories: the catalogue of ``stream_app.simmenu``."""
+    from stream_app.simmenu import catalogue
+
+    return catalogue()
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from stream_app import simmenu
 from stream_app.simdata import (
     CLOSE_HOUR,
     DAY,
@@ -155,6 +156,27 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              -DAY, None,
              (Expectation("recon", ("RECON_OVERPAYMENT", "RECON_DUPLICATE"), {"store_id": DUPLICATE_STORE},
                           "overpayment for double captures, duplicate for redelivered ids"),)),
+    Scenario(simmenu.COST_SCENARIO, "orders",
+             f"The supplier cost of {simmenu.COST_ITEM} ({simmenu.spu_of(simmenu.COST_ITEM)}, espresso), the chain's "
+             f"star, rises to {simmenu.COST_FACTOR:.0%} of its list price from the first business day at or after "
+             "t0-14d; price and popularity stay.",
+             -14 * DAY, None,
+             (Expectation("menu", ("MARGIN_EROSION",), {"category": "espresso",
+                                                        "spu": simmenu.spu_of(simmenu.COST_ITEM)},
+                          "the chain's daily realised CM % of the item falls out of control at the first close"),
+              Expectation("menu", ("MENU_CLASS_CHANGE",), {"category": "espresso",
+                                                           "spu": simmenu.spu_of(simmenu.COST_ITEM)},
+                          "star -> plowhorse (warning) once its 28-day CM is below the category's benchmark and "
+                          "has held 3 closes (about 10 days)"))),
+    Scenario(simmenu.CAMPAIGN_SCENARIO, "orders",
+             f"A discount campaign: {simmenu.CAMPAIGN_ITEM} ({simmenu.spu_of(simmenu.CAMPAIGN_ITEM)}, espresso, a "
+             f"puzzle) at {simmenu.CAMPAIGN_DISCOUNT:.0%} off every unit for the 7 days from t0-7d, which triples "
+             "its share of orders.",
+             -7 * DAY, 0.0,
+             (Expectation("menu", ("DISCOUNT_DEPTH", "MARGIN_EROSION"),
+                          {"category": "espresso", "spu": simmenu.spu_of(simmenu.CAMPAIGN_ITEM)},
+                          "the chain's daily discount depth of the item out of control from the campaign's first "
+                          "close (its realised CM % too); resolves after the campaign"),)),
     Scenario("biased-forecast", "forecast",
              f"{BIASED_STORE}'s forecasts over-forecast every SKU by 45% for dates from t0-10d.",
              -10 * DAY, None,
@@ -364,10 +386,9 @@ class _OrderDay:
         # Scenario decisions draw from their own generator: the normal data never changes.
         self.srng = _rng(cfg.seed, "scenario", store.store_id, day.isoformat())
         self.drop = False
-        self.menu = cfg.world.menu
-        self.weights = [p.popularity for p in self.menu]
         self.events: list[SimEvent] = []
         midnight = local_midnight(day)
+        self.menu = simmenu.MenuDay.build(cfg.world.menu, cfg, midnight + 12 * HOUR)  # the day's costs, campaigns
         count = store.orders_per_day * WEEKDAY_ORDERS[day.weekday()]
         if cfg.active("revenue-decline") and store.store_id == DECLINE_STORE:
             count *= _decline_factor(cfg, midnight + 12 * HOUR)
@@ -389,15 +410,17 @@ class _OrderDay:
         rng, store = self.rng, self.store
         n_items = rng.choices((1, 2, 3, 4), weights=(72, 22, 5, 1))[0]
         items, total = [], 0
-        for product in rng.choices(self.menu, weights=self.weights, k=n_items):
+        menu = self.menu
+        for i in menu.basket(rng, n_items):  # one uniform per item, as random.choices
+            product = menu.products[i]
             qty = 1 if rng.random() < 0.9 else 2
-            discount = 0
+            discount = 0  # per unit (the contract)
             if rng.random() < 0.75:  # app coupons are everywhere
-                discount = round(product.price_minor * qty * rng.choice((0.3, 0.4, 0.5, 0.6)))
-            total += product.price_minor * qty - discount
-            items.append({"spu": product.spu, "name": product.name, "qty": qty,
-                          "unit_price": _money(product.price_minor), "discount": _money(discount),
-                          "unit_cost": _money(product.cost_minor)})
+                discount = round(product.price_minor * rng.choice((0.3, 0.4, 0.5, 0.6)))
+            if menu.forced[i] is not None:  # a campaign's discount
+                discount = round(product.price_minor * menu.forced[i])
+            total += (product.price_minor - discount) * qty
+            items.append(simmenu.item(product, menu.costs[i], qty, discount, _money))
         channel = rng.choices(("app", "pos", "delivery"), weights=(70, 20, 10))[0]
         roll = rng.random()
         status = "cancelled" if roll < 0.02 else "paid"

@@ -185,7 +185,7 @@ def test_resolve_scenarios() -> None:
     assert resolve_scenarios([]) == ()
     with pytest.raises(ValueError, match="nope"):
         resolve_scenarios(["nope"])
-    assert len(SCENARIOS) == 10
+    assert len(SCENARIOS) == 12  # 10 + the two menu scenarios (UC-PR-01)
     assert all(s.expect and s.summary for s in SCENARIOS.values())
 
 

@@ -233,8 +233,49 @@ def test_biased_forecast() -> None:
     untouched(base, events, lambda e: e.topic == "forecasts" and e.value["store_id"] == BIASED_STORE)
 
 
+# --------------------------------------------------------------------------- menu (UC-PR-01)
+
+
+def _items(events, spu: str):  # type: ignore[no-untyped-def]
+    return [(e.ts, it) for e in events if e.topic == "orders" for it in e.value["items"] if it["spu"] == spu]
+
+
+def test_menu_cost_increase_on_the_star() -> None:
+    from stream_app import simmenu
+
+    spu = simmenu.spu_of(simmenu.COST_ITEM)
+    span = {"start": T0 - 15.2 * DAY, "end": T0 - 12.8 * DAY}
+    _, base = run("orders", **span)
+    cfg, events = run("orders", [simmenu.COST_SCENARIO], **span)
+    lo, _ = cfg.window(simmenu.COST_SCENARIO)
+    latte = next(p for p in WORLD.menu if p.spu == spu)
+    before = {it["unit_cost"] for ts, it in _items(events, spu) if ts < lo - DAY}
+    after = {it["unit_cost"] for ts, it in _items(events, spu) if ts >= lo + DAY}
+    assert before == {f"{latte.cost_minor / 100:.2f}"}
+    assert after == {f"{round(latte.price_minor * simmenu.COST_FACTOR) / 100:.2f}"}
+    assert all(it["category"] == "espresso" for _, it in _items(events, spu))
+    untouched(base, events, lambda e: e.topic == "orders" and any(it["spu"] == spu for it in e.value["items"]))
+
+
+def test_menu_discount_campaign_on_a_puzzle() -> None:
+    from stream_app import simmenu
+
+    spu = simmenu.spu_of(simmenu.CAMPAIGN_ITEM)
+    span = {"start": T0 - 8.2 * DAY, "end": T0 - 5.5 * DAY}
+    _, base = run("orders", **span)
+    cfg, events = run("orders", [simmenu.CAMPAIGN_SCENARIO], **span)
+    lo, _ = cfg.window(simmenu.CAMPAIGN_SCENARIO)
+    during = [it for ts, it in _items(events, spu) if ts >= lo + DAY]
+    usual = [it for ts, it in _items(base, spu) if ts >= lo + DAY]
+    price = next(p for p in WORLD.menu if p.spu == spu).price_minor
+    assert {it["discount"] for it in during} == {f"{round(price * simmenu.CAMPAIGN_DISCOUNT) / 100:.2f}"}
+    assert 2.0 < len(during) / len(usual) < 4.0  # three times the share of first picks
+    untouched(base, events, lambda e: e.ts >= lo - DAY)  # the days before the campaign are the same
+
+
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_every_scenario_has_a_test_here(name: str) -> None:
     tests = {"revenue-decline", "store-closure", "rds-cpu-runaway", "redis-memory-leak", "host-silent",
-             "cents-dollars", "nzd-test-orders", "missing-ledger", "duplicate-payments", "biased-forecast"}
+             "cents-dollars", "nzd-test-orders", "missing-ledger", "duplicate-payments", "biased-forecast",
+             "menu-cost-increase", "menu-discount-campaign"}
     assert name in tests
