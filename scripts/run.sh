@@ -37,9 +37,12 @@ export SPCWATCH_DATA_DIR=${SPCWATCH_DATA_DIR:-$LOG_DIR/worker-data}
 # The simulator samples the estate every 5 minutes (CloudWatch basic monitoring).
 export SPCWATCH_INFRA_INTERVAL_SECONDS=${SPCWATCH_INFRA_INTERVAL_SECONDS:-300}
 
-services_were_up=false
-scripts/services.sh status >/dev/null 2>&1 && services_were_up=true
-$services_were_up || scripts/services.sh up
+# Start the services that are not running, and at exit stop only those.
+started_services=()
+for service in kafka mariadb alertmanager; do
+  scripts/services.sh status "$service" >/dev/null 2>&1 || started_services+=("$service")
+done
+((${#started_services[@]} == 0)) || scripts/services.sh up "${started_services[@]}"
 
 pids=()
 names=()
@@ -99,7 +102,7 @@ cleanup() {
     drop_topics
     rm -rf "$SPCWATCH_DATA_DIR"
   fi
-  $services_were_up || scripts/services.sh down
+  ((${#started_services[@]} == 0)) || scripts/services.sh down "${started_services[@]}"
   ((rc == 130)) && rc=0   # Ctrl-C is how a run ends
   exit "$rc"
 }

@@ -2,23 +2,29 @@
 # Local dev services for spcwatch, without Docker:
 #   * Apache Kafka 4.x (KRaft, single node) on 127.0.0.1:9092, jars from Maven Central
 #   * MariaDB (Debian packages, our own instance) on 127.0.0.1:3306, database spcwatch
+#   * Alertmanager (Debian package prometheus-alertmanager) on 127.0.0.1:9093 with
+#     deploy/alertmanager/alertmanager.yml, its silences and notification log in the run dir
 #
-# Usage: scripts/services.sh up | down [--purge] | purge | status
+# Usage: scripts/services.sh up [SERVICE...] | down [--purge] [SERVICE...] | purge | status [SERVICE]
+#   SERVICE: kafka, mariadb, alertmanager (default: all three)
 #
 #   up       start whatever is not running yet (idempotent), wait until Kafka does a
-#            produce/consume round trip and MariaDB answers SELECT 1, print endpoints
+#            produce/consume round trip, MariaDB answers SELECT 1 and Alertmanager
+#            answers /-/ready, print endpoints
 #   down     stop what `up` started (pid files); no-op when nothing runs
 #   down --purge, purge
-#            stop, then delete the run dir's Kafka and MariaDB data, logs and config
-#   status   show what is running; exit 0 only when both services answer
+#            stop, then delete the run dir's data, logs and config of those services
+#   status   show what is running; exit 0 only when every service named answers
 #
 # Environment (all optional):
 #   SPCWATCH_RUN_DIR        run dir: data, logs, pid files, config   (default: <repo>/.run)
 #   SPCWATCH_CACHE_DIR      Kafka jar cache (default: ${XDG_CACHE_HOME:-~/.cache}/spcwatch)
 #   SPCWATCH_KAFKA_VERSION  org.apache.kafka:kafka_2.13 version        (default: 4.1.1)
-#   SPCWATCH_KAFKA_PORT / SPCWATCH_KAFKA_CONTROLLER_PORT               (9092 / 9093)
+#   SPCWATCH_KAFKA_PORT / SPCWATCH_KAFKA_CONTROLLER_PORT               (9092 / 9095)
 #   SPCWATCH_KAFKA_HEAP_OPTS                                  (default: -Xms256m -Xmx512m)
 #   SPCWATCH_MYSQL_PORT                                                 (default: 3306)
+#   SPCWATCH_ALERTMANAGER_PORT                                          (default: 9093)
+#   SPCWATCH_ALERTMANAGER_CONFIG  (default: <repo>/deploy/alertmanager/alertmanager.yml)
 #   SPCWATCH_START_TIMEOUT  seconds to wait for each service to answer  (default: 60)
 #   SPCWATCH_STOP_TIMEOUT   seconds between SIGTERM and SIGKILL on down (default: 20)
 set -euo pipefail
@@ -34,7 +40,7 @@ STOP_TIMEOUT=${SPCWATCH_STOP_TIMEOUT:-20}
 
 KAFKA_VERSION=${SPCWATCH_KAFKA_VERSION:-4.1.1}
 KAFKA_PORT=${SPCWATCH_KAFKA_PORT:-9092}
-KAFKA_CONTROLLER_PORT=${SPCWATCH_KAFKA_CONTROLLER_PORT:-9093}
+KAFKA_CONTROLLER_PORT=${SPCWATCH_KAFKA_CONTROLLER_PORT:-9095}
 KAFKA_HEAP_OPTS=${SPCWATCH_KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
 KAFKA_LIBS=$CACHE_DIR/kafka-$KAFKA_VERSION/libs
 KAFKA_LIBS_MARKER=$KAFKA_LIBS/.spcwatch-complete
@@ -54,6 +60,15 @@ MDB_SOCK=$MDB_DIR/mysqld.sock
 MDB_PID_FILE=$MDB_DIR/mariadbd.pid
 MDB_LOG=$MDB_DIR/mariadbd.err
 MDB_OUT=$MDB_DIR/mariadbd.out
+AM_PORT=${SPCWATCH_ALERTMANAGER_PORT:-9093}
+AM_CONFIG=$(realpath -m "${SPCWATCH_ALERTMANAGER_CONFIG:-$REPO_ROOT/deploy/alertmanager/alertmanager.yml}")
+AM_DIR=$RUN_DIR/alertmanager
+AM_DATA=$AM_DIR/data
+AM_LOG=$AM_DIR/alertmanager.log
+AM_PID_FILE=$AM_DIR/alertmanager.pid
+AM_BIN=""
+AM_OWNED=0
+AM_LOG_FROM=0
 # Fixed, local-only dev credentials (only ever printed masked).
 DB_NAME=spcwatch
 DB_USER=spcwatch
@@ -137,6 +152,7 @@ running_pid() {
 
 kafka_pid() { running_pid kafka "$KAFKA_PID_FILE" "$KAFKA_CONF"; }
 mariadb_pid() { running_pid mariadb "$MDB_PID_FILE" "--datadir=$MDB_DATA"; }
+alertmanager_pid() { running_pid alertmanager "$AM_PID_FILE" "--storage.path=$AM_DATA"; }
 
 # launch_bg PIDFILE OUTFILE CMD...: run CMD detached (own session, immune to
 # SIGHUP, no inherited lock fd); the process writes its own pid before exec.
@@ -512,89 +528,179 @@ mariadb_up() {
     mariadb_fail "SELECT 1 as $DB_USER over TCP $HOST:$MYSQL_PORT failed"
 }
 
+# ------------------------------------------------------------------------ alertmanager
+
+am_ready() { curl -fsS -m 3 "http://$HOST:$AM_PORT/-/ready" >/dev/null 2>&1; }
+
+alertmanager_ensure_installed() {
+  AM_BIN=$(command -v prometheus-alertmanager || command -v alertmanager || true)
+  [[ -n $AM_BIN ]] && return 0
+  say "alertmanager: installing the Debian package prometheus-alertmanager (first run only)"
+  apt_install prometheus-alertmanager
+  AM_BIN=$(command -v prometheus-alertmanager || command -v alertmanager || true)
+  [[ -n $AM_BIN ]] || die "alertmanager: package installed but neither prometheus-alertmanager nor alertmanager found"
+}
+
+alertmanager_fail() {
+  tail_log "alertmanager log" "$AM_LOG" "$AM_LOG_FROM"
+  die "alertmanager: $*"
+}
+
+# Phase 1+2 of `up` for Alertmanager: ours, one already answering, or start it (a single
+# instance: clustering off, so nothing listens on the gossip port 9094).
+alertmanager_up() {
+  local pid deadline
+  command -v curl >/dev/null || die "curl not found (apt-get install curl)"
+  if pid=$(alertmanager_pid); then
+    AM_OWNED=1
+    say "alertmanager: already running (pid $pid)"
+  elif port_open "$AM_PORT" && am_ready; then
+    say "alertmanager: using the Alertmanager already listening on $HOST:$AM_PORT (not started by services.sh)"
+    return 0
+  else
+    port_still_busy "$AM_PORT" &&
+      die "alertmanager: something listens on $HOST:$AM_PORT but is not Alertmanager (an old Kafka controller? it moved to 9095); free the port or set SPCWATCH_ALERTMANAGER_PORT"
+    [[ -f $AM_CONFIG ]] || die "alertmanager: config $AM_CONFIG not found"
+    alertmanager_ensure_installed
+    mkdir -p "$AM_DATA"
+    say "alertmanager: starting $(basename "$AM_BIN") on $HOST:$AM_PORT with $(rel "$AM_CONFIG")"
+    AM_LOG_FROM=$(file_size "$AM_LOG")
+    launch_bg "$AM_PID_FILE" "$AM_LOG" \
+      "$AM_BIN" --config.file="$AM_CONFIG" --storage.path="$AM_DATA" \
+      --web.listen-address="$HOST:$AM_PORT" --web.external-url="http://$HOST:$AM_PORT" \
+      --cluster.listen-address=
+    AM_OWNED=1
+  fi
+  deadline=$((SECONDS + START_TIMEOUT))
+  until am_ready; do
+    alertmanager_pid >/dev/null || alertmanager_fail "exited during startup (a bad config? amtool check-config $(rel "$AM_CONFIG"))"
+    ((SECONDS < deadline)) || alertmanager_fail "no answer on http://$HOST:$AM_PORT/-/ready after ${START_TIMEOUT}s"
+    sleep 0.3
+  done
+}
+
 # ------------------------------------------------------------------------ commands
 
+# want SERVICE LIST...: SERVICE is among the selected ones.
+want() {
+  local name=$1
+  shift
+  [[ " $* " == *" $name "* ]]
+}
+
+# select_services ARGS...: the services named (validated), default all three.
+SELECTED=()
+select_services() {
+  local name
+  SELECTED=()
+  for name in "$@"; do
+    case "$name" in
+      kafka | mariadb | alertmanager) SELECTED+=("$name") ;;
+      *) die "unknown service '$name' (kafka, mariadb, alertmanager)" ;;
+    esac
+  done
+  ((${#SELECTED[@]})) || SELECTED=(kafka mariadb alertmanager)
+}
+
 print_endpoints() {
-  local kafka_note="(not started by services.sh)" mdb_note="(not started by services.sh)"
-  ((KAFKA_OWNED)) && kafka_note="(log: $(rel "$KAFKA_LOG"))"
-  ((MDB_OWNED)) && mdb_note="(log: $(rel "$MDB_LOG"))"
+  local note
   say "ready:"
-  printf '  %-8s %-16s %s\n' kafka "$HOST:$KAFKA_PORT" "$kafka_note"
-  printf '  %-8s %s   %s\n' mariadb "mysql+aiomysql://$DB_USER:***@$HOST:$MYSQL_PORT/$DB_NAME" "$mdb_note"
+  if want kafka "${SELECTED[@]}"; then
+    note="(not started by services.sh)"
+    ((KAFKA_OWNED)) && note="(log: $(rel "$KAFKA_LOG"))"
+    printf '  %-12s %-16s %s\n' kafka "$HOST:$KAFKA_PORT" "$note"
+  fi
+  if want mariadb "${SELECTED[@]}"; then
+    note="(not started by services.sh)"
+    ((MDB_OWNED)) && note="(log: $(rel "$MDB_LOG"))"
+    printf '  %-12s %s   %s\n' mariadb "mysql+aiomysql://$DB_USER:***@$HOST:$MYSQL_PORT/$DB_NAME" "$note"
+  fi
+  if want alertmanager "${SELECTED[@]}"; then
+    note="(not started by services.sh)"
+    ((AM_OWNED)) && note="(log: $(rel "$AM_LOG"), config: $(rel "$AM_CONFIG"))"
+    printf '  %-12s %-16s %s\n' alertmanager "http://$HOST:$AM_PORT" "$note"
+  fi
 }
 
 cmd_up() {
+  select_services "$@"
   take_lock
-  pick_python
   local started=$SECONDS
-  kafka_begin          # starts the broker in the background if needed
-  mariadb_up           # meanwhile: MariaDB, fully ready when this returns
-  kafka_wait_ready
+  if want kafka "${SELECTED[@]}" || want mariadb "${SELECTED[@]}"; then pick_python; fi
+  want kafka "${SELECTED[@]}" && kafka_begin     # starts the broker in the background if needed
+  want mariadb "${SELECTED[@]}" && mariadb_up    # meanwhile: MariaDB, fully ready when this returns
+  want alertmanager "${SELECTED[@]}" && alertmanager_up
+  want kafka "${SELECTED[@]}" && kafka_wait_ready
   print_endpoints
   say "up in $((SECONDS - started))s"
 }
 
-cmd_down() {
-  local purge=0 pid
-  case "${1:-}" in
-    "") ;;
-    --purge) purge=1 ;;
-    *) die "unknown option for down: $1 (did you mean --purge?)" ;;
-  esac
-  take_lock
-  if pid=$(kafka_pid); then
-    stop_pid kafka "$pid"
-    rm -f "$KAFKA_PID_FILE"
-  elif port_open "$KAFKA_PORT"; then
-    say "kafka: the broker on $HOST:$KAFKA_PORT was not started by services.sh, leaving it alone"
+# stop_service NAME PID_FUNCTION PID_FILE PORT
+stop_service() {
+  local name=$1 pid_fn=$2 pid_file=$3 port=$4 pid
+  if pid=$($pid_fn); then
+    stop_pid "$name" "$pid"
+    rm -f "$pid_file"
+  elif port_open "$port"; then
+    say "$name: the server on $HOST:$port was not started by services.sh, leaving it alone"
   else
-    say "kafka: not running (nothing to stop)"
-  fi
-  if pid=$(mariadb_pid); then
-    stop_pid mariadb "$pid"
-    rm -f "$MDB_PID_FILE"
-  elif port_open "$MYSQL_PORT"; then
-    say "mariadb: the server on $HOST:$MYSQL_PORT was not started by services.sh, leaving it alone"
-  else
-    say "mariadb: not running (nothing to stop)"
-  fi
-  if ((purge)); then
-    [[ -n $RUN_DIR && $RUN_DIR != / ]] || die "refusing to purge run dir '$RUN_DIR'"
-    say "purging $(rel "$KAFKA_DIR") and $(rel "$MDB_DIR")"
-    rm -rf "$KAFKA_DIR" "$MDB_DIR" "$RUN_DIR/apt-install.log"
+    say "$name: not running (nothing to stop)"
   fi
 }
 
+cmd_down() {
+  local purge=0 names=()
+  while (($#)); do
+    case "$1" in
+      --purge) purge=1 ;;
+      -*) die "unknown option for down: $1 (did you mean --purge?)" ;;
+      *) names+=("$1") ;;
+    esac
+    shift
+  done
+  select_services "${names[@]}"
+  take_lock
+  want kafka "${SELECTED[@]}" && stop_service kafka kafka_pid "$KAFKA_PID_FILE" "$KAFKA_PORT"
+  want mariadb "${SELECTED[@]}" && stop_service mariadb mariadb_pid "$MDB_PID_FILE" "$MYSQL_PORT"
+  want alertmanager "${SELECTED[@]}" && stop_service alertmanager alertmanager_pid "$AM_PID_FILE" "$AM_PORT"
+  if ((purge)); then
+    [[ -n $RUN_DIR && $RUN_DIR != / ]] || die "refusing to purge run dir '$RUN_DIR'"
+    want kafka "${SELECTED[@]}" && { say "purging $(rel "$KAFKA_DIR")"; rm -rf "$KAFKA_DIR"; }
+    want mariadb "${SELECTED[@]}" && { say "purging $(rel "$MDB_DIR")"; rm -rf "$MDB_DIR" "$RUN_DIR/apt-install.log"; }
+    want alertmanager "${SELECTED[@]}" && { say "purging $(rel "$AM_DIR")"; rm -rf "$AM_DIR"; }
+  fi
+  return 0
+}
+
+# status_line NAME PID_FUNCTION PORT LOG READY_FUNCTION: print one line; fail unless it answers.
+status_line() {
+  local name=$1 pid_fn=$2 port=$3 log=$4 ready=$5 pid
+  if pid=$($pid_fn); then
+    if $ready; then
+      printf '%-12s running   pid %-7s %-16s log: %s\n' "$name" "$pid" "$HOST:$port" "$(rel "$log")"
+    else
+      printf '%-12s starting  pid %-7s %-16s log: %s\n' "$name" "$pid" "$HOST:$port" "$(rel "$log")"
+      return 1
+    fi
+  elif $ready; then
+    printf '%-12s running   %-11s %-16s (not started by services.sh)\n' "$name" "" "$HOST:$port"
+  else
+    printf '%-12s stopped\n' "$name"
+    return 1
+  fi
+}
+
+kafka_port_open() { port_open "$KAFKA_PORT"; }
+mysql_port_open() { port_open "$MYSQL_PORT"; }
+
 cmd_status() {
-  local pid rc=0
-  if pid=$(kafka_pid); then
-    if port_open "$KAFKA_PORT"; then
-      printf '%-8s running   pid %-7s %-16s log: %s\n' kafka "$pid" "$HOST:$KAFKA_PORT" "$(rel "$KAFKA_LOG")"
-    else
-      printf '%-8s starting  pid %-7s %-16s log: %s\n' kafka "$pid" "$HOST:$KAFKA_PORT" "$(rel "$KAFKA_LOG")"
-      rc=1
-    fi
-  elif port_open "$KAFKA_PORT"; then
-    printf '%-8s running   %-11s %-16s (not started by services.sh)\n' kafka "" "$HOST:$KAFKA_PORT"
-  else
-    printf '%-8s stopped\n' kafka
-    rc=1
-  fi
-  if pid=$(mariadb_pid); then
-    if port_open "$MYSQL_PORT"; then
-      printf '%-8s running   pid %-7s %-16s log: %s\n' mariadb "$pid" "$HOST:$MYSQL_PORT" "$(rel "$MDB_LOG")"
-    else
-      printf '%-8s starting  pid %-7s %-16s log: %s\n' mariadb "$pid" "$HOST:$MYSQL_PORT" "$(rel "$MDB_LOG")"
-      rc=1
-    fi
-  elif port_open "$MYSQL_PORT"; then
-    printf '%-8s running   %-11s %-16s (not started by services.sh)\n' mariadb "" "$HOST:$MYSQL_PORT"
-  else
-    printf '%-8s stopped\n' mariadb
-    rc=1
-  fi
-  if ((rc == 0)); then
-    echo "urls:    kafka $HOST:$KAFKA_PORT   mysql+aiomysql://$DB_USER:***@$HOST:$MYSQL_PORT/$DB_NAME"
+  local rc=0
+  select_services "$@"
+  want kafka "${SELECTED[@]}" && { status_line kafka kafka_pid "$KAFKA_PORT" "$KAFKA_LOG" kafka_port_open || rc=1; }
+  want mariadb "${SELECTED[@]}" && { status_line mariadb mariadb_pid "$MYSQL_PORT" "$MDB_LOG" mysql_port_open || rc=1; }
+  want alertmanager "${SELECTED[@]}" && { status_line alertmanager alertmanager_pid "$AM_PORT" "$AM_LOG" am_ready || rc=1; }
+  if ((rc == 0)) && ((${#SELECTED[@]} == 3)); then
+    echo "urls:    kafka $HOST:$KAFKA_PORT   mysql+aiomysql://$DB_USER:***@$HOST:$MYSQL_PORT/$DB_NAME   alertmanager http://$HOST:$AM_PORT"
   fi
   return "$rc"
 }
@@ -609,8 +715,8 @@ main() {
   case "$cmd" in
     up) cmd_up "$@" ;;
     down) cmd_down "$@" ;;
-    purge) cmd_down --purge ;;
-    status) cmd_status ;;
+    purge) cmd_down --purge "$@" ;;
+    status) cmd_status "$@" ;;
     -h | --help | help) usage ;;
     *)
       usage >&2
