@@ -230,6 +230,25 @@ def cmd_alerts_tail(args: argparse.Namespace) -> int:
     return _run_or_unavailable(None, alerts_view.tail(settings, args), f"Kafka at {settings.kafka_bootstrap}")
 
 
+def cmd_wecom_bridge(args: argparse.Namespace) -> int:
+    """Alertmanager webhook -> WeCom group-robot markdown (Chinese + English summary, runbook link)."""
+    from stream_app import notify
+
+    robots: dict[str, str] = {}
+    for spec in args.robot or ():
+        name, sep, url = spec.partition("=")
+        if not sep or not name or not url.startswith(("http://", "https://")):
+            raise UserError(f"--robot expects NAME=http(s)://..., got {spec!r}", EXIT_USAGE)
+        robots[name] = url
+    if args.default_robot and not args.default_robot.startswith(("http://", "https://")):
+        raise UserError(f"--default-robot must be an http(s) URL, got {args.default_robot!r}", EXIT_USAGE)
+    try:
+        asyncio.run(notify.run_bridge(args.host, args.port, robots, args.default_robot))
+    except OSError as exc:
+        raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", EXIT_UNAVAILABLE) from None
+    return 0
+
+
 def cmd_collect_prometheus(args: argparse.Namespace) -> int:
     """Poll a Prometheus server's HTTP API and publish the samples to metrics.samples."""
     from stream_app.collect import CollectError, PrometheusCollector, run
@@ -510,6 +529,15 @@ def build_parser() -> argparse.ArgumentParser:
     alerts_sub = alerts_parser.add_subparsers(dest="alerts_command", metavar="COMMAND", parser_class=_Parser)
     alerts_sub.required = True
     alerts_view.add_arguments(add("tail", cmd_alerts_tail, alerts_sub))
+
+    bridge = add("wecom-bridge", cmd_wecom_bridge)
+    bridge.add_argument("--host", default="127.0.0.1", help="listen address (127.0.0.1)")
+    bridge.add_argument("--port", type=int, default=9097, help="listen port (9097)")
+    bridge.add_argument("--robot", action="append", metavar="NAME=URL",
+                        help="robot webhook of receiver path /robot/NAME (repeatable), e.g. "
+                        "store-ops=https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=KEY")
+    bridge.add_argument("--default-robot", metavar="URL", help="robot for names without their own --robot "
+                        "(default: none; such notifications are only printed)")
     return parser
 
 

@@ -60,6 +60,8 @@ def to_alertmanager(event: dict[str, Any], worker_base: str) -> dict[str, Any]:
         value = entity.get(name)
         if value is not None and not isinstance(value, dict | list):
             labels[name] = str(value)
+    if event["use_case"] == "store" and isinstance(event.get("starts_at"), str):
+        labels["day"] = event["starts_at"][:10]  # a chain alert inhibits its stores' alerts of that day
     expected = event.get("expected") or {}
     numbers = {"value": event.get("value"), "center": expected.get("center"), "lower": expected.get("lower"),
                "upper": expected.get("upper"), "zscore": event.get("zscore")}
@@ -115,7 +117,12 @@ class _Receiver:
     url: str
     queue: asyncio.Queue[_Item]
     healthy: bool = True
+    inflight: int = 0
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def backlog(self) -> int:
+        """Alerts not yet taken by this Alertmanager: queued plus the batch being (re)tried."""
+        return self.queue.qsize() + self.inflight
 
 
 class Notifier:
@@ -146,7 +153,7 @@ class Notifier:
         item = _Item(alert, time.monotonic(), len(self._receivers), then)
         for receiver in self._receivers:
             await receiver.queue.put(item)
-            self.metrics.queue.labels(receiver.url).set(receiver.queue.qsize())
+            self.metrics.queue.labels(receiver.url).set(receiver.backlog())
 
     def resend(self, alerts: list[dict[str, Any]]) -> None:
         """Re-send firing alerts to the Alertmanagers that are healthy and idle (a backlogged
@@ -157,7 +164,7 @@ class Notifier:
                 continue
             for alert in alerts[: max(0, self.queue_max - receiver.queue.qsize())]:
                 receiver.queue.put_nowait(_Item(alert, time.monotonic(), 1))
-            self.metrics.queue.labels(receiver.url).set(receiver.queue.qsize())
+            self.metrics.queue.labels(receiver.url).set(receiver.backlog())
 
     async def close(self) -> None:
         for receiver in self._receivers:
@@ -167,7 +174,7 @@ class Notifier:
             await self._session.close()
 
     def backlog(self) -> int:
-        return sum(r.queue.qsize() for r in self._receivers)
+        return sum(r.backlog() for r in self._receivers)
 
     async def _post(self, url: str, alerts: list[dict[str, Any]]) -> None:
         if self._session is None:
@@ -183,6 +190,7 @@ class Notifier:
             batch = [await queue.get()]
             while len(batch) < BATCH_MAX and not queue.empty():
                 batch.append(queue.get_nowait())
+            receiver.inflight = len(batch)
             delay = BACKOFF_START
             while True:
                 try:
@@ -206,7 +214,8 @@ class Notifier:
                 self.metrics.latency.labels(url).observe(now - item.queued)
                 item.done()
             self.metrics.sent.labels(url, "sent").inc(len(batch))
-            self.metrics.queue.labels(url).set(queue.qsize())
+            receiver.inflight = 0
+            self.metrics.queue.labels(url).set(receiver.backlog())
 
 
 def register(runtime: Any) -> Notifier | None:
@@ -217,8 +226,7 @@ def register(runtime: Any) -> Notifier | None:
     app = runtime.app
     notifier = Notifier(settings.alertmanager_urls, runtime.registry, queue_max=settings.alertmanager_queue_max,
                         timeout=settings.alertmanager_timeout_seconds)
-    firing = app.Table("notify-firing", default=None, partitions=settings.partitions,
-                       key_serializer="json", value_serializer="json")
+    firing = app.Table("notify-firing", default=None, partitions=settings.partitions, key_type=str)
     base = settings.runbook_base
 
     @runtime.agent(runtime.alerts_topic, name="notify")
@@ -243,6 +251,151 @@ def register(runtime: Any) -> Notifier | None:
             notifier.resend(alerts)
 
     return notifier
+
+
+# --------------------------------------------------------------------------- WeCom robot bridge
+
+ROBOT_CONTENT_MAX = 4096
+"""Bytes of a WeCom group robot's markdown ``content`` (the robot API's documented limit)."""
+
+
+def robot_markdown(payload: dict[str, Any], content_max: int = ROBOT_CONTENT_MAX) -> dict[str, Any]:
+    """An Alertmanager webhook notification (version 4) as a WeCom group-robot markdown message:
+    ``{"msgtype": "markdown", "markdown": {"content": ...}}``, Chinese summary first, then the
+    English one, the runbook and the alert's page; alerts that do not fit are counted at the end."""
+    from urllib.parse import quote
+
+    alerts = [a for a in payload.get("alerts") or [] if isinstance(a, dict)]
+    common = payload.get("commonLabels") or {}
+    firing = sum(1 for a in alerts if a.get("status") == "firing")
+    what = f'{common.get("use_case", "")} {common.get("alertname", "")}'
+    if payload.get("status") == "resolved":
+        head = f'## <font color="info">已恢复 RESOLVED</font> {what}'
+    else:
+        head = f'## <font color="warning">告警 FIRING {firing}</font> {what}'
+    lines = [head.rstrip()]
+    external = str(payload.get("externalURL") or "").rstrip("/")
+    blocks = []
+    for alert in alerts:
+        labels, ann = alert.get("labels") or {}, alert.get("annotations") or {}
+        resolved = alert.get("status") == "resolved"
+        state = '<font color="info">已恢复 resolved</font>' if resolved else \
+            f'<font color="warning">{labels.get("severity", "")}</font>'
+        block = [f"> {state} **{labels.get('alertname', '')}** {ann.get('summary_zh') or ann.get('summary', '')}",
+                 f"> {ann.get('summary', '')}"]
+        when = f"开始 starts {alert.get('startsAt', '')}"
+        if resolved:
+            when += f" · 结束 ends {alert.get('endsAt', '')}"
+        block.append(f"> {when}")
+        links = []
+        if ann.get("runbook_url"):
+            links.append(f"[处置手册 runbook]({ann['runbook_url']})")
+        if alert.get("generatorURL"):
+            links.append(f"[详情 details]({alert['generatorURL']})")
+        if external and labels.get("alert_id") and not resolved:
+            matcher = quote('{alert_id="' + str(labels["alert_id"]) + '"}', safe="")
+            links.append(f"[静默 silence]({external}/#/silences/new?filter={matcher})")
+        if links:
+            block.append("> " + " · ".join(links))
+        blocks.append("\n".join(block))
+    content = lines[0]
+    for i, block in enumerate(blocks):
+        more = f"\n\n… 另有 {len(blocks) - i - 1} 条 / {len(blocks) - i - 1} more" if i < len(blocks) - 1 else ""
+        candidate = f"{content}\n\n{block}"
+        if len((candidate + more).encode()) > content_max:
+            content += f"\n\n… 另有 {len(blocks) - i} 条 / {len(blocks) - i} more"
+            break
+        content = candidate
+    return {"msgtype": "markdown", "markdown": {"content": content.encode()[:content_max].decode(errors="ignore")}}
+
+
+def notification_lines(receiver: str, payload: dict[str, Any]) -> list[str]:
+    """One line per alert of a notification: what ``make run`` shows as it is delivered."""
+    out = []
+    for alert in payload.get("alerts") or []:
+        labels, ann = alert.get("labels") or {}, alert.get("annotations") or {}
+        entity = " ".join(f"{k}={labels[k]}" for k in LABEL_FIELDS if k in labels)
+        out.append(f"notified {receiver}: {str(alert.get('status', '')).upper()} {labels.get('severity', '')} "
+                   f"{labels.get('use_case', '')} {labels.get('alertname', '')} {entity} | "
+                   f"{ann.get('summary', '')} | {ann.get('runbook_url', '')}")
+    return out
+
+
+def bridge_app(robots: dict[str, str], default_robot: str | None = None,
+               out: Callable[[str], None] = print, timeout: float = 10.0) -> Any:
+    """The bridge's aiohttp application: ``POST /robot/<name>`` takes Alertmanager's webhook
+    JSON and posts the robot message to the robot URL configured for ``name`` (else
+    ``default_robot``; with neither, it only prints). A robot that refuses (HTTP error or a
+    non-zero ``errcode``) answers 502, so Alertmanager retries the notification."""
+    from aiohttp import web
+
+    async def session_ctx(app: web.Application) -> Any:
+        app["session"] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
+        yield
+        await app["session"].close()
+
+    async def robot(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        try:
+            payload = await request.json()
+        except ValueError:
+            return web.json_response({"error": "body is not JSON (expected Alertmanager's webhook payload)"},
+                                     status=400)
+        if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
+            return web.json_response({"error": "expected Alertmanager's webhook payload with 'alerts'"}, status=400)
+        for line in notification_lines(name, payload):
+            out(line)
+        url = robots.get(name) or default_robot
+        if not url:
+            return web.json_response({"status": "printed"})
+        message = robot_markdown(payload)
+        try:
+            async with request.app["session"].post(url, json=message) as response:
+                text = await response.text()
+                reply: Any = None
+                try:
+                    reply = orjson_loads(text)
+                except ValueError:
+                    pass
+                errcode = reply.get("errcode") if isinstance(reply, dict) else None
+                if response.status >= 300 or errcode not in (0, None):
+                    log.warning("wecom robot %s refused the message: HTTP %d %s", name, response.status, text[:200])
+                    return web.json_response({"error": f"robot answered HTTP {response.status}: {text[:200]}"},
+                                             status=502)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("wecom robot %s unreachable: %s", name, exc)
+            return web.json_response({"error": f"robot unreachable: {exc}"}, status=502)
+        return web.json_response({"status": "sent"})
+
+    app = web.Application()
+    app.cleanup_ctx.append(session_ctx)
+    app.router.add_post("/robot/{name}", robot)
+    app.router.add_get("/-/ready", lambda _request: web.Response(text="ready\n"))
+    return app
+
+
+def orjson_loads(text: str) -> Any:
+    import orjson
+
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+async def run_bridge(host: str, port: int, robots: dict[str, str], default_robot: str | None = None) -> None:
+    """Serve the bridge until cancelled."""
+    from aiohttp import web
+
+    runner = web.AppRunner(bridge_app(robots, default_robot, out=lambda line: print(line, flush=True)))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        print(f"wecom-bridge: listening on http://{host}:{port}/robot/<name> "
+              f"({len(robots)} robots{', default robot set' if default_robot else ''})", flush=True)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
 
 
 # --------------------------------------------------------------------------- web pages

@@ -1,0 +1,288 @@
+"""Alerts reach people: a real worker forwards the ``alerts`` topic (real Kafka) to a real
+Alertmanager started by ``scripts/services.sh`` with the repository's config; a local HTTP
+receiver stands in for the webhook and for WeCom (robot webhook and application API), which
+these machines cannot reach. Only the timings of the config are shortened (group_wait,
+group_interval, resolve_timeout) and the receivers' addresses pointed at the local ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from stream_app import runbooks
+from stream_app.alerts import Alert
+from tests.conftest import ROOT, free_port
+
+pytestmark = pytest.mark.integration
+
+AM_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+SERVICES = ROOT / "scripts" / "services.sh"
+RESOLVE_TIMEOUT_S = 4
+
+
+class Receiver:
+    """Records every POST (path, JSON); answers like WeCom's robot and application APIs."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, Any]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # WeCom application API: the access token first
+                self._answer({"errcode": 0, "errmsg": "ok", "access_token": "test-token", "expires_in": 7200})
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver.lock:
+                    receiver.posts.append((self.path, json.loads(body)))
+                self._answer({"errcode": 0, "errmsg": "ok"})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def of(self, prefix: str) -> list[Any]:
+        with self.lock:
+            return [body for path, body in self.posts if path.startswith(prefix)]
+
+    def webhook_alerts(self, receiver: str) -> list[dict[str, Any]]:
+        """Every alert of every Alertmanager webhook notification to ``receiver``."""
+        return [a for body in self.of(f"/am/{receiver}") for a in body["alerts"]]
+
+
+def wait_for(what: str, predicate: Callable[[], Any], timeout: float = 60.0, debug: Callable[[], str] = str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}\n{debug()}", pytrace=False)
+
+
+def am_test_config(receiver_port: int, bridge_port: int) -> str:
+    """The repository's config, timings shortened; each webhook goes to the recording receiver
+    and to the bridge; WeCom's application API is the receiver too."""
+    text = AM_CONFIG.read_text()
+    text = text.replace("group_wait: 30s", "group_wait: 200ms").replace("group_interval: 5m", "group_interval: 1s")
+    text = text.replace("resolve_timeout: 5m", f"resolve_timeout: {RESOLVE_TIMEOUT_S}s")
+    text = text.replace("https://qyapi.weixin.qq.com/cgi-bin/", f"http://127.0.0.1:{receiver_port}/cgi-bin/")
+    text = text.replace("templates/*.tmpl", str(AM_CONFIG.parent / "templates" / "*.tmpl"))
+    text, n = re.subn(
+        r'( +)- url: "http://127\.0\.0\.1:9097/robot/([a-z-]+)"\n((?:\1  .*\n)*)',
+        lambda m: (f'{m[1]}- url: "http://127.0.0.1:{receiver_port}/am/{m[2]}"\n{m[3]}'
+                   f'{m[1]}- url: "http://127.0.0.1:{bridge_port}/robot/{m[2]}"\n{m[3]}'), text)
+    assert n == 10, "every receiver of deploy/alertmanager/alertmanager.yml has one bridge webhook"
+    return text
+
+
+class Alertmanager:
+    """A real Alertmanager run by ``scripts/services.sh up alertmanager`` in a run dir of its own."""
+
+    def __init__(self, run_dir: Path, config: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "SPCWATCH_RUN_DIR": str(run_dir), "SPCWATCH_ALERTMANAGER_PORT": str(self.port),
+                    "SPCWATCH_ALERTMANAGER_CONFIG": str(config)}
+
+    def services(self, command: str) -> str:
+        done = subprocess.run([str(SERVICES), command, "alertmanager"], env=self.env, capture_output=True,
+                              text=True, timeout=90)
+        assert done.returncode == 0, f"services.sh {command} alertmanager:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def api(self, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}/api/v2{path}", data=data,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def alert(self, alert_id: str) -> dict[str, Any] | None:
+        found = self.api(f"/alerts?filter=alert_id%3D%22{alert_id}%22")
+        return found[0] if found else None
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[Receiver, Alertmanager, subprocess.Popen[str], Path]]:
+    receiver = Receiver()
+    bridge_port = free_port()
+    bridge_log = tmp_path / "bridge.log"
+    with bridge_log.open("w") as out:
+        bridge = subprocess.Popen(
+            [sys.executable, "-m", "stream_app.cli", "wecom-bridge", "--port", str(bridge_port),
+             "--robot", f"store-ops=http://127.0.0.1:{receiver.port}/cgi-bin/webhook/send?key=store",
+             "--default-robot", f"http://127.0.0.1:{receiver.port}/cgi-bin/webhook/send?key=default"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(am_test_config(receiver.port, bridge_port))
+    am = Alertmanager(tmp_path / "run", config)
+    am.services("up")
+    wait_for("the bridge", lambda: "listening" in bridge_log.read_text() or bridge.poll() is not None)
+    assert bridge.poll() is None, bridge_log.read_text()
+    try:
+        yield receiver, am, bridge, bridge_log
+    finally:
+        bridge.terminate()
+        bridge.wait(10)
+        am.services("down")
+        receiver.server.shutdown()
+
+
+def publish(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            for event in events:
+                await producer.send_and_wait(topic, orjson.dumps(event), key=event["alert_id"].encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+def test_alerts_reach_people_through_a_real_alertmanager(stack, make_worker, kafka_bootstrap: str,  # type: ignore[no-untyped-def]
+                                                         topic_prefix: str) -> None:
+    receiver, am, _bridge, bridge_log = stack
+    worker = make_worker(SPCWATCH_ALERTMANAGER_URL=am.url, SPCWATCH_ALERTMANAGER_RESEND_SECONDS="1")
+    worker.start()
+    base = f"http://127.0.0.1:{worker.port}"
+    topic = f"{topic_prefix}alerts"
+    now = time.time()
+
+    def send(*alerts: Alert) -> None:
+        publish(kafka_bootstrap, topic, [a.with_defaults(base).to_event() for a in alerts])
+
+    def debug() -> str:
+        return (f"receiver: {receiver.posts}\nworker:\n{worker.log_tail(30)}\nbridge:\n{bridge_log.read_text()}\n"
+                f"alertmanager: {am.api('/alerts')}")
+
+    # -- firing, then resolved: the webhook gets the labels and annotations; the robot its markdown
+    cpu = Alert(alert_id="am-cpu-1", status="firing", severity="warning", use_case="infra", rule="WE1",
+                entity={"resource_id": "db-01", "metric": "CPUUtilization", "labels": {"az": "us-east-1a"}},
+                starts_at=now - 120, summary="db-01 CPUUtilization = 97.2 beyond 69.7", value=97.2, center=41.0,
+                lower=12.3, upper=69.7, zscore=5.9)
+    send(cpu)
+    (got,) = wait_for("the firing alert at the webhook", lambda: receiver.webhook_alerts("ops-oncall"),
+                      debug=debug)
+    assert got["status"] == "firing"
+    assert got["labels"] == {"alertname": "WE1", "use_case": "infra", "severity": "warning", "alert_id": "am-cpu-1",
+                             "resource_id": "db-01", "metric": "CPUUtilization"}
+    ann = got["annotations"]
+    assert ann["summary"] == cpu.summary and ann["summary_zh"] == cpu.with_defaults(base).summary_zh
+    assert ann["summary_zh"].startswith("资源 db-01 的 CPUUtilization")
+    assert ann["runbook_url"] == f"{base}/runbooks/infra/WE1"
+    assert (ann["value"], ann["center"], ann["lower"], ann["upper"], ann["zscore"]) == \
+        ("97.2", "41", "12.3", "69.7", "5.9")
+    assert "db-01" in ann["description"] and "WE1" in ann["description"]
+    assert got["generatorURL"] == f"{base}/alerts/am-cpu-1"
+    assert got["startsAt"].startswith(time.strftime("%Y-%m-%dT%H:%M", time.gmtime(now - 120)))
+    # The runbook link of the notification opens, in English and in Chinese.
+    with urllib.request.urlopen(ann["runbook_url"], timeout=10) as resp:
+        assert runbooks.runbook("infra", "WE1", "en")["title"] in resp.read().decode()
+    with urllib.request.urlopen(ann["runbook_url"] + "?lang=zh", timeout=10) as resp:
+        assert runbooks.runbook("infra", "WE1", "zh")["title"] in resp.read().decode()
+    (robot,) = wait_for("the robot message", lambda: receiver.of("/cgi-bin/webhook/send?key=default"), debug=debug)
+    assert set(robot) == {"msgtype", "markdown"} and robot["msgtype"] == "markdown"
+    assert set(robot["markdown"]) == {"content"}
+    content = robot["markdown"]["content"]
+    assert ann["summary_zh"] in content and cpu.summary in content and ann["runbook_url"] in content
+    assert len(content.encode()) <= 4096
+    assert "notified ops-oncall: FIRING warning infra WE1 resource_id=db-01" in bridge_log.read_text()
+
+    # Re-sent every second (resolve_timeout is 4 s): still firing in Alertmanager after 3 timeouts,
+    # and notified once.
+    wait_for("three resolve timeouts", lambda: time.time() > now + 3 * RESOLVE_TIMEOUT_S, timeout=30)
+    assert am.alert("am-cpu-1")["status"]["state"] == "active"
+    send(cpu.resolved(now))
+    resolved = wait_for("the resolved alert at the webhook",
+                        lambda: [a for a in receiver.webhook_alerts("ops-oncall") if a["status"] == "resolved"],
+                        debug=debug)
+    assert resolved[0]["labels"]["alert_id"] == "am-cpu-1" and resolved[0]["endsAt"].startswith(
+        time.strftime("%Y-%m-%dT%H:%M", time.gmtime(now)))
+    assert [a["status"] for a in receiver.webhook_alerts("ops-oncall")] == ["firing", "resolved"]
+
+    # -- a silence created through the API suppresses; the chain-level store alert inhibits its
+    # stores' alerts of that metric and day; critical pages through WeCom's application API.
+    silence = am.api("/silences", {"matchers": [{"name": "store_id", "value": "US00009", "isRegex": False}],
+                                   "startsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60)),
+                                   "endsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 3600)),
+                                   "createdBy": "test", "comment": "store closed"})
+    day = now - 3600
+
+    def store(aid: str, entity: dict[str, Any], severity: str = "warning") -> Alert:
+        return Alert(alert_id=aid, status="firing", severity=severity, use_case="store", rule="WE1", entity=entity,
+                     starts_at=day, summary=f"{aid} net_revenue out of control", value=1.0, center=2.0)
+
+    chain = store("am-chain", {"metric": "net_revenue", "peer_group": "manhattan"}, "critical")
+    send(chain)
+    wait_for("the chain alert active", lambda: (am.alert("am-chain") or {}).get("status", {}).get("state") == "active")
+    send(store("am-silenced", {"store_id": "US00009", "metric": "orders"}),
+         store("am-inhibited", {"store_id": "US00003", "metric": "net_revenue"}),
+         store("am-other-day", {"store_id": "US00004", "metric": "orders"}))
+    wait_for("the silenced and inhibited alerts suppressed", lambda: all(
+        (am.alert(a) or {}).get("status", {}).get("state") == "suppressed" for a in ("am-silenced", "am-inhibited")),
+        debug=debug)
+    assert am.alert("am-silenced")["status"]["silencedBy"] == [silence["silenceID"]]
+    assert am.alert("am-inhibited")["status"]["inhibitedBy"]
+    wait_for("the store alert nobody suppressed", lambda: [
+        a for a in receiver.webhook_alerts("store-ops") if a["labels"]["alert_id"] == "am-other-day"], debug=debug)
+    wechat = wait_for("the critical chain alert paged through WeCom's application API",
+                      lambda: receiver.of("/cgi-bin/message/send"), debug=debug)
+    assert wechat[0]["msgtype"] == "markdown" and wechat[0]["toparty"] == "3" and wechat[0]["agentid"] == "1000002"
+    assert "am-chain net_revenue out of control" in wechat[0]["markdown"]["content"]
+    store_ids = {a["labels"]["alert_id"] for a in receiver.webhook_alerts("store-ops")}
+    assert store_ids == {"am-chain", "am-other-day"}
+    assert receiver.of("/cgi-bin/webhook/send?key=store")  # the store-ops robot of its own
+
+    # -- Alertmanager down: the forwarder retries with backoff, then everything arrives.
+    am.services("down")
+    down = [Alert(alert_id=f"am-down-{i}", status="firing", severity="warning", use_case="recon",
+                  rule="RECON_MISSING_PAYMENT", entity={"store_id": f"US0001{i}", "category": "missing_payment"},
+                  starts_at=now, summary=f"missing payments at US0001{i}", value=3.0) for i in range(3)]
+    send(*down)
+    wait_for("failed attempts while Alertmanager is down",
+             lambda: worker.metric("spcwatch_notifications_total", {"status": "failed"}) > 0, debug=debug)
+    assert worker.metric("spcwatch_notification_queue") > 0
+    am.services("up")
+    wait_for("every alert after Alertmanager returned", lambda: {
+        a["labels"]["alert_id"] for a in receiver.webhook_alerts("finance")} == {a.alert_id for a in down},
+        debug=debug)
+    # Alertmanager keeps alerts in memory only: the re-sends bring the firing ones back, and the
+    # silence survived in its storage.
+    wait_for("the firing alerts re-sent to the restarted Alertmanager",
+             lambda: am.alert("am-silenced") and am.alert("am-chain"), debug=debug)
+    assert am.alert("am-silenced")["status"]["silencedBy"] == [silence["silenceID"]]
+    assert am.alert("am-cpu-1") is None or am.alert("am-cpu-1")["status"]["state"] != "active"  # resolved: not re-sent
+    assert worker.metric("spcwatch_notifications_total", {"status": "sent"}) >= 8
+    assert worker.metric("spcwatch_notification_latency_seconds_count") >= 8
