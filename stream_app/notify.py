@@ -129,8 +129,9 @@ class Notifier:
     """Posts alerts to each Alertmanager in batches; retries each until it takes them."""
 
     def __init__(self, urls: tuple[str, ...], registry: CollectorRegistry, queue_max: int = 10000,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, lease: float = 240.0) -> None:
         self.urls = urls
+        self.lease = lease
         self.queue_max = queue_max
         self.timeout = timeout
         self.metrics = NotifyMetrics(registry)
@@ -176,6 +177,13 @@ class Notifier:
     def backlog(self) -> int:
         return sum(r.backlog() for r in self._receivers)
 
+    def _leased(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Firing alerts with ``endsAt`` = now + the lease, as Prometheus does: Alertmanager keeps
+        them active while the re-sends renew it, whatever its own ``resolve_timeout``, and
+        resolves them by itself if the worker is gone for longer than the lease."""
+        ends = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + self.lease))
+        return [a if "endsAt" in a else {**a, "endsAt": ends} for a in alerts]
+
     async def _post(self, url: str, alerts: list[dict[str, Any]]) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
@@ -194,7 +202,7 @@ class Notifier:
             delay = BACKOFF_START
             while True:
                 try:
-                    await self._post(url, [item.alert for item in batch])
+                    await self._post(url, self._leased([item.alert for item in batch]))
                     break
                 except asyncio.CancelledError:
                     raise
@@ -225,7 +233,8 @@ def register(runtime: Any) -> Notifier | None:
         return None
     app = runtime.app
     notifier = Notifier(settings.alertmanager_urls, runtime.registry, queue_max=settings.alertmanager_queue_max,
-                        timeout=settings.alertmanager_timeout_seconds)
+                        timeout=settings.alertmanager_timeout_seconds,
+                        lease=settings.alertmanager_lease_seconds or 4 * settings.alertmanager_resend_seconds)
     firing = app.Table("notify-firing", default=None, partitions=settings.partitions, key_type=str)
     base = settings.runbook_base
 

@@ -59,6 +59,8 @@ class Settings:
     alertmanager_url: str = ""
     """Alertmanager base URL(s), comma-separated for an HA pair; empty: no forwarding."""
     alertmanager_resend_seconds: float = 60.0
+    alertmanager_lease_seconds: float = 0.0
+    """endsAt of a firing alert = now + this (0: 4 x the re-send interval, as Prometheus)."""
     alertmanager_queue_max: int = 10000
     alertmanager_timeout_seconds: float = 10.0
 
@@ -121,6 +123,7 @@ class Settings:
             _check(url.startswith(("http://", "https://")), "alertmanager_url",
                    f"expects http(s)://host:port[,http(s)://host:port], got {url!r}")
         _check(self.alertmanager_resend_seconds > 0, "alertmanager_resend_seconds", "must be > 0")
+        _check(self.alertmanager_lease_seconds >= 0, "alertmanager_lease_seconds", "must be >= 0")
         _check(self.alertmanager_queue_max >= 1, "alertmanager_queue_max", "must be >= 1")
         _check(self.alertmanager_timeout_seconds > 0, "alertmanager_timeout_seconds", "must be > 0")
         if self.runbook_base_url:
