@@ -78,3 +78,17 @@ def test_a_long_notification_is_cut_to_the_robots_limit_and_says_how_many_are_le
     assert len(content.encode()) <= notify.ROBOT_CONTENT_MAX
     shown = content.count("/runbooks/store/WE4")
     assert 0 < shown < 60 and f"另有 {60 - shown} 条 / {60 - shown} more" in content
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("promtool")
+    assert tool, "promtool is not installed (Debian package prometheus; .ci/run installs it)"
+    return subprocess.run([tool, *args], capture_output=True, text=True, timeout=60, cwd=ROOT / "deploy" / "prometheus")
+
+
+def test_the_worker_rules_are_valid_and_their_unit_tests_pass() -> None:
+    checked = promtool("check", "rules", "rules.yml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = promtool("test", "rules", "rules_test.yml")
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
