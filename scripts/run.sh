@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make run`: local services, the worker, the simulator (accelerated, every scenario on) and the
-# live alert view until Ctrl-C; then stop what this script started (and only that).
+# `make run`: local services (Kafka, MariaDB, Alertmanager), the WeCom bridge (a line per
+# notification Alertmanager delivers), the worker, the simulator (accelerated, every scenario on)
+# and the live alert view until Ctrl-C; then stop what this script started (and only that).
 #
 # Each run gets its own topic prefix (fresh topics and worker state: a second run never
 # meets the first one's event time), deleted again at exit. Alerts stay in the database.
@@ -12,6 +13,9 @@
 #   SPCWATCH_RUN_LOG_DIR        logs and pid files (default: .run/make-run)
 #   SPCWATCH_RUN_KEEP_TOPICS=1  keep this run's topics instead of deleting them at exit
 #   SPCWATCH_TOPIC_PREFIX       when set (even empty), used as is and its topics are kept
+#   SPCWATCH_RUN_BRIDGE_ARGS    extra `spcwatch wecom-bridge` flags, e.g. --robot store-ops=https://qyapi...
+#                               (default: none: notifications are only printed)
+#   SPCWATCH_ALERTMANAGER_URL   default http://127.0.0.1:9093 (the services' Alertmanager)
 #   SPCWATCH_WEB_PORT, SPCWATCH_DB_URL, SPCWATCH_KAFKA_BOOTSTRAP, ...  as for the worker
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +38,8 @@ export SPCWATCH_WEB_PORT=$PORT
 export SPCWATCH_LOG_FORMAT=${SPCWATCH_LOG_FORMAT:-text}
 export SPCWATCH_DB_URL=${SPCWATCH_DB_URL:-mysql+aiomysql://spcwatch:spcwatch@127.0.0.1:3306/spcwatch}
 export SPCWATCH_DATA_DIR=${SPCWATCH_DATA_DIR:-$LOG_DIR/worker-data}
+export SPCWATCH_ALERTMANAGER_URL=${SPCWATCH_ALERTMANAGER_URL-http://127.0.0.1:${SPCWATCH_ALERTMANAGER_PORT:-9093}}
+BRIDGE_PORT=9097   # where deploy/alertmanager/alertmanager.yml's webhooks point
 # The simulator samples the estate every 5 minutes (CloudWatch basic monitoring).
 export SPCWATCH_INFRA_INTERVAL_SECONDS=${SPCWATCH_INFRA_INTERVAL_SECONDS:-300}
 
@@ -110,15 +116,20 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 say "topic prefix '$SPCWATCH_TOPIC_PREFIX'"
+# shellcheck disable=SC2086  # SPCWATCH_RUN_BRIDGE_ARGS is a list of flags
+"$PY" -m stream_app.cli wecom-bridge --port "$BRIDGE_PORT" ${SPCWATCH_RUN_BRIDGE_ARGS:-} 2>"$LOG_DIR/bridge.log" &
+pids+=($!)
+names+=("wecom bridge")
+say "notifications: Alertmanager ${SPCWATCH_ALERTMANAGER_URL:-(off)} -> wecom-bridge 127.0.0.1:$BRIDGE_PORT, a 'notified' line each (log: $LOG_DIR/bridge.log)"
 "$PY" -m stream_app.cli worker >"$LOG_DIR/worker.log" 2>&1 &
 pids+=($!)
 names+=(worker)
-echo "${pids[0]}" >"$LOG_DIR/worker.pid"
+echo "${pids[1]}" >"$LOG_DIR/worker.pid"
 say "worker starting (log: $LOG_DIR/worker.log)"
 healthy=false
 for _ in $(seq 1 240); do
   if curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; then healthy=true; break; fi
-  if ! kill -0 "${pids[0]}" 2>/dev/null; then say "worker exited:"; tail -n 40 "$LOG_DIR/worker.log"; exit 1; fi
+  if ! kill -0 "${pids[1]}" 2>/dev/null; then say "worker exited:"; tail -n 40 "$LOG_DIR/worker.log"; exit 1; fi
   sleep 0.5
 done
 $healthy || { say "worker not healthy after 120s:"; tail -n 40 "$LOG_DIR/worker.log"; exit 1; }
@@ -128,9 +139,9 @@ say "worker healthy: metrics http://127.0.0.1:$PORT/metrics, health http://127.0
 "$PY" -m stream_app.cli simulate $SIM_ARGS >"$LOG_DIR/simulator.log" 2>&1 &
 pids+=($!)
 names+=(simulator)
-echo "${pids[1]}" >"$LOG_DIR/simulator.pid"
+echo "${pids[2]}" >"$LOG_DIR/simulator.pid"
 sleep 1
-if ! kill -0 "${pids[1]}" 2>/dev/null; then say "simulator exited:"; tail -n 20 "$LOG_DIR/simulator.log"; exit 1; fi
+if ! kill -0 "${pids[2]}" 2>/dev/null; then say "simulator exited:"; tail -n 20 "$LOG_DIR/simulator.log"; exit 1; fi
 say "simulator started: $SIM_ARGS (log: $LOG_DIR/simulator.log; scenarios: spcwatch simulate --list)"
 say "the history goes first, as fast as possible; alerts appear as the worker catches up. Ctrl-C to stop."
 
@@ -139,4 +150,4 @@ say "the history goes first, as fast as possible; alerts appear as the worker ca
 "$PY" -m stream_app.cli alerts tail --from-beginning &
 pids+=($!)
 names+=("alert view")
-wait "${pids[2]}"
+wait "${pids[3]}"
