@@ -27,6 +27,7 @@ MODULES = [
     "bench.bench_menu",
     "bench.store_detection",
     "bench.bench_backfill",
+    "bench.bench_notify",
 ]
 README = Path(__file__).resolve().parent / "README.md"
 
