@@ -44,7 +44,7 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import synthetic
-from models import OK, WARMUP, DetectorConfig, SeriesDetector
+from models import OK, WARMUP, DetectorConfig, RobustConfig, RobustDetector, SeriesDetector
 
 LEAD = 5
 TOL = 5
@@ -281,11 +281,18 @@ def spc(cfg: DetectorConfig) -> Factory:
     return lambda key: SeriesDetector(key, cfg)
 
 
+def robust(cfg: RobustConfig) -> Factory:
+    return lambda key: RobustDetector(key, cfg)
+
+
+OLD = "SPC default (WE1, effect 100 %; SPCWATCH_INFRA_METHOD=spc)"
+NEW = "robust (RobustConfig.infra())"
 CONFIGS: dict[str, Factory] = {
     "naive: rolling z, WE1-WE4, every violation an alert": spc(DetectorConfig.naive()),
-    "current default (SPC, WE1, effect 100 %)": spc(DetectorConfig.infra()),
+    "rolling z-score (WE1), one-day budget": spc(DetectorConfig.naive(rules=("WE1",), budget_seconds=86400.0)),
+    OLD: spc(DetectorConfig.infra()),
+    NEW: robust(RobustConfig.infra()),
 }
-NEW = OLD = "current default (SPC, WE1, effect 100 %)"
 
 
 def _fmt(x: float, pct: bool = False) -> str:
