@@ -50,7 +50,7 @@ def parse_limits(items: Sequence[str]) -> tuple[tuple[str, bool, float], ...]:
 class InfraSettings:
     """``SPCWATCH_INFRA_*``: the defaults are the chosen ones (see bench/README.md, "Detection quality")."""
 
-    method: str = "robust"
+    method: str = "spc"  # or "robust" (opt-in: see bench/README.md, "Detection quality")
     window_days: int = 30
     seasonality: str = "hour_of_day"
     rules: tuple[str, ...] = ("WE1",)

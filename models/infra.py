@@ -45,8 +45,9 @@ def detector_from_state(state: dict, config: DetectorConfig | RobustConfig) -> D
 
 @dataclass(frozen=True, slots=True)
 class InfraModelConfig:
-    detector: DetectorConfig | RobustConfig = field(default_factory=RobustConfig.infra)
-    """The robust detector by default; ``DetectorConfig`` for the SPC charts (``SPCWATCH_INFRA_METHOD=spc``)."""
+    detector: DetectorConfig | RobustConfig = field(default_factory=DetectorConfig.infra)
+    """The SPC charts by default; ``RobustConfig`` for the robust detector (``SPCWATCH_INFRA_METHOD=robust``:
+    not the default, it lost on the held-out half, see bench/README.md "Detection quality")."""
     default_interval_seconds: float = 60.0
     """Reporting interval assumed until a resource shows its own (see :meth:`ResourceMonitor.observe`)."""
     absent_after_intervals: int = 5

@@ -5,16 +5,19 @@ import math
 import statistics
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models import DetectorConfig
+from models import DetectorConfig, RobustConfig
 from models.detector import SeriesDetector
 from models.infra import InfraModelConfig, ResourceMonitor
 from stream_app.events import sample_from_obj
 from tests.infra_data import DAY, START, Fault, samples
 
 CONFIG = InfraModelConfig(detector=DetectorConfig.infra(), default_interval_seconds=300.0)
+ROBUST = InfraModelConfig(detector=RobustConfig.infra(), default_interval_seconds=300.0)
+BOTH = pytest.mark.parametrize("config", [CONFIG, ROBUST], ids=["spc", "robust"])
 
 
 def feed(monitor: ResourceMonitor, batches) -> list:  # type: ignore[no-untyped-def]
@@ -26,9 +29,10 @@ def feed(monitor: ResourceMonitor, batches) -> list:  # type: ignore[no-untyped-
     return observations
 
 
-def test_step_fault_fires_one_episode_and_resolves() -> None:
+@BOTH
+def test_step_fault_fires_one_episode_and_resolves(config: InfraModelConfig) -> None:
     fault = Fault("db-01", "CPUUtilization", START + 2.5 * DAY, START + 2.5 * DAY + 7200, 3.0)
-    monitor = ResourceMonitor("db-01", CONFIG)
+    monitor = ResourceMonitor("db-01", config)
     observations = feed(monitor, samples(days=3.0, faults=(fault,)))
     events = [(r.metric, e.kind, e.starts_at, sev) for o in observations for r in o.series for e, sev in r.events]
     assert [(m, k) for m, k, _, _ in events] == [("CPUUtilization", "firing"), ("CPUUtilization", "resolved")]
@@ -36,9 +40,10 @@ def test_step_fault_fires_one_episode_and_resolves() -> None:
     assert events[0][3] == "critical"  # a 3x step on a 5%-noise series is far beyond 6 sigma
 
 
-def test_healthy_resources_stay_quiet() -> None:
+@BOTH
+def test_healthy_resources_stay_quiet(config: InfraModelConfig) -> None:
     for rid in ("db-00", "db-03"):
-        monitor = ResourceMonitor(rid, CONFIG)
+        monitor = ResourceMonitor(rid, config)
         observations = feed(monitor, samples(days=3.0))
         assert [e for o in observations for r in o.series for e in r.events] == []
         assert monitor.health(monitor.last_seen) == (100, 0)
@@ -102,14 +107,15 @@ def test_health_score_formula() -> None:
     assert scores[-1][1] == (100, 0) or scores[-1][0] - fault.end > 3600
 
 
-def test_state_round_trip_continues_identically() -> None:
+@BOTH
+def test_state_round_trip_continues_identically(config: InfraModelConfig) -> None:
     fault = Fault("db-01", "CPUUtilization", START + 2.5 * DAY, START + 2.5 * DAY + 7200, 3.0)
     batches = list(samples(days=3.0, faults=(fault,)))
-    whole = ResourceMonitor("db-01", CONFIG)
+    whole = ResourceMonitor("db-01", config)
     expected = feed(whole, batches)
-    split = ResourceMonitor("db-01", CONFIG)
+    split = ResourceMonitor("db-01", config)
     got = feed(split, batches[: len(batches) // 2])
-    restored = ResourceMonitor.from_state(orjson.loads(orjson.dumps(split.to_state())), CONFIG)
+    restored = ResourceMonitor.from_state(orjson.loads(orjson.dumps(split.to_state())), config)
     got += feed(restored, batches[len(batches) // 2:])
 
     def flat(observations):  # type: ignore[no-untyped-def]

@@ -12,6 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench import detection_quality as dq
+from bench import synthetic
 from models import OK, WARMUP, RobustBatch, RobustConfig, RobustDetector, StateError
 
 from .strategies import T0
@@ -121,3 +123,27 @@ def test_a_state_of_another_geometry_or_kind_is_refused():
         RobustDetector.from_state(det.to_state(), RobustConfig.infra(seasonality="hour_of_week"))
     with pytest.raises(StateError):
         RobustDetector.from_state({"v": 1, "d": {}}, RobustConfig.infra())
+
+
+NOT_MET = {  # the targets bench/README.md says are not met (strict: a fix makes these fail, remove them then)
+    "heavy tails": "healthy twins 0.42 false alarms / 1,000 points (target 0.2)",
+    "spiky counts": "recall 67 % (target 80 %)",
+    "daily + weekly": "healthy twins 0.69 false alarms / 1,000 points (target 0.2)",
+}
+
+
+@pytest.mark.parametrize("family", [
+    pytest.param(f, marks=pytest.mark.xfail(strict=True, reason=NOT_MET[f])) if f in NOT_MET else f
+    for f in synthetic.FAMILIES])
+def test_each_synthetic_family_is_caught_and_its_healthy_twin_stays_quiet(family: str) -> None:
+    """Seed 0 of each shape in bench/synthetic.py: the robust detector catches at least 3 in 4 of
+    the injected anomalies and opens no episode on the healthy twin."""
+    anomalous, healthy = synthetic.generate(family, 0)
+    cfg = RobustConfig.infra()
+    segs = dq.segments(anomalous.labels)
+    run = dq.detect(dq.Series(anomalous.name, anomalous.ts, anomalous.values, anomalous.labels, 60.0),
+                    dq.robust(cfg))
+    sc = dq.score(dq.Series(anomalous.name, anomalous.ts, anomalous.values, anomalous.labels, 60.0), run)
+    assert sc.caught >= math.ceil(0.75 * len(segs)), (sc.caught, len(segs))
+    quiet = dq.detect(dq.Series(healthy.name, healthy.ts, healthy.values, healthy.labels, 60.0), dq.robust(cfg))
+    assert quiet.starts == []
