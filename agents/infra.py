@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from agents.history import HistoryGate
-from models import DetectorConfig, StateError
+from models import DetectorConfig, RobustConfig, StateError
 from models.detector import STATUS_NAMES
 from models.exhaustion import ExhaustionConfig, ExhaustionEvent
 from models.infra import InfraModelConfig, Observation, ResourceMonitor
@@ -31,6 +31,7 @@ from stream_app.usecase import Outputs, StateStore, row_datetime
 USE_CASE = "infra"
 _RULES = ("WE1", "WE2", "WE3", "WE4", "N2", "N3", "N4", "N7", "N8")
 _SEASONALITY = ("none", "hour_of_day", "hour_of_week")
+_METHODS = ("robust", "spc")
 _LIMIT = re.compile(r"^([^<>\s]+)\s*([<>])\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
 
 
@@ -47,13 +48,16 @@ def parse_limits(items: Sequence[str]) -> tuple[tuple[str, bool, float], ...]:
 
 @dataclass(frozen=True, slots=True)
 class InfraSettings:
-    """``SPCWATCH_INFRA_*``: the defaults are the tuned ones (see models/README.md)."""
+    """``SPCWATCH_INFRA_*``: the defaults are the chosen ones (see bench/README.md, "Detection quality")."""
 
+    method: str = "spc"  # or "robust" (opt-in: see bench/README.md, "Detection quality")
     window_days: int = 30
     seasonality: str = "hour_of_day"
     rules: tuple[str, ...] = ("WE1",)
-    min_effect_rel: float = 1.0
+    min_effect_rel: float = -1.0  # -1: the method's own default (0.5 robust, 1.0 spc)
     min_effect_abs: float = 0.0
+    tail_probability: float = 1e-4
+    budget_seconds: float = 6 * 3600.0
     resolve_after: int = 5
     cooldown: int = 10
     lateness_seconds: float = 0.0
@@ -72,13 +76,18 @@ class InfraSettings:
 
     def validate(self) -> None:
         p = "SPCWATCH_INFRA_"
+        check(self.method in _METHODS, p + "METHOD", f"must be robust or spc, got {self.method!r}")
+        check(0 < self.tail_probability < 0.01, p + "TAIL_PROBABILITY",
+              f"must be between 0 and 0.01, got {self.tail_probability}")
+        check(self.budget_seconds >= 0, p + "BUDGET_SECONDS", "must be >= 0 (0: no budget)")
         check(1 <= self.window_days <= 366, p + "WINDOW_DAYS", f"must be 1-366, got {self.window_days}")
         check(self.seasonality in _SEASONALITY, p + "SEASONALITY",
               f"must be one of {', '.join(_SEASONALITY)}, got {self.seasonality!r}")
         unknown = [r for r in self.rules if r not in _RULES]
         check(bool(self.rules) and not unknown, p + "RULES",
               f"must be a comma-separated subset of {', '.join(_RULES)}, got {','.join(self.rules)!r}")
-        check(self.min_effect_rel >= 0 and self.min_effect_abs >= 0, p + "MIN_EFFECT_REL",
+        check((self.min_effect_rel >= 0 or self.min_effect_rel == -1.0) and self.min_effect_abs >= 0,
+              p + "MIN_EFFECT_REL",
               "and MIN_EFFECT_ABS must be >= 0")
         check(self.resolve_after >= 1 and self.cooldown >= 0, p + "RESOLVE_AFTER", "must be >= 1 (COOLDOWN >= 0)")
         check(self.lateness_seconds >= 0, p + "LATENESS_SECONDS", "must be >= 0")
@@ -96,16 +105,21 @@ class InfraSettings:
               "must be > 0 and <= EXHAUSTION_WARNING_HOURS")
 
     def model_config(self) -> InfraModelConfig:
-        detector = DetectorConfig.infra(
-            window_seconds=self.window_days * 86400.0,
-            seasonality=None if self.seasonality == "none" else self.seasonality,
-            rules=self.rules,
-            min_effect_rel=self.min_effect_rel,
-            min_effect_abs=self.min_effect_abs,
-            resolve_after=self.resolve_after,
-            cooldown=self.cooldown,
-            lateness_seconds=self.lateness_seconds,
-        )
+        season = None if self.seasonality == "none" else self.seasonality
+        detector: DetectorConfig | RobustConfig
+        if self.method == "spc":  # the SPC charts (the default before 2026-12)
+            detector = DetectorConfig.infra(
+                window_seconds=self.window_days * 86400.0, seasonality=season, rules=self.rules,
+                min_effect_rel=1.0 if self.min_effect_rel < 0 else self.min_effect_rel,
+                min_effect_abs=self.min_effect_abs, resolve_after=self.resolve_after, cooldown=self.cooldown,
+                lateness_seconds=self.lateness_seconds)
+        else:
+            detector = RobustConfig.infra(
+                memory_days=float(self.window_days), seasonality=season, tail_probability=self.tail_probability,
+                min_effect_rel=0.5 if self.min_effect_rel < 0 else self.min_effect_rel,
+                min_effect_abs=self.min_effect_abs, resolve_after=self.resolve_after, cooldown=self.cooldown,
+                lateness_seconds=self.lateness_seconds, budget_seconds=self.budget_seconds,
+                escalate_z=self.critical_z)
         exhaustion = ExhaustionConfig(warning_seconds=self.exhaustion_warning_hours * 3600.0,
                                       critical_seconds=self.exhaustion_critical_hours * 3600.0)
         return InfraModelConfig(detector=detector, default_interval_seconds=self.interval_seconds,
@@ -353,7 +367,7 @@ class InfraProcessor:
 
     def _absent_alert(self, monitor: ResourceMonitor, started: float) -> Alert:
         entity = {"resource_id": monitor.resource_id, "resource_type": monitor.resource_type}
-        silent = self.config.absent_after_intervals * monitor.expected_interval
+        silent = monitor.silence_allowed
         return Alert(
             alert_id=alert_id(USE_CASE, "ABSENT", monitor.resource_id, started), status="firing",
             severity="critical", use_case=USE_CASE, rule="ABSENT", entity=entity,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 
-from models import DetectorConfig, SeriesDetector
+from models import DetectorConfig, RobustConfig, RobustDetector, SeriesDetector
 
 T0 = 1_700_006_400.0  # a day boundary
 RUNS = 3
@@ -39,21 +39,29 @@ def _median(measure: Callable[[], float]) -> float:
     return statistics.median(measure() for _ in range(RUNS))
 
 
-CONFIGS: dict[str, DetectorConfig] = {
+CONFIGS: dict[str, Config] = {
     "naive (WE1-WE4, std)": DetectorConfig.naive(),
     "WE1-WE4, MR sigma, protected": DetectorConfig(protect_z=3.0, protect_max_run=120),
     "infra default (seasonal)": DetectorConfig.infra(),
+    "infra robust (SPCWATCH_INFRA_METHOD=robust)": RobustConfig.infra(),
 }
 
 
-def _warm(cfg: DetectorConfig, t: np.ndarray, x: np.ndarray) -> SeriesDetector:
+Config = DetectorConfig | RobustConfig
+
+
+def _cls(cfg: Config) -> type[SeriesDetector] | type[RobustDetector]:
+    return RobustDetector if isinstance(cfg, RobustConfig) else SeriesDetector
+
+
+def _warm(cfg: Config, t: np.ndarray, x: np.ndarray) -> SeriesDetector | RobustDetector:
     """A detector past its warm-up, so every measured update is a full one."""
-    det = SeriesDetector("bench/series", cfg)
+    det = _cls(cfg)("bench/series", cfg)  # type: ignore[arg-type]
     det.update_many(t, x)
     return det
 
 
-def bench_incremental_one(cfg: DetectorConfig, n: int = 200_000) -> float:
+def bench_incremental_one(cfg: Config, n: int = 200_000) -> float:
     t, x = _series(10 * 1440 + n)
     warm_n = 10 * 1440
     tl, xl = t[warm_n:].tolist(), x[warm_n:].tolist()
@@ -72,14 +80,14 @@ def bench_incremental_one(cfg: DetectorConfig, n: int = 200_000) -> float:
     return _median(once)
 
 
-def bench_incremental_many(cfg: DetectorConfig, series: int = 100_000, rounds: int = 5) -> float:
+def bench_incremental_many(cfg: Config, series: int = 100_000, rounds: int = 5) -> float:
     """Round-robin over many series: cache-unfriendly, like a real partition."""
     t, x = _series(rounds + 3 * 1440)
     dets = []
     warm_t, warm_x = t[: 3 * 1440], x[: 3 * 1440]
     proto = _warm(cfg.with_(min_samples=1), warm_t, warm_x).to_state()
     for i in range(series):
-        dets.append(SeriesDetector.from_state({**proto, "key": f"r{i}"}, cfg.with_(min_samples=1)))
+        dets.append(_cls(cfg).from_state({**proto, "key": f"r{i}"}, cfg.with_(min_samples=1)))  # type: ignore[arg-type]
     tl = t[3 * 1440:].tolist()
     xl = x[3 * 1440:].tolist()
 
@@ -100,11 +108,11 @@ def bench_incremental_many(cfg: DetectorConfig, series: int = 100_000, rounds: i
     return _median(once)
 
 
-def bench_vectorised(cfg: DetectorConfig, n: int = 1_000_000) -> float:
+def bench_vectorised(cfg: Config, n: int = 1_000_000) -> float:
     t, x = _series(n)
 
     def once() -> float:
-        det = SeriesDetector("bench/series", cfg)
+        det = _cls(cfg)("bench/series", cfg)  # type: ignore[arg-type]
         s = time.perf_counter()
         det.update_many(t, x)
         return n / (time.perf_counter() - s)
@@ -112,7 +120,7 @@ def bench_vectorised(cfg: DetectorConfig, n: int = 1_000_000) -> float:
     return _median(once)
 
 
-def state_sizes(cfg: DetectorConfig) -> tuple[int, int]:
+def state_sizes(cfg: Config) -> tuple[int, int]:
     """(JSON bytes, Python heap bytes) of a detector holding 30 days of minutes."""
     t, x = _series(31 * 1440)
     det = _warm(cfg, t, x)
@@ -120,7 +128,7 @@ def state_sizes(cfg: DetectorConfig) -> tuple[int, int]:
     js = len(orjson.dumps(st))
     gc.collect()
     tracemalloc.start()
-    restored = SeriesDetector.from_state(orjson.loads(orjson.dumps(st)), cfg)
+    restored = _cls(cfg).from_state(orjson.loads(orjson.dumps(st)), cfg)  # type: ignore[arg-type]
     cur, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     del restored

@@ -5,7 +5,7 @@ See models/README.md for the API, the conventions and the state format.
 """
 
 from .baseline import Moments, RollingBaseline, SlotProfile, slot_of
-from .config import DetectorConfig
+from .config import DetectorConfig, RobustConfig
 from .detector import (
     EXCLUDED,
     LATE,
@@ -20,6 +20,7 @@ from .detector import (
     Verdict,
 )
 from .episodes import EpisodeEvent, EpisodeTracker, episode_id
+from .robust import RobustBatch, RobustDetector, RobustVerdict
 from .rules import (
     ALL_RULES,
     RULE_IDS,
@@ -46,6 +47,10 @@ __all__ = [
     "EpisodeEvent",
     "EpisodeTracker",
     "Moments",
+    "RobustBatch",
+    "RobustConfig",
+    "RobustDetector",
+    "RobustVerdict",
     "RollingBaseline",
     "RuleState",
     "SeriesDetector",

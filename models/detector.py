@@ -120,6 +120,90 @@ def _quiet_runs(sg: np.ndarray) -> np.ndarray:
     return idx - last
 
 
+def run_episodes(ep: EpisodeTracker, res: Batch, eidx: np.ndarray, sg: np.ndarray,
+                 lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> None:
+    """Run the episode state machine over the evaluated points ``eidx`` of ``res``.
+
+    Equivalent to calling ``EpisodeTracker.step`` on every point, but it jumps: runs of
+    extending signals are folded with numpy and only the transitions (firing, resolved)
+    go through ``step``. ``lo``/``hi`` (per row of ``res``): explicit limits for the events.
+    """
+    m = int(eidx.shape[0])
+    sig_pos = np.flatnonzero(sg)
+    ns = int(sig_pos.shape[0])
+    if ns == 0 and not ep.firing and ep.cool_left == 0:
+        return
+    R = ep.resolve_after
+    masks_e = res.mask[eidx]
+    absz = np.abs(res.z[eidx])
+    quiet = _quiet_runs(sg)  # length of the run of non-signals ending at each point
+    res_pos = np.flatnonzero(quiet == R)
+    csig = np.concatenate(([0], np.cumsum(sg, dtype=np.int64)))
+
+    def call(p: int, s: bool) -> None:
+        i = int(eidx[p])
+        e = ep.step(float(res.ts[i]), s, int(res.mask[i]), float(res.value[i]),
+                    float(res.center[i]), float(res.sigma[i]), float(res.z[i]),
+                    None if lo is None else float(lo[i]), None if hi is None else float(hi[i]))
+        if e is not None:
+            res.events.append(e)
+            res.event_index.append(i)
+
+    pos = 0
+    while pos < m:
+        if ep.firing:
+            j = int(np.searchsorted(sig_pos, pos))
+            nxt = int(sig_pos[j]) if j < ns else m
+            r = pos + (R - ep.ok_run) - 1
+            if r < nxt:  # quiet long enough before the next signal
+                ep.ok_run += r - pos
+                call(r, False)
+                pos = r + 1
+                continue
+            if nxt == m:
+                ep.ok_run += m - pos
+                break
+            k = int(np.searchsorted(res_pos, nxt))
+            p = int(res_pos[k]) if k < res_pos.shape[0] else m
+            sel = sg[nxt:p]
+            ep.mask |= int(np.bitwise_or.reduce(masks_e[nxt:p][sel]))
+            ep.n_sig += int(csig[p] - csig[nxt])
+            pk = float(absz[nxt:p][sel].max())
+            if pk > ep.peak:
+                ep.peak = pk
+            if p == m:
+                ep.ok_run = int(quiet[m - 1])
+                break
+            ep.ok_run = R - 1
+            call(p, False)
+            pos = p + 1
+        else:
+            cl = ep.cool_left
+            if cl:
+                end = min(pos + cl, m)
+                ep.n_suppressed += int(csig[end] - csig[pos])
+                ep.cool_left = cl - (end - pos)
+                pos = end
+                continue
+            j = int(np.searchsorted(sig_pos, pos))
+            if j >= ns:
+                break
+            if ep.budget and ep.n_episodes:
+                cand = sig_pos[j:]
+                ok = res.ts[eidx[cand]] >= ep.start_ts + ep.budget
+                if ep.peak < ep.escalate:
+                    ok |= absz[cand] >= ep.escalate
+                if not ok.any():
+                    ep.n_suppressed += int(cand.shape[0])
+                    break
+                k = int(np.argmax(ok))
+                ep.n_suppressed += k
+                j += k
+            pos = int(sig_pos[j])
+            call(pos, True)
+            pos += 1
+
+
 class StateError(ValueError):
     """State from an incompatible version or config (window/bucket/seasonality)."""
 
@@ -328,7 +412,7 @@ class SeriesDetector:
         self._enabled = rules_mask(cfg.rules)
         self._rs = RuleState(bool(self._enabled & CUSUM), cfg.cusum_k, cfg.cusum_h)
         self._side = {"both": 0, "lower": -1, "upper": 1}[cfg.cusum_side] if self._enabled & CUSUM else 0
-        self._ep = EpisodeTracker(key, cfg.resolve_after, cfg.cooldown)
+        self._ep = EpisodeTracker(key, cfg.resolve_after, cfg.cooldown, cfg.budget_seconds, cfg.escalate_z)
         self._fixed = cfg.fixed_center is not None
         self._frozen = self._fixed
         self._freeze_at = cfg.freeze_at
@@ -706,75 +790,7 @@ class SeriesDetector:
         return res
 
     def _episodes_vec(self, res: Batch, eidx: np.ndarray, sg: np.ndarray) -> None:
-        """Run the episode state machine over the evaluated points.
-
-        Equivalent to calling ``EpisodeTracker.step`` on every point, but it
-        jumps: runs of extending signals are folded with numpy and only the
-        transitions (firing, resolved) go through ``step``.
-        """
-        ep = self._ep
-        m = int(eidx.shape[0])
-        sig_pos = np.flatnonzero(sg)
-        ns = int(sig_pos.shape[0])
-        if ns == 0 and not ep.firing and ep.cool_left == 0:
-            return
-        R = ep.resolve_after
-        masks_e = res.mask[eidx]
-        absz = np.abs(res.z[eidx])
-        quiet = _quiet_runs(sg)  # length of the run of non-signals ending at each point
-        res_pos = np.flatnonzero(quiet == R)
-        csig = np.concatenate(([0], np.cumsum(sg, dtype=np.int64)))
-
-        def call(p: int, s: bool) -> None:
-            i = int(eidx[p])
-            e = ep.step(float(res.ts[i]), s, int(res.mask[i]), float(res.value[i]),
-                        float(res.center[i]), float(res.sigma[i]), float(res.z[i]))
-            if e is not None:
-                res.events.append(e)
-                res.event_index.append(i)
-
-        pos = 0
-        while pos < m:
-            if ep.firing:
-                j = int(np.searchsorted(sig_pos, pos))
-                nxt = int(sig_pos[j]) if j < ns else m
-                r = pos + (R - ep.ok_run) - 1
-                if r < nxt:  # quiet long enough before the next signal
-                    ep.ok_run += r - pos
-                    call(r, False)
-                    pos = r + 1
-                    continue
-                if nxt == m:
-                    ep.ok_run += m - pos
-                    break
-                k = int(np.searchsorted(res_pos, nxt))
-                p = int(res_pos[k]) if k < res_pos.shape[0] else m
-                sel = sg[nxt:p]
-                ep.mask |= int(np.bitwise_or.reduce(masks_e[nxt:p][sel]))
-                ep.n_sig += int(csig[p] - csig[nxt])
-                pk = float(absz[nxt:p][sel].max())
-                if pk > ep.peak:
-                    ep.peak = pk
-                if p == m:
-                    ep.ok_run = int(quiet[m - 1])
-                    break
-                ep.ok_run = R - 1
-                call(p, False)
-                pos = p + 1
-            else:
-                cl = ep.cool_left
-                if cl:
-                    end = min(pos + cl, m)
-                    ep.n_suppressed += int(csig[end] - csig[pos])
-                    ep.cool_left = cl - (end - pos)
-                    pos = end
-                    continue
-                j = int(np.searchsorted(sig_pos, pos))
-                if j >= ns:
-                    break
-                pos = int(sig_pos[j])
-                call(pos, True)
-                pos += 1
+        run_episodes(self._ep, res, eidx, sg)
 
     # -- state -----------------------------------------------------------------------
     def to_state(self) -> dict:

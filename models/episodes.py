@@ -8,6 +8,12 @@ After a resolution, ``cooldown`` further evaluated points must pass before a
 new episode may open; signals inside the cooldown are suppressed (counted, not
 alerted), which is what stops a noisy series from flapping.
 
+A *budget in time* (``budget_seconds``) limits a series to one new episode per period:
+a signal within ``budget_seconds`` of the previous episode's start opens nothing
+(suppressed, counted) unless it escalates -- its |z| reaches ``escalate_z`` while the
+previous episode's peak did not. A flapping series pages once per budget, a worsening
+one pages again.
+
 Counting convention: only *evaluated* points count (not warm-up, missing,
 excluded or rejected-late ones): they carry no evidence either way.
 
@@ -18,6 +24,7 @@ timestamp, so a replay or a restarted worker produces the same id.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 from .rules import RULE_IDS, first_rule, mask_rules
@@ -64,9 +71,11 @@ class EpisodeTracker:
     """
 
     __slots__ = (
+        "budget",
         "cool_left",
         "cooldown",
         "eid",
+        "escalate",
         "firing",
         "key",
         "mask",
@@ -79,9 +88,12 @@ class EpisodeTracker:
         "start_ts",
     )
 
-    def __init__(self, key: str, resolve_after: int = 1, cooldown: int = 0) -> None:
+    def __init__(self, key: str, resolve_after: int = 1, cooldown: int = 0, budget_seconds: float = 0.0,
+                 escalate_z: float = math.inf) -> None:
         if resolve_after < 1:
             raise ValueError("resolve_after must be >= 1")
+        self.budget = float(budget_seconds)
+        self.escalate = float(escalate_z)
         self.key = key
         self.resolve_after = resolve_after
         self.cooldown = cooldown
@@ -96,9 +108,14 @@ class EpisodeTracker:
         self.n_episodes = 0
         self.n_suppressed = 0
 
+    def allowed(self, ts: float, z: float) -> bool:
+        """May a signal at ``ts`` with ``z`` open an episode, as far as the time budget goes?"""
+        return (not self.budget or not self.n_episodes or ts >= self.start_ts + self.budget
+                or (abs(z) >= self.escalate and self.peak < self.escalate))
+
     def step(
         self, ts: float, signal: bool, mask: int, value: float, center: float,
-        sigma: float, z: float,
+        sigma: float, z: float, lower: float | None = None, upper: float | None = None,
     ) -> EpisodeEvent | None:
         if self.firing:
             if signal:
@@ -113,11 +130,14 @@ class EpisodeTracker:
             if self.ok_run >= self.resolve_after:
                 self.firing = False
                 self.cool_left = self.cooldown
-                return self._event("resolved", ts, value, center, sigma, z, ts)
+                return self._event("resolved", ts, value, center, sigma, z, ts, lower, upper)
             return None
         if signal:
             if self.cool_left > 0:
                 self.cool_left -= 1
+                self.n_suppressed += 1
+                return None
+            if self.budget and not self.allowed(ts, z):
                 self.n_suppressed += 1
                 return None
             self.firing = True
@@ -128,20 +148,21 @@ class EpisodeTracker:
             self.n_sig = 1
             self.peak = abs(z)
             self.n_episodes += 1
-            return self._event("firing", ts, value, center, sigma, z, None)
+            return self._event("firing", ts, value, center, sigma, z, None, lower, upper)
         if self.cool_left > 0:
             self.cool_left -= 1
         return None
 
     def _event(
         self, kind: str, ts: float, value: float, center: float, sigma: float,
-        z: float, ends: float | None,
+        z: float, ends: float | None, lower: float | None = None, upper: float | None = None,
     ) -> EpisodeEvent:
         return EpisodeEvent(
             kind=kind, episode_id=self.eid, key=self.key,
             rule=first_rule(self.mask) or "", rules=tuple(sorted(mask_rules(self.mask), key=_ORDER.get)),
             ts=ts, starts_at=self.start_ts, ends_at=ends, value=value, center=center,
-            lower=center - 3.0 * sigma, upper=center + 3.0 * sigma, z=z, peak_z=self.peak,
+            lower=center - 3.0 * sigma if lower is None else lower,
+            upper=center + 3.0 * sigma if upper is None else upper, z=z, peak_z=self.peak,
             n_signals=self.n_sig,
         )
 

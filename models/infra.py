@@ -13,23 +13,45 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .config import DetectorConfig
+from .config import DetectorConfig, RobustConfig
 from .detector import LATE, OK, SeriesDetector, StateError
 from .episodes import EpisodeEvent
 from .exhaustion import ExhaustionConfig, ExhaustionEvent, ExhaustionModel, default_limit
+from .robust import RobustDetector
+
+Detector = SeriesDetector | RobustDetector
 
 STATE_VERSION = 1
 GAPS_KEPT = 9
 """Recent gaps a series keeps to estimate its reporting period (their median)."""
+PAUSES_KEPT = 8
+PAUSE_MEMORY = 7 * 86400.0
+"""A resource remembers its longest silences of the last week (its usual pause: see ``_note_pause``)."""
+
+
+def make_detector(key: str, config: DetectorConfig | RobustConfig) -> Detector:
+    """The detector a configuration asks for: SPC charts (``DetectorConfig``) or robust limits."""
+    return RobustDetector(key, config) if isinstance(config, RobustConfig) else SeriesDetector(key, config)
+
+
+def detector_from_state(state: dict, config: DetectorConfig | RobustConfig) -> Detector:
+    """Restore a detector of ``config``'s kind; ``StateError`` if the state is of another kind."""
+    if isinstance(config, RobustConfig):
+        return RobustDetector.from_state(state, config)
+    if state.get("kind") is not None:
+        raise StateError(f"a {state['kind']} state cannot restore an SPC detector")
+    return SeriesDetector.from_state(state, config)
 
 
 @dataclass(frozen=True, slots=True)
 class InfraModelConfig:
-    detector: DetectorConfig = field(default_factory=DetectorConfig.infra)
+    detector: DetectorConfig | RobustConfig = field(default_factory=DetectorConfig.infra)
+    """The SPC charts by default; ``RobustConfig`` for the robust detector (``SPCWATCH_INFRA_METHOD=robust``:
+    not the default, it lost on the held-out half, see bench/README.md "Detection quality")."""
     default_interval_seconds: float = 60.0
     """Reporting interval assumed until a resource shows its own (see :meth:`ResourceMonitor.observe`)."""
     absent_after_intervals: int = 5
-    """A resource silent for this many intervals is absent (Prometheus ``absent()``)."""
+    """A resource silent for its usual pause plus this many intervals is absent (Prometheus ``absent()``)."""
     critical_z: float = 6.0
     """An episode whose |z| reaches this is critical, else warning."""
     retire_after_seconds: float = 7 * 86400.0
@@ -91,7 +113,7 @@ class SeriesMonitor:
     __slots__ = ("detector", "exhaustion", "gaps", "labels", "last_resolved", "last_ts", "metric", "minute",
                  "peak_z", "period", "severity")
 
-    def __init__(self, detector: SeriesDetector, metric: str, labels: dict[str, str],
+    def __init__(self, detector: Detector, metric: str, labels: dict[str, str],
                  exhaustion: ExhaustionConfig | None = None) -> None:
         self.detector = detector
         self.exhaustion = None if exhaustion is None else ExhaustionModel(exhaustion)
@@ -138,9 +160,9 @@ class SeriesMonitor:
         return state
 
     @classmethod
-    def from_state(cls, state: dict, config: DetectorConfig,
+    def from_state(cls, state: dict, config: DetectorConfig | RobustConfig,
                    exhaustion: ExhaustionConfig | None = None) -> SeriesMonitor:
-        monitor = cls(SeriesDetector.from_state(state["d"], config), state["m"], state["l"], exhaustion)
+        monitor = cls(detector_from_state(state["d"], config), state["m"], state["l"], exhaustion)
         if exhaustion is not None and "x" in state:  # else (no limit before): its trend starts now
             monitor.exhaustion = ExhaustionModel.from_state(state["x"], exhaustion)
         monitor.minute = list(state["u"])
@@ -212,11 +234,13 @@ class SeriesMonitor:
         return (m[0], int(m[1]), m[2] / m[1], m[3], m[4])
 
 
-def _absence_due(last: float | None, interval: float, absent_since: float | None, intervals: int) -> float | None:
-    """When a resource last seen at ``last`` becomes absent (None: not judged, or absent already)."""
+def _absence_due(last: float | None, interval: float, absent_since: float | None, intervals: int,
+                 pause: float = 0.0) -> float | None:
+    """When a resource last seen at ``last`` becomes absent (None: not judged, or absent already):
+    after its usual pause (0 for a steady source) plus ``intervals`` of its interval."""
     if absent_since is not None or last is None or not interval:
         return None
-    return last + intervals * interval
+    return last + pause + intervals * interval
 
 
 def _retirement_due(absent_since: float | None, now: float, config: InfraModelConfig) -> bool:
@@ -238,6 +262,8 @@ class ResourceMonitor:
         self.absent_since: float | None = None
         self.labels: dict[str, str] = {}  # of the latest sample: region, cluster, ...
         self.series: dict[str, SeriesMonitor] = {}
+        self.pauses: list[tuple[float, float]] = []  # (end, length) of its longest recent silences
+        self.pause = 0.0  # its usual pause: the second longest of them (0: it has none)
 
     # -- samples ----------------------------------------------------------
     def observe(self, samples: Sequence) -> Observation:
@@ -252,7 +278,10 @@ class ResourceMonitor:
             self.resource_type = sample.resource_type or self.resource_type
             self.source = sample.source or self.source
             self.labels = sample.labels or self.labels
-        self.first_seen = min(self.first_seen, min(s.ts for s in samples))
+        first = min(s.ts for s in samples)
+        if self.interval and math.isfinite(self.last_seen) and first - self.last_seen > 2.0 * self.interval:
+            self._note_pause(first, first - self.last_seen)
+        self.first_seen = min(self.first_seen, first)
         self.last_seen = max(self.last_seen, max(s.ts for s in samples))
         results = []
         periods_changed = False
@@ -262,7 +291,7 @@ class ResourceMonitor:
             if monitor is None:
                 metric = group[0].metric
                 monitor = self.series[key] = SeriesMonitor(
-                    SeriesDetector(key, self.config.detector), metric, group[0].labels,
+                    make_detector(key, self.config.detector), metric, group[0].labels,
                     self.config.exhaustion_for(metric))
             ts = [s.ts for s in group]
             periods_changed |= monitor.note_times(ts)
@@ -276,7 +305,24 @@ class ResourceMonitor:
             self.interval = max(m.period for m in self.series.values())
         return Observation(results, returned)
 
+    def _note_pause(self, end: float, length: float) -> None:
+        """A silence of the whole resource longer than twice its interval. Its usual pause is the
+        second longest of the last week's: a batch exporter's nightly gap, an hourly job's hour,
+        a sparse CloudWatch metric's quiet spells, seen at least twice, are its rhythm; one long
+        silence is not (a resource that stops for good is judged by the rhythm it had)."""
+        kept = [p for p in self.pauses if p[0] > end - PAUSE_MEMORY]
+        kept.append((end, length))
+        kept.sort(key=lambda p: (-p[1], -p[0]))
+        self.pauses = kept[:PAUSES_KEPT]
+        self.pause = self.pauses[1][1] if len(self.pauses) >= 2 else 0.0
+
     # -- time ---------------------------------------------------------------
+    @property
+    def silence_allowed(self) -> float:
+        """How long it may be silent before it is absent: its usual pause plus
+        ``absent_after_intervals`` of its interval."""
+        return self.pause + self.config.absent_after_intervals * self.expected_interval
+
     @property
     def expected_interval(self) -> float:
         return self.interval or self.config.default_interval_seconds
@@ -288,7 +334,8 @@ class ResourceMonitor:
         judging a 5-minute exporter by a 1-minute default would cry wolf.
         """
         last = self.last_seen if math.isfinite(self.last_seen) else None
-        deadline = _absence_due(last, self.interval, self.absent_since, self.config.absent_after_intervals)
+        deadline = _absence_due(last, self.interval, self.absent_since, self.config.absent_after_intervals,
+                                self.pause)
         if deadline is not None and now >= deadline:
             self.absent_since = deadline
             return deadline
@@ -303,10 +350,11 @@ class ResourceMonitor:
         """Would :meth:`check_absent` fire, or :meth:`retire_due` hold, at ``now`` for this stored
         state? Read without loading it, so a timer can skim resources that are not in memory."""
         try:
-            _first, last, interval, absent_since = state["t"]
+            _first, last, interval, absent_since, *rest = state["t"]
         except (KeyError, TypeError, ValueError):
             return True  # not a shape we know: load it and let the monitor decide
-        deadline = _absence_due(last, interval, absent_since, config.absent_after_intervals)
+        deadline = _absence_due(last, interval, absent_since, config.absent_after_intervals,
+                                float(rest[0]) if rest else 0.0)
         return (deadline is not None and now >= deadline) or _retirement_due(absent_since, now, config)
 
     def health(self, now: float) -> tuple[int, int]:
@@ -334,7 +382,9 @@ class ResourceMonitor:
             "v": STATE_VERSION,
             "r": [self.resource_id, self.resource_type, self.source, self.labels],
             "t": [self.first_seen if math.isfinite(self.first_seen) else None,
-                  self.last_seen if math.isfinite(self.last_seen) else None, self.interval, self.absent_since],
+                  self.last_seen if math.isfinite(self.last_seen) else None, self.interval, self.absent_since,
+                  self.pause],
+            "p": [list(p) for p in self.pauses],
             "s": {key: monitor.to_state() for key, monitor in self.series.items()},
         }
 
@@ -345,16 +395,18 @@ class ResourceMonitor:
         resource_id, resource_type, source, labels = state["r"]
         monitor = cls(resource_id, config)
         monitor.resource_type, monitor.source, monitor.labels = resource_type, source, labels
-        first, last, monitor.interval, monitor.absent_since = state["t"]
+        first, last, monitor.interval, monitor.absent_since, *rest = state["t"]
+        monitor.pause = float(rest[0]) if rest else 0.0  # states before 2026-12 have no pauses
+        monitor.pauses = [(float(a), float(b)) for a, b in state.get("p", [])]
         monitor.first_seen = math.inf if first is None else first
         monitor.last_seen = -math.inf if last is None else last
         for key, series_state in state["s"].items():
             try:
                 monitor.series[key] = SeriesMonitor.from_state(series_state, config.detector,
                                                                config.exhaustion_for(series_state["m"]))
-            except StateError:
-                # Baseline geometry changed by configuration: this series starts afresh.
+            except (StateError, ValueError, KeyError, TypeError):
+                # Another detector or baseline geometry by configuration: this series starts afresh.
                 monitor.series[key] = SeriesMonitor(
-                    SeriesDetector(key, config.detector), series_state["m"], series_state["l"],
+                    make_detector(key, config.detector), series_state["m"], series_state["l"],
                     config.exhaustion_for(series_state["m"]))
         return monitor

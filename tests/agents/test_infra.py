@@ -370,3 +370,58 @@ def test_limits_come_from_the_environment_and_a_bad_one_names_the_variable() -> 
     assert off.exhaustion_for("CPUUtilization") is None
     with pytest.raises(ConfigError, match=r"^SPCWATCH_INFRA_LIMITS must be comma-separated"):
         load_env(InfraSettings, "SPCWATCH_INFRA_", {"SPCWATCH_INFRA_LIMITS": "FreeStorageSpace=0"})
+
+
+def _half_hour_batches(days: float, faults: tuple) -> list[list[dict]]:
+    """10 resources x 2 metrics (20 healthy series) at 10 minutes (fewer points a day keep the test
+    short), one message per resource and half hour (3 timestamps: less than the 50 minutes after
+    which a resource is absent, so the partition's clock never runs ahead of a resource by that)."""
+    from tests.infra_data import samples as gen
+
+    by_hour: dict[tuple[str, int], list[dict]] = {}
+    for batch in gen(resources=10, days=days, interval=600.0, seed=11, faults=faults):
+        key = (batch[0]["resource_id"], int((batch[0]["ts"] - START) // 1800))
+        by_hour.setdefault(key, []).extend(batch)
+    return [by_hour[k] for k in sorted(by_hour, key=lambda k: (k[1], k[0]))]
+
+
+@pytest.mark.integration
+def test_twenty_healthy_series_for_eight_days_and_one_spike_page_exactly_once(
+        tmp_path: Path, sqlite_url: str, mysql_url: str, make_worker, kafka_bootstrap: str,
+        topic_prefix: str) -> None:  # type: ignore[no-untyped-def]
+    """The default detector on real Kafka + MariaDB: a x3 CPU spike of 20 minutes on db-03 on day 8
+    is the only episode over 20 healthy series (daily cycle, 5 % noise) x 8 days."""
+    from tests.infra_data import Fault
+
+    spike = Fault("db-03", "CPUUtilization", START + 7.5 * 86400.0, START + 7.5 * 86400.0 + 1200.0, 3.0)
+    batches = _half_hour_batches(8.0, (spike,))
+    path = tmp_path / "samples.jsonl"
+    path.write_bytes(b"".join(orjson.dumps({"samples": b}) + b"\n" for b in batches))
+    replayed = replay(tmp_path, sqlite_url, path)
+    firing = [a for a in replayed if a["status"] == "firing" and a["rule"] != "ABSENT"]
+    assert [(a["entity"]["resource_id"], a["entity"]["metric"]) for a in firing] == [("db-03", "CPUUtilization")]
+    assert firing[0]["starts_at"].startswith("2026-02-24T12:")  # START + 7.5 days
+    expected = episodes(replayed)
+    worker = make_worker(SPCWATCH_DB_URL=mysql_url, SPCWATCH_PARTITIONS="1", **INFRA_ENV)
+    worker.start()
+    asyncio.run(_produce(kafka_bootstrap, topic_prefix + "metrics.samples", batches))
+    streamed = asyncio.run(_alerts(kafka_bootstrap, topic_prefix + "alerts", expected, 120))
+    assert episodes(streamed) == expected, worker.log_tail()
+    rows = rows_when(mysql_url, lambda r: len(r["alerts"]) >= 1 and len(r["infra_inventory"]) == 10)
+    assert len(rows["alerts"]) == 1 and len(rows["infra_inventory"]) == 10
+
+
+def test_the_method_comes_from_the_environment_and_a_bad_one_names_the_variable() -> None:
+    from models import DetectorConfig, RobustConfig
+    from stream_app.settings import ConfigError, load_env
+
+    spc = load_env(InfraSettings, "SPCWATCH_INFRA_", {}).model_config().detector
+    assert isinstance(spc, DetectorConfig) and spc.min_effect_rel == 1.0
+    robust = load_env(InfraSettings, "SPCWATCH_INFRA_", {"SPCWATCH_INFRA_METHOD": "robust",
+                                                          "SPCWATCH_INFRA_TAIL_PROBABILITY": "1e-5"}).model_config()
+    assert isinstance(robust.detector, RobustConfig)
+    assert (robust.detector.tail_probability, robust.detector.min_effect_rel) == (1e-5, 0.5)
+    with pytest.raises(ConfigError, match=r"^SPCWATCH_INFRA_METHOD must be robust or spc"):
+        load_env(InfraSettings, "SPCWATCH_INFRA_", {"SPCWATCH_INFRA_METHOD": "ewma"})
+    with pytest.raises(ConfigError, match=r"^SPCWATCH_INFRA_TAIL_PROBABILITY must be between"):
+        load_env(InfraSettings, "SPCWATCH_INFRA_", {"SPCWATCH_INFRA_TAIL_PROBABILITY": "0.5"})

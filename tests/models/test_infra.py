@@ -5,16 +5,19 @@ import math
 import statistics
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models import DetectorConfig
+from models import DetectorConfig, RobustConfig
 from models.detector import SeriesDetector
 from models.infra import InfraModelConfig, ResourceMonitor
 from stream_app.events import sample_from_obj
 from tests.infra_data import DAY, START, Fault, samples
 
 CONFIG = InfraModelConfig(detector=DetectorConfig.infra(), default_interval_seconds=300.0)
+ROBUST = InfraModelConfig(detector=RobustConfig.infra(), default_interval_seconds=300.0)
+BOTH = pytest.mark.parametrize("config", [CONFIG, ROBUST], ids=["spc", "robust"])
 
 
 def feed(monitor: ResourceMonitor, batches) -> list:  # type: ignore[no-untyped-def]
@@ -26,9 +29,10 @@ def feed(monitor: ResourceMonitor, batches) -> list:  # type: ignore[no-untyped-
     return observations
 
 
-def test_step_fault_fires_one_episode_and_resolves() -> None:
+@BOTH
+def test_step_fault_fires_one_episode_and_resolves(config: InfraModelConfig) -> None:
     fault = Fault("db-01", "CPUUtilization", START + 2.5 * DAY, START + 2.5 * DAY + 7200, 3.0)
-    monitor = ResourceMonitor("db-01", CONFIG)
+    monitor = ResourceMonitor("db-01", config)
     observations = feed(monitor, samples(days=3.0, faults=(fault,)))
     events = [(r.metric, e.kind, e.starts_at, sev) for o in observations for r in o.series for e, sev in r.events]
     assert [(m, k) for m, k, _, _ in events] == [("CPUUtilization", "firing"), ("CPUUtilization", "resolved")]
@@ -36,9 +40,10 @@ def test_step_fault_fires_one_episode_and_resolves() -> None:
     assert events[0][3] == "critical"  # a 3x step on a 5%-noise series is far beyond 6 sigma
 
 
-def test_healthy_resources_stay_quiet() -> None:
+@BOTH
+def test_healthy_resources_stay_quiet(config: InfraModelConfig) -> None:
     for rid in ("db-00", "db-03"):
-        monitor = ResourceMonitor(rid, CONFIG)
+        monitor = ResourceMonitor(rid, config)
         observations = feed(monitor, samples(days=3.0))
         assert [e for o in observations for r in o.series for e in r.events] == []
         assert monitor.health(monitor.last_seen) == (100, 0)
@@ -102,14 +107,15 @@ def test_health_score_formula() -> None:
     assert scores[-1][1] == (100, 0) or scores[-1][0] - fault.end > 3600
 
 
-def test_state_round_trip_continues_identically() -> None:
+@BOTH
+def test_state_round_trip_continues_identically(config: InfraModelConfig) -> None:
     fault = Fault("db-01", "CPUUtilization", START + 2.5 * DAY, START + 2.5 * DAY + 7200, 3.0)
     batches = list(samples(days=3.0, faults=(fault,)))
-    whole = ResourceMonitor("db-01", CONFIG)
+    whole = ResourceMonitor("db-01", config)
     expected = feed(whole, batches)
-    split = ResourceMonitor("db-01", CONFIG)
+    split = ResourceMonitor("db-01", config)
     got = feed(split, batches[: len(batches) // 2])
-    restored = ResourceMonitor.from_state(orjson.loads(orjson.dumps(split.to_state())), CONFIG)
+    restored = ResourceMonitor.from_state(orjson.loads(orjson.dumps(split.to_state())), config)
     got += feed(restored, batches[len(batches) // 2:])
 
     def flat(observations):  # type: ignore[no-untyped-def]
@@ -219,3 +225,72 @@ def test_series_periods_survive_a_state_round_trip_and_old_states_still_load() -
     _observe(old, START + 360.0)
     _observe(old, START + 420.0)
     assert old.interval == 60.0
+
+
+def _batch_job(monitor: ResourceMonitor, start: float, hours: int, pause_hours: float = 1.0) -> tuple[float, list]:
+    """Minute samples for ``hours`` hours, then a silence of ``pause_hours`` (an hourly batch
+    exporter's rhythm, every 6 h); returns the last sample's time and the absences the timer saw."""
+    t, absences = start, []
+    for _ in range(hours // 6):
+        for _ in range(int((6 - pause_hours) * 60)):
+            _observe(monitor, t)
+            t += 60.0
+        last = t - 60.0
+        for now in range(int(last), int(last + pause_hours * 3600), 60):  # the timer ticks through the pause
+            started = monitor.check_absent(float(now))
+            if started is not None:
+                absences.append(started)
+        t = last + pause_hours * 3600.0
+    return t - 60.0, absences
+
+
+def test_a_source_that_routinely_pauses_pages_for_its_usual_pause_only_until_it_has_seen_it_twice() -> None:
+    monitor = ResourceMonitor("batch", InfraModelConfig())
+    _last, absences = _batch_job(monitor, START, 6 * 8)  # 8 pauses of an hour, every 6 h
+    assert len(absences) == 2  # the first two pauses: its rhythm is not known yet
+    assert monitor.pause == 3600.0  # the usual silence: from the last sample to the next, an hour later
+    assert monitor.silence_allowed == monitor.pause + 5 * 60.0
+
+
+def test_a_source_that_routinely_pauses_and_stops_for_good_fires_after_its_pause_plus_the_intervals() -> None:
+    monitor = ResourceMonitor("batch", InfraModelConfig())
+    _batch_job(monitor, START, 6 * 3)
+    t = monitor.last_seen + 3600.0  # back after its pause, reports for a while, then stops for good
+    for k in range(30):
+        _observe(monitor, t + 60.0 * k)
+    last = monitor.last_seen
+    due = last + monitor.pause + 5 * 60.0
+    assert monitor.check_absent(due - 1.0) is None
+    assert monitor.check_absent(due) == due
+    state = orjson.loads(orjson.dumps(monitor.to_state()))
+    restored = ResourceMonitor.from_state(state, InfraModelConfig())
+    assert restored.pause == monitor.pause and restored.pauses == monitor.pauses
+    assert not ResourceMonitor.may_be_due(state, due + 3600.0, InfraModelConfig())  # absent already
+    fresh = ResourceMonitor.from_state({**state, "t": [*state["t"][:3], None, state["t"][4]]}, InfraModelConfig())
+    assert ResourceMonitor.may_be_due(fresh.to_state(), due, InfraModelConfig())
+    assert not ResourceMonitor.may_be_due(fresh.to_state(), due - 1.0, InfraModelConfig())
+
+
+def test_a_steady_source_is_absent_after_the_intervals_and_one_long_outage_does_not_widen_that() -> None:
+    monitor = ResourceMonitor("steady", InfraModelConfig())
+    for k in range(120):
+        _observe(monitor, START + 60.0 * k)
+    outage_end = monitor.last_seen + 6 * 3600.0  # one 6-hour outage, then back
+    assert monitor.check_absent(monitor.last_seen + 300.0) == monitor.last_seen + 300.0
+    for k in range(120):
+        _observe(monitor, outage_end + 60.0 * k)
+    assert monitor.pause == 0.0  # one silence is an incident, not a rhythm
+    assert monitor.check_absent(monitor.last_seen + 299.0) is None
+    assert monitor.check_absent(monitor.last_seen + 300.0) == monitor.last_seen + 300.0
+
+
+def test_states_written_before_pauses_were_kept_still_load() -> None:
+    monitor = ResourceMonitor("r", CONFIG)
+    for k in range(6):
+        _observe(monitor, START + 60.0 * k)
+    state = orjson.loads(orjson.dumps(monitor.to_state()))
+    state["t"] = state["t"][:4]
+    del state["p"]
+    old = ResourceMonitor.from_state(state, CONFIG)
+    assert old.pause == 0.0 and old.pauses == []
+    assert ResourceMonitor.may_be_due(state, START + 300.0 + 5 * 300.0, CONFIG) is not None
