@@ -22,6 +22,7 @@ MODULES = [
     "bench.bench_infra",
     "bench.bench_dashboards",
     "bench.bench_forecast",
+    "bench.forecast_budget",
     "bench.bench_recon",
     "bench.bench_store",
     "bench.bench_menu",

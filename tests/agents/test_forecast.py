@@ -113,11 +113,11 @@ def test_settings_from_env_and_one_line_errors() -> None:
 
 def test_bad_forecast_config_stops_replay_with_one_line(tmp_path: Path, sqlite_url: str) -> None:
     path = write_jsonl(tmp_path / "in.jsonl", events()[:10])
-    env = {"PATH": "/usr/bin:/bin", "SPCWATCH_DB_URL": sqlite_url, "SPCWATCH_FORECAST_TS_PERSIST_DAYS": "0"}
+    env = {"PATH": "/usr/bin:/bin", "SPCWATCH_DB_URL": sqlite_url, "SPCWATCH_FORECAST_TS_CUSUM_H": "0"}
     result = subprocess.run([sys.executable, "-m", "stream_app.cli", "replay", "forecast", "--input", str(path)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip() == "spcwatch: error: SPCWATCH_FORECAST_TS_PERSIST_DAYS must be >= 1"
+    assert result.stderr.strip() == "spcwatch: error: SPCWATCH_FORECAST_TS_CUSUM_H must be > 0"
 
 
 # --------------------------------------------------------------------------- translation
@@ -140,7 +140,8 @@ def test_processor_turns_results_into_contract_alerts_and_rows() -> None:
     assert ts_alerts and {(a.entity["store_id"], a.entity["sku"]) for a in ts_alerts} == {BIASED}
     first = ts_alerts[0].to_event()
     assert first["use_case"] == "forecast" and first["status"] == "firing" and first["severity"] == "warning"
-    assert first["expected"] == {"center": 0.0, "lower": -4.0, "upper": 4.0} and first["value"] > 4
+    h = ForecastConfig().ts_cusum_h
+    assert first["expected"] == {"center": 0.0, "lower": -h, "upper": h} and first["value"] > h
     cov = [a for a in alerts if a.rule == "COVERAGE"]
     assert [(a.entity, a.status) for a in cov] == [({"store_id": "US00003"}, "firing"),
                                                    ({"store_id": "US00003"}, "resolved")]

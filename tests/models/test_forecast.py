@@ -365,7 +365,7 @@ def test_coverage_alert_when_forecasts_stop_for_a_day() -> None:
     assert cov[1].ends_at == day_start((D0 + timedelta(days=19)).toordinal(), "UTC")
 
 
-TS_DETECT_DAYS = 16  # docs/forecast.md: +25 % from day 1 at 15 % noise is raised after 12 days (median), 11-22
+TS_DETECT_DAYS = 21  # a 25 % bias at 15 % actual noise (~1.2 sigma): 7 days of scale, then ~10-13 days of evidence
 
 
 def test_biased_sku_raises_tracking_signal_while_unbiased_skus_stay_quiet() -> None:
@@ -376,20 +376,27 @@ def test_biased_sku_raises_tracking_signal_while_unbiased_skus_stay_quiet() -> N
     assert ts_alerts, "the biased SKU must be flagged"
     assert {(a.store_id, a.sku) for a in ts_alerts} == {biased}  # 29 unbiased series stay quiet
     first = ts_alerts[0]
-    assert first.kind == "firing" and first.severity == "warning" and first.value > 4
+    assert first.kind == "firing" and first.severity == "warning" and first.value > CFG.ts_cusum_h
+    assert (first.center, first.upper) == (0.0, CFG.ts_cusum_h)
     start_day = round((first.starts_at - day_start(D0.toordinal(), "UTC")) / 86400)
     raised_after = round((first.event_ts - CFG.grace_hours * HOUR - day_start(D0.toordinal(), "UTC")) / 86400)
-    # the episode starts on the first day the condition held; it fires ts_persist_days days later
-    assert raised_after == start_day + CFG.ts_persist_days
-    assert raised_after <= TS_DETECT_DAYS
+    # the CUSUM fires on the day its evidence crosses h: the episode starts that day
+    assert raised_after == start_day + 1
+    # the first ts_min_items days only give the scale; then each day adds ~(1.2 - k) sigma of evidence
+    assert CFG.ts_min_items < raised_after <= TS_DETECT_DAYS
     assert "over-forecast" in first.summary
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_unbiased_chain_is_quiet_on_tracking_signal_and_coverage(seed: int) -> None:
-    out, _ = feed(scenario(stores=3, skus=10, days=35, noise=0.15, seed=seed),
-                  flush=True)
-    assert not [a for a in out.alerts if a.rule in ("TRACKING_SIGNAL", "COVERAGE", "MAPE_WARNING")]
+def test_unbiased_series_stay_within_the_false_alarm_budget() -> None:
+    """Budget (docs/forecast.md): <= 5 % of unbiased (store, SKU) series flagged in 60 days; no store-level
+    COVERAGE/MAPE/DRIFT alert on a healthy, well-covered chain at 15 % noise."""
+    flagged, series = set(), 0
+    for seed in (1, 2, 3):
+        out, _ = feed(scenario(stores=3, skus=10, days=60, noise=0.15, seed=seed), flush=True)
+        series += 30
+        flagged |= {(seed, a.store_id, a.sku) for a in out.alerts if a.rule == "TRACKING_SIGNAL"}
+        assert not [a for a in out.alerts if a.rule in ("COVERAGE", "MAPE_WARNING", "DRIFT")]
+    assert len(flagged) <= 0.05 * series, sorted(flagged)
 
 
 def test_drift_fires_when_daily_wmape_goes_out_of_control() -> None:
@@ -431,3 +438,16 @@ def test_redelivered_events_change_no_row_or_alert(seed: int) -> None:
         [(c.day, c.stats, c.revisions, c.late_revisions) for c in b.closes]
     assert [(r.sku, r.day, r.window_days, r.stats) for r in a.summaries] == \
         [(r.sku, r.day, r.window_days, r.stats) for r in b.summaries]
+
+
+def test_coverage_is_judged_from_the_first_date_the_forecasts_cover() -> None:
+    """A stream joined mid-way (actuals of dates before the first forecast) is not a coverage problem;
+    a store whose forecasts stop later is."""
+    events = scenario(stores=1, skus=25, days=20, noise=0.1, seed=3)
+    dates = sorted({e["date"] for e in events})
+    joined = [e for e in events if not (e["topic"] == "forecasts" and e["date"] in dates[:3])]
+    out, _ = feed(joined, flush=True)
+    assert not [a for a in out.alerts if a.rule == "COVERAGE"]
+    stopped = [e for e in events if not (e["topic"] == "forecasts" and e["date"] >= dates[12])]
+    out, _ = feed(stopped, flush=True)
+    assert [a.kind for a in out.alerts if a.rule == "COVERAGE"][:1] == ["firing"]
