@@ -28,8 +28,12 @@ down:  ## stop the local services
 run: venv  ## services + worker (+ simulator when available); Ctrl-C stops what it started
 	scripts/run.sh
 
-test: venv  ## the whole suite, unit and integration, against real Kafka and MariaDB
-	$(BIN)/pytest
+PYTEST_WORKERS ?= 2
+
+test: venv  ## the whole suite, unit and integration, against real Kafka, MariaDB, Prometheus, Alertmanager
+	scripts/services.sh tools
+	@if [[ -z "$${SPCWATCH_KAFKA_BOOTSTRAP:-}$${SPCWATCH_TEST_MYSQL_URL:-}" ]]; then scripts/services.sh up; fi
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test-unit: venv  ## only the tests that need no services
 	$(BIN)/pytest -m "not integration"

@@ -5,7 +5,7 @@
 #   * Alertmanager (Debian package prometheus-alertmanager) on 127.0.0.1:9093 with
 #     deploy/alertmanager/alertmanager.yml, its silences and notification log in the run dir
 #
-# Usage: scripts/services.sh up [SERVICE...] | down [--purge] [SERVICE...] | purge | status [SERVICE]
+# Usage: scripts/services.sh up [SERVICE...] | down [--purge] [SERVICE...] | purge | status [SERVICE] | tools
 #   SERVICE: kafka, mariadb, alertmanager (default: all three)
 #
 #   up       start whatever is not running yet (idempotent), wait until Kafka does a
@@ -15,6 +15,8 @@
 #   down --purge, purge
 #            stop, then delete the run dir's data, logs and config of those services
 #   status   show what is running; exit 0 only when every service named answers
+#   tools    install (Debian packages, first run only) the binaries the test suite runs beside
+#            the services: prometheus + promtool, amtool, chromium (`make test` calls it)
 #
 # Environment (all optional):
 #   SPCWATCH_RUN_DIR        run dir: data, logs, pid files, config   (default: <repo>/.run)
@@ -705,6 +707,20 @@ cmd_status() {
   return "$rc"
 }
 
+# The test suite's other binaries: a real Prometheus scrapes the worker, promtool/amtool check the
+# shipped rules and config, headless chromium renders the menu report. `make test` calls this first, so
+# a fresh machine needs nothing installed by hand.
+cmd_tools() {
+  local need=()
+  command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
+  { command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null; } &&
+    command -v amtool >/dev/null || need+=(prometheus-alertmanager)
+  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium)
+  ((${#need[@]})) || return 0
+  say "tools: installing ${need[*]} from Debian packages (first run only)"
+  apt_install "${need[@]}"
+}
+
 usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 }
@@ -717,6 +733,7 @@ main() {
     down) cmd_down "$@" ;;
     purge) cmd_down --purge "$@" ;;
     status) cmd_status "$@" ;;
+    tools) mkdir -p "$RUN_DIR" && cmd_tools ;;
     -h | --help | help) usage ;;
     *)
       usage >&2
