@@ -85,6 +85,7 @@ class StoreSettings:
     intraday_slot_minutes: int = 15
     intraday_window_minutes: int = 60
     intraday_min_days: int = 3
+    intraday_min_remaining: float = 0.05
     idle_partition_seconds: float = 120.0
     runbook_url: str = ""
 
@@ -116,6 +117,7 @@ class StoreSettings:
         check(self.intraday_window_minutes >= self.intraday_slot_minutes, p + "INTRADAY_WINDOW_MINUTES",
               "must be >= INTRADAY_SLOT_MINUTES")
         check(self.intraday_min_days >= 1, p + "INTRADAY_MIN_DAYS", "must be >= 1")
+        check(0 <= self.intraday_min_remaining < 1, p + "INTRADAY_MIN_REMAINING", "must be in [0, 1)")
         check(self.idle_partition_seconds >= 0, p + "IDLE_PARTITION_SECONDS",
               "must be >= 0 (0: wait for every partition, however long)")
 
@@ -135,7 +137,7 @@ class StoreSettings:
             peer_groups=tuple(tuple(g.split("=", 1)) for g in self.peer_groups if "=" in g),  # type: ignore[misc]
             peer_z=self.peer_z, chain_fraction=self.chain_fraction, chain_min_stores=self.chain_min_stores,
             intraday_slot_minutes=self.intraday_slot_minutes, intraday_window_minutes=self.intraday_window_minutes,
-            intraday_min_days=self.intraday_min_days,
+            intraday_min_days=self.intraday_min_days, intraday_min_remaining=self.intraday_min_remaining,
         )
 
 

@@ -103,6 +103,11 @@ class StoreConfig:
     intraday_min_days: int = 3
     intraday_alpha: float = 0.25
     intraday_sigma_floor_rel: float = 0.08
+    intraday_min_remaining: float = 0.05
+    """INTRADAY judges only while the store is open by its own profile: while at least this share of
+    the weekday's revenue is still expected after the check (learnt from its orders). Later in the
+    day the projection is the day's total itself, which the day close judges an hour later; a check
+    at 21:00 reading "0 orders in the last hour (expected 0.0)" paged for a store that had closed."""
     retire_days: int = 14
     decision_retention_days: int = 60
     effects: tuple[tuple[str, float, float], ...] = tuple((m, r, a) for m, (r, a) in DEFAULT_EFFECTS.items())
@@ -701,7 +706,8 @@ class StoreState:
             projected = cum + ratio * p.mean[dt] * (1.0 - p.share[dt][k])
             out.chain.append({
                 "t": "intraday", "store": self.store, "group": cal.group(self.store), "day": day, "k": k,
-                "ts": t, "flag": projected < lower, "cum": round(cum, 2), "expected": round(expected, 2),
+                "ts": t, "flag": projected < lower and 1.0 - p.share[dt][k] >= cfg.intraday_min_remaining,
+                "cum": round(cum, 2), "expected": round(expected, 2),
                 "projected": round(projected, 2), "center": round(p.mean[dt], 2), "lower": round(lower, 2),
                 "recent": seen, "recent_expected": round(lam, 2), "gap_expected": round(gap_lam, 2),
             })
