@@ -1,4 +1,4 @@
-"""Generic Faust wiring for a :class:`~stream_app.usecase.Processor`, with checkpoints.
+"""Generic Faust wiring for a :class:`~agents.core.contract.Processor`, with checkpoints.
 
 Per use case: one Faust table of per-key state, one agent per input topic, and
 a tick topic (one message per partition per interval) so timer work runs
@@ -26,114 +26,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from stream_app.app import REROUTED_HEADER
-from stream_app.events import InvalidEvent, encode_events
-from stream_app.usecase import Outputs, PartitionStore, Processor
+from agents.core.contract import Outputs, Processor
+from agents.core.events import InvalidEvent
+from stream_app.runtime import validate
+from stream_app.runtime.app import REROUTED_HEADER
+from stream_app.runtime.codecs import encode_events
+from stream_app.runtime.store import CachedStore, PartitionStore
 
 if TYPE_CHECKING:
-    from stream_app.app import Runtime
+    from collections.abc import Callable as Factory
+
+    from agents.core.settings import Settings
+    from stream_app.runtime.app import Runtime
 
 log = logging.getLogger(__name__)
-
-
-class CachedStore(MutableMapping[str, Any]):
-    """Write-back cache over one partition of the table.
-
-    Values may be live objects: the processor's optional ``load(json)`` /
-    ``dump(obj)`` convert at the table boundary (identity by default), so a
-    detector is deserialised once per checkpoint interval, not once per event.
-    """
-
-    def __init__(self, backing: PartitionStore, processor: Processor, max_cached: int = 20000) -> None:
-        self.backing = backing
-        self.max_cached = max_cached
-        self._load = getattr(processor, "load", None)
-        self._dump = getattr(processor, "dump", None)
-        self.cache: dict[str, Any] = {}
-        self.dirty: set[str] = set()
-        self.deleted: set[str] = set()
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self.cache:
-            value = self.cache[key] = self.cache.pop(key)  # most recently used goes last
-            return value
-        if key in self.deleted:
-            raise KeyError(key)
-        raw = self.backing[key]
-        value = self._load(raw) if self._load else raw
-        self.cache[key] = value
-        return value
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-    def peek(self, key: str) -> Any:
-        """The live object if cached, else the stored JSON, without loading it (timers skim with this)."""
-        if key in self.cache:
-            return self.cache[key]
-        if key in self.deleted:
-            return None
-        return self.backing.get(key)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.cache[key] = value
-        self.dirty.add(key)
-        self.deleted.discard(key)
-
-    def __delitem__(self, key: str) -> None:
-        self.cache.pop(key, None)
-        self.dirty.discard(key)
-        self.deleted.add(key)
-
-    def __contains__(self, key: object) -> bool:
-        if key in self.cache:
-            return True
-        return key not in self.deleted and key in self.backing
-
-    def __iter__(self) -> Iterator[str]:
-        seen = set()
-        for key in self.cache:
-            seen.add(key)
-            yield key
-        for key in self.backing:
-            if key not in seen and key not in self.deleted:
-                yield key
-
-    def keys(self) -> Iterator[str]:  # type: ignore[override]
-        return iter(self)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-    def write_back(self) -> dict[str, bytes | None]:
-        """Move dirty keys into the table's memory; returns their changelog records, for the
-        runner to publish once this checkpoint's rows are committed (see :class:`PartitionStore`)."""
-        for key in self.deleted:
-            if key in self.backing:
-                del self.backing[key]
-        for key in self.dirty:
-            value = self.cache[key]
-            self.backing[key] = self._dump(value) if self._dump else value
-        records = self.backing.snapshot(self.dirty | self.deleted)
-        self.dirty.clear()
-        self.deleted.clear()
-        # Everything is in the table now: live objects beyond the budget can go
-        # (least recently used first) and are loaded again when next needed.
-        excess = len(self.cache) - self.max_cached
-        if excess > 0:
-            for key in list(self.cache)[:excess]:
-                del self.cache[key]
-        return records
 
 
 class DeliveryGaps:
@@ -407,3 +320,11 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
                 if dropped is not None:
                     log.info("%s: partition %d revoked: %d unacknowledged events will be delivered again",
                              name, tp.partition, len(dropped.unacked))
+
+
+def register_all(runtime: Runtime, processors: Iterable[Factory[[Settings], Processor]]) -> None:
+    """Wire every use case (``agents.registry.PROCESSORS``), then validate-and-count agents for the
+    input topics none of them consumes, so nothing on a contract topic goes unnoticed."""
+    for factory in processors:
+        register_processor(runtime, factory(runtime.settings))
+    validate.register(runtime)

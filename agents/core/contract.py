@@ -3,8 +3,9 @@
 A use case is a :class:`Processor`: pure(ish) Python over a key-value state
 store, fed decoded events, returning :class:`Outputs` (alerts and table rows).
 The worker feeds it from Kafka with a Faust table as the store
-(``agents/runner.py``); ``spcwatch replay`` feeds it from a JSONL file with a dict
-(``stream_app/replay.py``). Neither path has detection logic of its own.
+(``stream_app/runtime/runner.py``); ``spcwatch replay`` feeds it from a JSONL file with a dict
+(``stream_app/replay.py``). Neither path has detection logic of its own, and this
+module imports no Faust: the use cases in ``agents/`` depend on it, never on the runtime.
 
 Rules a processor keeps so both paths give the same alerts:
 
@@ -23,14 +24,12 @@ from __future__ import annotations
 
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from faust.serializers import codecs
-
-from stream_app.alerts import Alert
+from agents.core.alerts import Alert
 
 
 @dataclass(slots=True)
@@ -88,6 +87,13 @@ class StateStore(Protocol):
     def keys(self) -> Iterator[str]: ...
 
 
+class WorkerMetrics(Protocol):
+    """What a processor's optional ``bind_metrics`` receives: the worker's Prometheus registry, to
+    add its own series to (the runtime's ``SpcMetrics``)."""
+
+    registry: Any
+
+
 class Processor(Protocol):
     """A use case's detection logic, independent of where events come from."""
 
@@ -105,71 +111,6 @@ class Processor(Protocol):
     def tick(self, store: StateStore, now: float) -> Outputs:
         """Timer work at event time ``now`` over every key in ``store``."""
         ...
-
-
-class PartitionStore(MutableMapping[str, Any]):
-    """One partition's view of a table whose values remember their partition.
-
-    Faust tables hold every partition a worker owns in one mapping; a tick for
-    partition ``p`` must touch only the keys of ``p``, so each value is stored as
-    ``{"p": partition, "s": state}``.
-
-    Writes go to the table's memory only. Their changelog records are sent by
-    :meth:`publish`, which the runner calls once the rows computed from that state
-    are committed: state restored after a crash never runs ahead of the database
-    (an event it already reflects is skipped as a repeat, so its rows must be in).
-    """
-
-    def __init__(self, table: MutableMapping[str, Any], partition: int) -> None:
-        self.table = table
-        self.partition = partition
-        # a Faust table's store (writes there send no changelog); a plain dict in tests
-        self._memory: MutableMapping[str, Any] = getattr(table, "data", table)
-
-    def __getitem__(self, key: str) -> Any:
-        return self.table[key]["s"]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        wrapped = self.table.get(key)
-        return default if wrapped is None else wrapped["s"]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._memory[key] = {"p": self.partition, "s": value}
-
-    def __delitem__(self, key: str) -> None:
-        del self._memory[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.table
-
-    def __iter__(self) -> Iterator[str]:
-        for key, wrapped in list(self.table.items()):
-            if wrapped is not None and wrapped.get("p") == self.partition:
-                yield key
-
-    def keys(self) -> Iterator[str]:  # type: ignore[override]
-        return iter(self)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-    def snapshot(self, keys: Iterable[str]) -> dict[str, bytes | None]:
-        """The changelog records of ``keys`` as stored now (``None`` for a deleted key), encoded
-        at once so that later changes to live values cannot leak into them."""
-        serializer = getattr(self.table, "value_serializer", None) or "json"
-        out: dict[str, bytes | None] = {}
-        for key in keys:
-            wrapped = self._memory.get(key)
-            out[key] = None if wrapped is None else codecs.dumps(serializer, wrapped)
-        return out
-
-    def publish(self, records: Mapping[str, bytes | None]) -> None:
-        """Send a :meth:`snapshot` to the changelog (to this partition), tombstones for deletions."""
-        send = getattr(self.table, "send_changelog", None)
-        if send is None:  # a plain dict: nothing to replicate
-            return
-        for key, record in records.items():
-            send(self.partition, key, record, value_serializer="raw")
 
 
 def row_datetime(ts: float | None) -> datetime | None:
