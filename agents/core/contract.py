@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from agents.core.alerts import Alert
 
@@ -95,7 +95,13 @@ class WorkerMetrics(Protocol):
 
 
 class Processor(Protocol):
-    """A use case's detection logic, independent of where events come from."""
+    """A use case's detection logic, independent of where events come from.
+
+    These three members are all a processor must have. The runner uses three optional
+    capabilities more, each a protocol below that a processor has by defining its members
+    (checked once, with ``isinstance``, when the runner wires it): :class:`LiveState`,
+    :class:`MetricsUser` and :class:`StagedProcessor`.
+    """
 
     use_case: str
     topics: tuple[str, ...]
@@ -110,6 +116,46 @@ class Processor(Protocol):
 
     def tick(self, store: StateStore, now: float) -> Outputs:
         """Timer work at event time ``now`` over every key in ``store``."""
+        ...
+
+
+@runtime_checkable
+class LiveState(Protocol):
+    """State kept as live objects between checkpoints: the runner's cache converts at the table
+    boundary, so a detector is deserialised once per checkpoint interval, not once per event.
+    Without it, state values are stored as they are (JSON-able)."""
+
+    def load(self, state: Any) -> Any:
+        """The live object of a stored (JSON) value."""
+        ...
+
+    def dump(self, obj: Any) -> Any:
+        """The JSON-able value to store for a live object."""
+        ...
+
+
+@runtime_checkable
+class MetricsUser(Protocol):
+    """A processor exporting series of its own: the worker binds it to its registry once."""
+
+    def bind_metrics(self, metrics: WorkerMetrics) -> None: ...
+
+
+@runtime_checkable
+class StagedProcessor(Protocol):
+    """A processor in stages (repartitioning, e.g. store -> chain): besides its input topics it
+    consumes ``internal_topics`` (same partitions, same table), and each message runs one hop,
+    :meth:`step`; what a hop forwards (:class:`StageOutputs`) goes to the next stage's topic.
+    Offline, :func:`run_hops` runs the hops at once, so ``process``/``tick`` stay the replay's."""
+
+    internal_topics: tuple[str, ...]
+
+    def step(self, store: StateStore, topic: str, events: Sequence[Any], now: float) -> StageOutputs:
+        """One hop for one message (input or internal topic) at event time ``now``."""
+        ...
+
+    def step_tick(self, store: StateStore, now: float) -> StageOutputs:
+        """The timer's hop: like :meth:`Processor.tick`, but forwarding instead of running the next stages."""
         ...
 
 

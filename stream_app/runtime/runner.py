@@ -19,6 +19,7 @@ and the committed offsets never run ahead of the state. Events after the last
 commit are processed again: processors are idempotent (deterministic alert ids,
 upserts, and per-key event-time guards against applying an event twice). On a
 rebalance, the checkpoints in flight are finished before partitions are handed over.
+The protocol, step by step, is the docstring of ``checkpoint`` in :func:`register_processor`.
 Alerts are published at once, not at checkpoints, to keep alert latency low.
 """
 
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from agents.core.contract import Outputs, Processor
+from agents.core.contract import MetricsUser, Outputs, Processor, StagedProcessor
 from agents.core.events import InvalidEvent
 from stream_app.runtime import validate
 from stream_app.runtime.app import REROUTED_HEADER
@@ -123,9 +124,9 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
                        log_seconds: float = 60.0) -> None:
     app, settings = runtime.app, runtime.settings
     name = processor.use_case
-    bind_metrics = getattr(processor, "bind_metrics", None)
-    if bind_metrics is not None:
-        bind_metrics(runtime.metrics)
+    if isinstance(processor, MetricsUser):
+        processor.bind_metrics(runtime.metrics)
+    staged = processor if isinstance(processor, StagedProcessor) else None
     table = app.Table(f"{name}-state", default=None, partitions=settings.partitions, key_type=str)
     tick_topic = app.topic(settings.topic(f"spcwatch.{name}.ticks"), key_serializer="raw",
                            value_serializer="orjson", partitions=settings.partitions, internal=True)
@@ -138,13 +139,13 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
     # ``step(store, topic, events, now)``; what a hop forwards goes to the next stage's topic.
     internal = {t: app.topic(settings.topic(t), key_serializer="raw", value_serializer="orjson",
                              partitions=settings.partitions, internal=True)
-                for t in getattr(processor, "internal_topics", ())}
+                for t in (staged.internal_topics if staged else ())}
 
     async def run_step(p: _Partition, topic_name: str, events: list[Any], message: Any) -> Outputs:
-        if not internal:
+        if not internal or staged is None:
             return processor.process(p.store, topic_name, events)
         now = max(p.watermark, *(getattr(e, "ts", None) or 0.0 for e in events))
-        outputs = processor.step(p.store, topic_name, events, now)  # type: ignore[attr-defined]
+        outputs = staged.step(p.store, topic_name, events, now)
         for target, key, value in outputs.forward:
             await internal[target].send(key=key.encode(), value=value)
         for _event, detail in outputs.dead:
@@ -160,10 +161,21 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
         return state
 
     async def checkpoint(p: _Partition) -> None:
-        # Agents of a use case's topics share the partition and run concurrently:
-        # take the events, the state and the rows together, before any await, so
-        # only events whose state and rows this checkpoint writes get acknowledged.
-        acks, p.unacked = p.unacked, []
+        """The checkpoint protocol, in this order (the only place it is written down):
+
+        1. state: the cache's dirty keys move into the table's memory and their changelog
+           records are snapshotted (:meth:`CachedStore.write_back`), together with the events
+           and the rows since the last checkpoint, before any ``await``: agents of a use case's
+           topics share the partition and run concurrently, so only events whose state and rows
+           this checkpoint writes get acknowledged;
+        2. rows committed: the rows are upserted in the background (:meth:`Runtime.write_behind`,
+           one write after another, at most ``MAX_PENDING_WRITES`` in flight);
+        3. changelog: once they are in, the snapshot is sent to the changelog
+           (:meth:`PartitionStore.publish`), so restored state never runs ahead of the rows;
+        4. acknowledgements: then the events are acknowledged, and Faust commits offsets only up
+           to acknowledged events, after flushing the producer (the changelog of step 3).
+        """
+        acks, p.unacked = p.unacked, []  # 1. state, events and rows, taken together
         records = p.store.write_back()
         rows, p.rows = p.rows, Outputs()
         now = time.monotonic()
@@ -176,13 +188,11 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
             p.last_log = now
 
         def publish_and_acknowledge() -> None:
-            # The rows are in: now the state that produced them may be replicated, and its
-            # events acknowledged (Faust flushes the changelog before committing offsets).
-            p.store.backing.publish(records)
-            for event in acks:
+            p.store.backing.publish(records)  # 3. changelog (the rows are in)
+            for event in acks:  # 4. acknowledgements
                 event.ack()
 
-        # The rows are committed in the background while this partition goes on.
+        # 2. rows committed, in the background while this partition goes on; then 3 and 4.
         await runtime.write_behind(rows.rows, publish_and_acknowledge)
 
     async def handle(p: _Partition, event: Any, outputs: Outputs) -> None:
@@ -292,7 +302,8 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
                 await checkpoint(p)  # ticks keep coming, so idle partitions flush too
 
     async def run_tick(p: _Partition, now: float) -> Outputs:
-        outputs = processor.step_tick(p.store, now)  # type: ignore[attr-defined]
+        assert staged is not None  # only with internal topics
+        outputs = staged.step_tick(p.store, now)
         for target, key, value in outputs.forward:
             await internal[target].send(key=key.encode(), value=value)
         return outputs

@@ -8,7 +8,7 @@ from typing import Any
 
 from faust.serializers import codecs
 
-from agents.core.contract import Processor
+from agents.core.contract import LiveState, Processor
 
 
 class PartitionStore(MutableMapping[str, Any]):
@@ -79,16 +79,17 @@ class PartitionStore(MutableMapping[str, Any]):
 class CachedStore(MutableMapping[str, Any]):
     """Write-back cache over one partition of the table.
 
-    Values may be live objects: the processor's optional ``load(json)`` /
-    ``dump(obj)`` convert at the table boundary (identity by default), so a
+    Values may be live objects: a :class:`~agents.core.contract.LiveState` processor's
+    ``load(json)`` / ``dump(obj)`` convert at the table boundary (identity otherwise), so a
     detector is deserialised once per checkpoint interval, not once per event.
     """
 
     def __init__(self, backing: PartitionStore, processor: Processor, max_cached: int = 20000) -> None:
         self.backing = backing
         self.max_cached = max_cached
-        self._load = getattr(processor, "load", None)
-        self._dump = getattr(processor, "dump", None)
+        live = processor if isinstance(processor, LiveState) else None
+        self._load = live.load if live else None
+        self._dump = live.dump if live else None
         self.cache: dict[str, Any] = {}
         self.dirty: set[str] = set()
         self.deleted: set[str] = set()
