@@ -19,7 +19,7 @@ and the committed offsets never run ahead of the state. Events after the last
 commit are processed again: processors are idempotent (deterministic alert ids,
 upserts, and per-key event-time guards against applying an event twice). On a
 rebalance, the checkpoints in flight are finished before partitions are handed over.
-The protocol, step by step, is the docstring of ``checkpoint`` in :func:`register_processor`.
+The protocol, step by step, is the docstring of :meth:`ProcessorRunner.checkpoint`.
 Alerts are published at once, not at checkpoints, to keep alert latency low.
 """
 
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from agents.core.contract import MetricsUser, Outputs, Processor, StagedProcessor
+from agents.core.contract import MetricsUser, Outputs, Processor, StagedProcessor, StageOutputs
 from agents.core.events import InvalidEvent
 from stream_app.runtime import validate
 from stream_app.runtime.app import REROUTED_HEADER
@@ -119,48 +119,211 @@ def _log_row(use_case: str, p: _Partition) -> dict[str, Any]:
     }
 
 
-def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: float = 1.0,
-                       checkpoint_events: int = 20000, checkpoint_seconds: float = 5.0,
-                       log_seconds: float = 60.0) -> None:
-    app, settings = runtime.app, runtime.settings
-    name = processor.use_case
-    if isinstance(processor, MetricsUser):
-        processor.bind_metrics(runtime.metrics)
-    staged = processor if isinstance(processor, StagedProcessor) else None
-    table = app.Table(f"{name}-state", default=None, partitions=settings.partitions, key_type=str)
-    tick_topic = app.topic(settings.topic(f"spcwatch.{name}.ticks"), key_serializer="raw",
-                           value_serializer="orjson", partitions=settings.partitions, internal=True)
-    partitions: dict[int, _Partition] = {}
-    gaps = DeliveryGaps(
-        runtime.partition_reader.read,
-        lambda topic, n: runtime.metrics.delivery_gaps.labels(topic.removeprefix(settings.topic_prefix)).inc(n))
-    # Staged processors (repartitioning, e.g. store): ``internal_topics`` are consumed like input
-    # topics (same partitions, same table), and each message runs one hop,
-    # ``step(store, topic, events, now)``; what a hop forwards goes to the next stage's topic.
-    internal = {t: app.topic(settings.topic(t), key_serializer="raw", value_serializer="orjson",
-                             partitions=settings.partitions, internal=True)
-                for t in (staged.internal_topics if staged else ())}
+class ProcessorRunner:
+    """One processor in the worker: its table, agents, tick timer and checkpoints.
 
-    async def run_step(p: _Partition, topic_name: str, events: list[Any], message: Any) -> Outputs:
-        if not internal or staged is None:
-            return processor.process(p.store, topic_name, events)
-        now = max(p.watermark, *(getattr(e, "ts", None) or 0.0 for e in events))
-        outputs = staged.step(p.store, topic_name, events, now)
-        for target, key, value in outputs.forward:
-            await internal[target].send(key=key.encode(), value=value)
-        for _event, detail in outputs.dead:
-            await runtime.dead_letter(topic_name, message, InvalidEvent("invalid_timestamp", detail))
-        return outputs
+    Per partition it keeps a :class:`_Partition` (cache, watermark, rows and events since
+    the last checkpoint). Input topics, internal topics (a :class:`StagedProcessor`'s) and
+    ticks each feed the processor through one consume loop, which reads delivery gaps back.
+    """
 
-    def part(number: int) -> _Partition:
-        state = partitions.get(number)
+    def __init__(self, runtime: Runtime, processor: Processor, *, tick_seconds: float = 1.0,
+                 checkpoint_events: int = 20000, checkpoint_seconds: float = 5.0,
+                 log_seconds: float = 60.0) -> None:
+        self.runtime, self.processor = runtime, processor
+        self.name = processor.use_case
+        self.tick_seconds = tick_seconds
+        self.checkpoint_events, self.checkpoint_seconds, self.log_seconds = (
+            checkpoint_events, checkpoint_seconds, log_seconds)
+        app, settings = runtime.app, runtime.settings
+        if isinstance(processor, MetricsUser):
+            processor.bind_metrics(runtime.metrics)
+        self.staged = processor if isinstance(processor, StagedProcessor) else None
+        self.table = app.Table(f"{self.name}-state", default=None, partitions=settings.partitions, key_type=str)
+        self.tick_topic = app.topic(settings.topic(f"spcwatch.{self.name}.ticks"), key_serializer="raw",
+                                    value_serializer="orjson", partitions=settings.partitions, internal=True)
+        self.partitions: dict[int, _Partition] = {}
+        self.gaps = DeliveryGaps(
+            runtime.partition_reader.read,
+            lambda topic, n: runtime.metrics.delivery_gaps.labels(topic.removeprefix(settings.topic_prefix)).inc(n))
+        # A staged processor's ``internal_topics`` are consumed like input topics (same
+        # partitions, same table); what a hop forwards goes to the next stage's topic.
+        self.internal = {t: app.topic(settings.topic(t), key_serializer="raw", value_serializer="orjson",
+                                      partitions=settings.partitions, internal=True)
+                         for t in (self.staged.internal_topics if self.staged else ())}
+
+    # -- wiring ---------------------------------------------------------------------------
+    def register(self) -> None:
+        """Register the agents, the tick timer and the rebalance hook with the Faust app."""
+        runtime, name = self.runtime, self.name
+        for topic_name in self.processor.topics:
+            owner = runtime.claim(topic_name, name)
+            reader = f"spcwatch.{name}.{topic_name}"
+            self._agent(runtime.input_topics[topic_name], reader, topic_name,
+                        self._input_taker(topic_name, owner))
+        for topic_name in self.internal:
+            self._agent(self.internal[topic_name], topic_name, topic_name, self._internal_taker(topic_name))
+
+        async def ticks(stream: Any) -> None:
+            async for event in stream.noack().events():
+                await self._tick(event)
+
+        ticks.__name__ = ticks.__qualname__ = f"{name}_ticks"
+        runtime.agent(self.tick_topic, name=f"spcwatch.{name}.ticks")(ticks)
+
+        @runtime.app.timer(self.tick_seconds, name=f"spcwatch.{name}.tick_timer")
+        async def send_ticks() -> None:
+            await self._send_ticks()
+
+        @runtime.app.on_partitions_revoked.connect
+        async def forget(app_: Any, revoked: Any, **_: Any) -> None:
+            await self._revoked(revoked)
+
+    def _agent(self, channel: Any, reader: str, topic_name: str,
+               take: Callable[[_Partition, Any, Any], Awaitable[None]]) -> None:
+        """One agent over ``channel``: each message (after the records of a delivery gap before it,
+        read back from the broker, with no event to acknowledge) goes to ``take(p, message, event)``."""
+        gaps = self.gaps
+
+        async def consume(stream: Any) -> None:
+            async for event in stream.noack().events():
+                message = event.message
+                p = self.part(message.partition)
+                gap = gaps.skipped(reader, message.tp, message.offset)
+                if gap is not None:
+                    for record in await gaps.read_back(reader, message.tp, *gap):
+                        await take(p, record, None)
+                await take(p, message, event)
+
+        consume.__name__ = consume.__qualname__ = f"{self.name}_{topic_name.replace('.', '_')}"
+        self.runtime.agent(channel, name=reader)(consume)
+
+    def _input_taker(self, topic_name: str, owner: bool) -> Callable[[_Partition, Any, Any], Awaitable[None]]:
+        async def take(p: _Partition, message: Any, event: Any) -> None:
+            events = await self.runtime.decode_message(topic_name, message, owner)
+            if events:
+                events = await self._reroute(topic_name, message.key, events, owner)
+            outputs = await self._step(p, topic_name, events, message) if events else Outputs()
+            if events:
+                p.watermark = max(p.watermark, max(getattr(e, "ts", 0.0) for e in events))
+            await self._handle(p, event, outputs)
+
+        return take
+
+    def _internal_taker(self, topic_name: str) -> Callable[[_Partition, Any, Any], Awaitable[None]]:
+        async def take(p: _Partition, message: Any, event: Any) -> None:
+            value = orjson.loads(message.value) if event is None else event.value
+            outputs = await self._step(p, topic_name, [value], message)
+            p.watermark = max(p.watermark, float(value.get("ts") or 0.0))
+            await self._handle(p, event, outputs)
+
+        return take
+
+    def part(self, number: int) -> _Partition:
+        state = self.partitions.get(number)
         if state is None:
-            store = CachedStore(PartitionStore(table, number), processor, settings.state_cache_keys)
-            state = partitions[number] = _Partition(number, store)
-            log.info("%s: partition %d: working from the table's state", name, number)
+            store = CachedStore(PartitionStore(self.table, number), self.processor,
+                                self.runtime.settings.state_cache_keys)
+            state = self.partitions[number] = _Partition(number, store)
+            log.info("%s: partition %d: working from the table's state", self.name, number)
         return state
 
-    async def checkpoint(p: _Partition) -> None:
+    # -- one message ----------------------------------------------------------------------
+    async def _step(self, p: _Partition, topic_name: str, events: list[Any], message: Any) -> Outputs:
+        if not self.internal or self.staged is None:
+            return self.processor.process(p.store, topic_name, events)
+        now = max(p.watermark, *(getattr(e, "ts", None) or 0.0 for e in events))
+        outputs = self.staged.step(p.store, topic_name, events, now)
+        await self._forward(outputs)
+        for _event, detail in outputs.dead:
+            await self.runtime.dead_letter(topic_name, message, InvalidEvent("invalid_timestamp", detail))
+        return outputs
+
+    async def _forward(self, outputs: StageOutputs) -> None:
+        for target, key, value in outputs.forward:
+            await self.internal[target].send(key=key.encode(), value=value)
+
+    async def _reroute(self, topic_name: str, key: bytes | None, events: list[Any], owner: bool) -> list[Any]:
+        """Events keyed to another key go to that key's partition; the rest stay.
+
+        The contract has producers key by the state key, but a batch may hold
+        other resources' samples: their state lives elsewhere. Only the topic's
+        owner re-sends them; other readers skip them and get the re-sent copy.
+        """
+        own = key.decode("utf-8", "replace").strip() if key is not None else None
+        local: list[Any] = []
+        foreign: dict[str, list[Any]] = {}
+        for event in events:
+            event_key = self.processor.key(topic_name, event)
+            if event_key == own:
+                local.append(event)
+            else:
+                foreign.setdefault(event_key, []).append(event)
+        if not owner:
+            return local
+        for event_key, group in foreign.items():
+            await self.runtime.input_topics[topic_name].send(
+                key=event_key.encode(), value=encode_events(topic_name, group),
+                headers={REROUTED_HEADER: b"1"})
+        if foreign:
+            self.runtime.metrics.events_rerouted.labels(topic_name).inc(sum(len(g) for g in foreign.values()))
+        return local
+
+    async def _handle(self, p: _Partition, event: Any, outputs: Outputs) -> None:
+        """``event`` None: a record read back by DeliveryGaps (Faust already counts it as done)."""
+        if outputs.alerts:
+            await self.runtime.emit(Outputs(alerts=outputs.alerts))
+        p.rows.merge(Outputs(rows=outputs.rows))
+        if event is not None:
+            p.unacked.append(event)
+        if (len(p.unacked) >= self.checkpoint_events
+                or time.monotonic() - p.last_checkpoint >= self.checkpoint_seconds):
+            await self.checkpoint(p)
+
+    # -- timers ---------------------------------------------------------------------------
+    async def _tick(self, event: Any) -> None:
+        p = self.part(event.message.partition)
+        now = max(float(event.value.get("now", 0.0)), p.watermark)
+        if now <= 0:
+            outputs = Outputs()
+        elif self.internal and self.staged is not None:
+            staged_outputs = self.staged.step_tick(p.store, now)
+            await self._forward(staged_outputs)
+            outputs = staged_outputs
+        else:
+            outputs = self.processor.tick(p.store, now)
+        if outputs.alerts:
+            await self.runtime.emit(Outputs(alerts=outputs.alerts))
+        p.rows.merge(Outputs(rows=outputs.rows))
+        # A tick carries no data: acknowledging it at once is safe (a lost tick's
+        # effect is redone, with the same ids, by the next one).
+        event.ack()
+        if time.monotonic() - p.last_checkpoint >= self.checkpoint_seconds:
+            await self.checkpoint(p)  # ticks keep coming, so idle partitions flush too
+
+    async def _send_ticks(self) -> None:
+        tick_topic = self.tick_topic
+        owned = {tp.partition for tp in self.runtime.app.consumer.assignment()
+                 if tp.topic == tick_topic.get_topic_name()}
+        for number in sorted(owned):
+            await tick_topic.send(key=b"tick", value={"now": self.part(number).watermark}, partition=number)
+
+    async def _revoked(self, revoked: Any) -> None:
+        # Finish the checkpoints in flight first, so the next owner restores their state.
+        # Unacknowledged events of a revoked partition are redelivered to its next
+        # owner, so dropping the cache and buffers here loses nothing.
+        await self.runtime.drain_writes()
+        self.gaps.forget(revoked)
+        ours = {self.runtime.input_topics[t].get_topic_name() for t in self.processor.topics}
+        for tp in revoked:
+            if tp.topic in ours:
+                dropped = self.partitions.pop(tp.partition, None)
+                if dropped is not None:
+                    log.info("%s: partition %d revoked: %d unacknowledged events will be delivered again",
+                             self.name, tp.partition, len(dropped.unacked))
+
+    # -- checkpoints ----------------------------------------------------------------------
+    async def checkpoint(self, p: _Partition) -> None:
         """The checkpoint protocol, in this order (the only place it is written down):
 
         1. state: the cache's dirty keys move into the table's memory and their changelog
@@ -182,8 +345,8 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
         p.last_checkpoint = now
         p.log_events += len(acks)
         p.log_checkpoints += 1
-        if now - p.last_log >= log_seconds:
-            rows.add_row("pipeline_log", _log_row(name, p))
+        if now - p.last_log >= self.log_seconds:
+            rows.add_row("pipeline_log", _log_row(self.name, p))
             p.log_events = p.log_checkpoints = 0
             p.last_log = now
 
@@ -193,144 +356,14 @@ def register_processor(runtime: Runtime, processor: Processor, *, tick_seconds: 
                 event.ack()
 
         # 2. rows committed, in the background while this partition goes on; then 3 and 4.
-        await runtime.write_behind(rows.rows, publish_and_acknowledge)
+        await self.runtime.write_behind(rows.rows, publish_and_acknowledge)
 
-    async def handle(p: _Partition, event: Any, outputs: Outputs) -> None:
-        """``event`` None: a record read back by DeliveryGaps (Faust already counts it as done)."""
-        if outputs.alerts:
-            await runtime.emit(Outputs(alerts=outputs.alerts))
-        p.rows.merge(Outputs(rows=outputs.rows))
-        if event is not None:
-            p.unacked.append(event)
-        if (len(p.unacked) >= checkpoint_events
-                or time.monotonic() - p.last_checkpoint >= checkpoint_seconds):
-            await checkpoint(p)
 
-    for topic_name in processor.topics:
-        owner = runtime.claim(topic_name, name)
-
-        def make_agent(topic_name: str, owner: bool) -> None:
-            reader = f"spcwatch.{name}.{topic_name}"
-
-            async def take(p: _Partition, message: Any, event: Any) -> None:
-                events = await runtime.decode_message(topic_name, message, owner)
-                if events:
-                    events = await reroute(topic_name, message.key, events, owner)
-                outputs = await run_step(p, topic_name, events, message) if events else Outputs()
-                if events:
-                    p.watermark = max(p.watermark, max(getattr(e, "ts", 0.0) for e in events))
-                await handle(p, event, outputs)
-
-            async def consume(stream: Any) -> None:
-                async for event in stream.noack().events():
-                    message = event.message
-                    p = part(message.partition)
-                    gap = gaps.skipped(reader, message.tp, message.offset)
-                    if gap is not None:
-                        for record in await gaps.read_back(reader, message.tp, *gap):
-                            await take(p, record, None)
-                    await take(p, message, event)
-
-            consume.__name__ = consume.__qualname__ = f"{name}_{topic_name.replace('.', '_')}"
-            runtime.agent(runtime.input_topics[topic_name], name=reader)(consume)
-
-        make_agent(topic_name, owner)
-
-    async def reroute(topic_name: str, key: bytes | None, events: list[Any], owner: bool) -> list[Any]:
-        """Events keyed to another key go to that key's partition; the rest stay.
-
-        The contract has producers key by the state key, but a batch may hold
-        other resources' samples: their state lives elsewhere. Only the topic's
-        owner re-sends them; other readers skip them and get the re-sent copy.
-        """
-        own = key.decode("utf-8", "replace").strip() if key is not None else None
-        local: list[Any] = []
-        foreign: dict[str, list[Any]] = {}
-        for event in events:
-            event_key = processor.key(topic_name, event)
-            if event_key == own:
-                local.append(event)
-            else:
-                foreign.setdefault(event_key, []).append(event)
-        if not owner:
-            return local
-        for event_key, group in foreign.items():
-            await runtime.input_topics[topic_name].send(
-                key=event_key.encode(), value=encode_events(topic_name, group),
-                headers={REROUTED_HEADER: b"1"})
-        if foreign:
-            runtime.metrics.events_rerouted.labels(topic_name).inc(sum(len(g) for g in foreign.values()))
-        return local
-
-    for topic_name in internal:
-        def make_internal_agent(topic_name: str) -> None:
-            async def take(p: _Partition, message: Any, value: dict[str, Any], event: Any) -> None:
-                outputs = await run_step(p, topic_name, [value], message)
-                p.watermark = max(p.watermark, float(value.get("ts") or 0.0))
-                await handle(p, event, outputs)
-
-            async def consume(stream: Any) -> None:
-                async for event in stream.noack().events():
-                    message = event.message
-                    p = part(message.partition)
-                    gap = gaps.skipped(topic_name, message.tp, message.offset)
-                    if gap is not None:
-                        for record in await gaps.read_back(topic_name, message.tp, *gap):
-                            await take(p, record, orjson.loads(record.value), None)
-                    await take(p, message, event.value, event)
-
-            consume.__name__ = consume.__qualname__ = f"{name}_{topic_name.replace('.', '_')}"
-            runtime.agent(internal[topic_name], name=topic_name)(consume)
-
-        make_internal_agent(topic_name)
-
-    async def ticks(stream: Any) -> None:
-        async for event in stream.noack().events():
-            p = part(event.message.partition)
-            now = max(float(event.value.get("now", 0.0)), p.watermark)
-            if internal:
-                outputs = await run_tick(p, now) if now > 0 else Outputs()
-            else:
-                outputs = processor.tick(p.store, now) if now > 0 else Outputs()
-            if outputs.alerts:
-                await runtime.emit(Outputs(alerts=outputs.alerts))
-            p.rows.merge(Outputs(rows=outputs.rows))
-            # A tick carries no data: acknowledging it at once is safe (a lost tick's
-            # effect is redone, with the same ids, by the next one).
-            event.ack()
-            if time.monotonic() - p.last_checkpoint >= checkpoint_seconds:
-                await checkpoint(p)  # ticks keep coming, so idle partitions flush too
-
-    async def run_tick(p: _Partition, now: float) -> Outputs:
-        assert staged is not None  # only with internal topics
-        outputs = staged.step_tick(p.store, now)
-        for target, key, value in outputs.forward:
-            await internal[target].send(key=key.encode(), value=value)
-        return outputs
-
-    ticks.__name__ = ticks.__qualname__ = f"{name}_ticks"
-    runtime.agent(tick_topic, name=f"spcwatch.{name}.ticks")(ticks)
-
-    @app.timer(tick_seconds, name=f"spcwatch.{name}.tick_timer")
-    async def send_ticks() -> None:
-        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == tick_topic.get_topic_name()}
-        for number in sorted(owned):
-            await tick_topic.send(key=b"tick", value={"now": part(number).watermark}, partition=number)
-
-    @app.on_partitions_revoked.connect
-    async def forget(app_: Any, revoked: Any, **_: Any) -> None:
-        # Finish the checkpoints in flight first, so the next owner restores their state.
-        # Unacknowledged events of a revoked partition are redelivered to its next
-        # owner, so dropping the cache and buffers here loses nothing.
-        await runtime.drain_writes()
-        gaps.forget(revoked)
-        ours = {runtime.input_topics[t].get_topic_name() for t in processor.topics}
-        for tp in revoked:
-            if tp.topic in ours:
-                dropped = partitions.pop(tp.partition, None)
-                if dropped is not None:
-                    log.info("%s: partition %d revoked: %d unacknowledged events will be delivered again",
-                             name, tp.partition, len(dropped.unacked))
+def register_processor(runtime: Runtime, processor: Processor, **options: Any) -> ProcessorRunner:
+    """Wire ``processor`` into the worker (options: see :class:`ProcessorRunner`)."""
+    runner = ProcessorRunner(runtime, processor, **options)
+    runner.register()
+    return runner
 
 
 def register_all(runtime: Runtime, processors: Iterable[Factory[[Settings], Processor]]) -> None:
