@@ -29,7 +29,7 @@ RUN --mount=type=bind,target=/src,rw \
  && spcwatch --help > /dev/null
 
 # The numbered SQL migrations (`spcwatch db upgrade`) live in /app/sql.
-# pyproject.toml does not put sql/ in the wheel, and stream_app.db looks for it
+# pyproject.toml does not put sql/ in the wheel, and stream_app.runtime.db looks for it
 # next to the installed package (SQL_DIR = <site-packages>/sql), so link it
 # there when that directory is missing. Then prove the image can migrate: run
 # the migrations against a throwaway SQLite file and check that the contract's
@@ -38,7 +38,7 @@ RUN --mount=type=bind,target=/src,rw \
 # /app itself belongs to the runtime user (its contents stay root-owned).
 WORKDIR /app
 COPY sql/ ./sql/
-RUN sql_dir="$(python -c "import stream_app.db as d; print(getattr(d, 'SQL_DIR', ''))")" \
+RUN sql_dir="$(python -c "import stream_app.runtime.db as d; print(getattr(d, 'SQL_DIR', ''))")" \
  && if [ -n "$sql_dir" ] && [ ! -e "$sql_dir" ]; then ln -s /app/sql "$sql_dir"; fi \
  && SPCWATCH_DB_URL=sqlite+aiosqlite:////tmp/migrate-smoke.db spcwatch db upgrade \
  && python -c "import sqlite3; sqlite3.connect('/tmp/migrate-smoke.db').execute('SELECT 1 FROM alerts')" \

@@ -38,8 +38,9 @@ test: venv  ## the whole suite, unit and integration, against real Kafka, MariaD
 test-unit: venv  ## only the tests that need no services
 	$(BIN)/pytest -m "not integration"
 
-lint: venv  ## ruff
+lint: venv  ## ruff, and lint-imports (the layers: README "Layout")
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: venv services  ## benchmarks; writes bench/README.md
 	$(BIN)/python -m bench

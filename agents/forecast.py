@@ -3,7 +3,7 @@
 The logic is in :mod:`models.forecast` (pairing, day close, rolling windows,
 rules, drift); this module maps ``SPCWATCH_FORECAST_*`` to its config and its
 results to contract alerts and table rows. It is the
-:class:`~stream_app.usecase.Processor` both the worker and
+:class:`~agents.core.contract.Processor` both the worker and
 ``spcwatch replay forecast`` run. State key: ``store_id`` (both topics' key).
 """
 
@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from agents.core.alerts import Alert, alert_id
+from agents.core.contract import Outputs, StateStore, WorkerMetrics, row_datetime
+from agents.core.events import Demand, Forecast
+from agents.core.settings import Settings, load_env
 from models import StateError
 from models.forecast import (
     AlertResult,
@@ -25,11 +29,6 @@ from models.forecast import (
     SummaryResult,
     advance_all,
 )
-from stream_app.alerts import Alert, alert_id
-from stream_app.events import Demand, Forecast
-from stream_app.metrics import SpcMetrics
-from stream_app.settings import Settings, load_env
-from stream_app.usecase import Outputs, StateStore, row_datetime
 
 USE_CASE = "forecast"
 _P = "SPCWATCH_FORECAST_"
@@ -106,7 +105,7 @@ class ForecastProcessor:
     def from_settings(cls, _settings: Settings) -> ForecastProcessor:
         return cls(load_env(ForecastSettings, _P), load_env(ForecastConfig, _P))
 
-    # -- state at the table boundary (agents.runner.CachedStore) ----------------
+    # -- state at the table boundary (stream_app.runtime.runner.CachedStore) ----------------
     def load(self, state: dict) -> StoreForecast | None:
         try:
             return StoreForecast.from_state(state, self.config)
@@ -116,7 +115,7 @@ class ForecastProcessor:
     def dump(self, st: StoreForecast) -> dict:
         return st.to_state()
 
-    def bind_metrics(self, metrics: SpcMetrics) -> None:
+    def bind_metrics(self, metrics: WorkerMetrics) -> None:
         from prometheus_client import Counter
 
         registry = metrics.registry

@@ -1,7 +1,7 @@
 """Backfilled history in the infra processor: warm the baselines, page nobody for the past.
 
 ``spcwatch backfill`` publishes history as ``{"samples": [...], "history": true}`` batches
-(:attr:`stream_app.events.MetricSample.history`). For those, :class:`HistoryGate`
+(:attr:`agents.core.events.MetricSample.history`). For those, :class:`HistoryGate`
 
 - drops the samples a series has already seen (at or before its newest timestamp), so a
   backfill run twice, or over a range the worker already saw, changes nothing (the detector
@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from stream_app.alerts import Alert
-from stream_app.usecase import Outputs
+from agents.core.alerts import Alert
+from agents.core.contract import Outputs
 
 
 class HistoryGate:

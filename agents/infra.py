@@ -2,7 +2,7 @@
 
 The logic is in :mod:`models.infra` (per-resource detectors, absence, health);
 this module translates its results into contract alerts and table rows, and is
-the :class:`~stream_app.usecase.Processor` that both the worker and
+the :class:`~agents.core.contract.Processor` that both the worker and
 ``spcwatch replay infra`` run.
 """
 
@@ -17,16 +17,15 @@ from typing import Any
 
 import orjson
 
+from agents.core.alerts import Alert, alert_id
+from agents.core.contract import Outputs, StateStore, WorkerMetrics, row_datetime
+from agents.core.events import MetricSample
+from agents.core.settings import Settings, check, load_env
 from agents.history import HistoryGate
 from models import DetectorConfig, RobustConfig, StateError
 from models.detector import STATUS_NAMES
 from models.exhaustion import ExhaustionConfig, ExhaustionEvent
 from models.infra import InfraModelConfig, Observation, ResourceMonitor
-from stream_app.alerts import Alert, alert_id
-from stream_app.events import MetricSample
-from stream_app.metrics import SpcMetrics
-from stream_app.settings import Settings, check, load_env
-from stream_app.usecase import Outputs, StateStore, row_datetime
 
 USE_CASE = "infra"
 _RULES = ("WE1", "WE2", "WE3", "WE4", "N2", "N3", "N4", "N7", "N8")
@@ -163,7 +162,7 @@ class InfraProcessor:
     def from_settings(cls, _settings: Settings) -> InfraProcessor:
         return cls(load_env(InfraSettings, "SPCWATCH_INFRA_"))
 
-    # -- state at the table boundary (see agents.runner.CachedStore) --------
+    # -- state at the table boundary (see stream_app.runtime.runner.CachedStore) --------
     def load(self, state: dict) -> ResourceMonitor | None:
         try:
             return ResourceMonitor.from_state(state, self.config)
@@ -173,7 +172,7 @@ class InfraProcessor:
     def dump(self, monitor: ResourceMonitor) -> dict:
         return monitor.to_state()
 
-    def bind_metrics(self, metrics: SpcMetrics) -> None:
+    def bind_metrics(self, metrics: WorkerMetrics) -> None:
         from prometheus_client import Counter, Gauge
 
         registry = metrics.registry

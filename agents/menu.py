@@ -1,7 +1,7 @@
 """UC-PR-01 menu engineering: orders in; per scope (each store, the chain) and category a live menu-engineering
 matrix, affinity pairs and alerts out.
 
-The logic is in :mod:`models.menu`. This module is the :class:`~stream_app.usecase.Processor`, staged like the
+The logic is in :mod:`models.menu`. This module is the :class:`~agents.core.contract.Processor`, staged like the
 store use case (agents/store.py): three hops keyed by order, store and chain.
 
 * ``orders`` (key ``order_id``): :func:`models.menu.apply_order` remembers the order's store, business day and
@@ -32,6 +32,10 @@ from datetime import date
 from fractions import Fraction
 from typing import Any
 
+from agents.core.alerts import Alert, alert_id
+from agents.core.contract import Outputs, StageOutputs, StateStore, StoreMemory, partition_of, row_datetime, run_hops
+from agents.core.events import Order
+from agents.core.settings import Settings, check, load_env
 from models.menu import (
     DaySummary,
     MenuCalendar,
@@ -45,10 +49,6 @@ from models.menu import (
     order_expired,
 )
 from models.store import SourceClocks
-from stream_app.alerts import Alert, alert_id
-from stream_app.events import Order
-from stream_app.settings import Settings, check, load_env
-from stream_app.usecase import Outputs, StageOutputs, StateStore, StoreMemory, partition_of, row_datetime, run_hops
 
 USE_CASE = "menu"
 BY_STORE = "spcwatch.menu.by-store"

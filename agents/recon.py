@@ -38,6 +38,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from agents.core.alerts import Alert, alert_id
+from agents.core.contract import Outputs, StageOutputs, StateStore, StoreMemory, partition_of, row_datetime, run_hops
+from agents.core.events import LedgerEntry, Order, Payment, currency_exponent
+from agents.core.settings import ConfigError, Settings, check, load_env
 from models.episodes import EpisodeEvent
 from models.recon import (
     CATEGORIES,
@@ -58,10 +62,6 @@ from models.recon import (
     Record,
     Step,
 )
-from stream_app.alerts import Alert, alert_id
-from stream_app.events import LedgerEntry, Order, Payment, currency_exponent
-from stream_app.settings import ConfigError, Settings, check, load_env
-from stream_app.usecase import Outputs, StageOutputs, StateStore, StoreMemory, partition_of, row_datetime, run_hops
 
 log = logging.getLogger(__name__)
 

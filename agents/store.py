@@ -1,7 +1,7 @@
 """UC-OP-02 store performance: orders in, daily metrics, SPC, peer comparison and alerts out.
 
 The logic is in :mod:`models.store` (three stages keyed by order, store and
-chain). This module is the :class:`~stream_app.usecase.Processor`: it
+chain). This module is the :class:`~agents.core.contract.Processor`: it
 translates the stages' results into contract alerts and table rows, and
 routes each stage's output to the next one:
 
@@ -33,6 +33,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from agents.core.alerts import Alert
+from agents.core.contract import Outputs, StageOutputs, StateStore, StoreMemory, partition_of, row_datetime, run_hops
+from agents.core.events import Order
+from agents.core.settings import Settings, check, load_env
 from models.rules import WESTERN_ELECTRIC
 from models.store import (
     DEFAULT_RULES,
@@ -47,10 +51,6 @@ from models.store import (
     apply_order,
     order_expired,
 )
-from stream_app.alerts import Alert
-from stream_app.events import Order
-from stream_app.settings import Settings, check, load_env
-from stream_app.usecase import Outputs, StageOutputs, StateStore, StoreMemory, partition_of, row_datetime, run_hops
 
 USE_CASE = "store"
 BY_STORE = "spcwatch.store.by-store"

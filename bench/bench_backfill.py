@@ -30,9 +30,9 @@ from pathlib import Path
 
 import orjson
 
+from agents.core.settings import Settings
 from bench.common import BOOTSTRAP, create_topic, delete_prefixed, run_worker, scratch_database
 from stream_app.backfill import PrometheusHistory, backfill_prometheus
-from stream_app.settings import Settings
 
 RESOURCES, METRICS = 200, 10
 HOURS = int(os.environ.get("BENCH_BACKFILL_HOURS", "24"))

@@ -90,8 +90,8 @@ def worker_rates(prefix: str, n_events: int, n_pairs: int, database: str,
 
 def in_process(events: list[dict]) -> tuple[float, float]:
     """Processor alone (decode included): pairs/s; mean JSON state bytes per store at the end."""
+    from agents.core.events import DECODERS
     from agents.forecast import ForecastProcessor
-    from stream_app.events import DECODERS
 
     decoded = [(e["topic"], DECODERS[e["topic"]](_message(e)).events) for e in events]
     proc, store = ForecastProcessor(), {}

@@ -196,8 +196,8 @@ def verdict(met: bool) -> str:
 
 def processor_rate(make: Callable[[int], bytes], messages: int) -> float:
     """Samples/s of decode + ``InfraProcessor.process`` alone, in this process (no Kafka, no database)."""
+    from agents.core.events import DECODERS
     from agents.infra import InfraProcessor, InfraSettings
-    from stream_app.events import DECODERS
 
     processor = InfraProcessor(InfraSettings())
     decode = DECODERS["metrics.samples"]
@@ -220,10 +220,10 @@ def sink_rate(checkpoints: int = 4) -> tuple[float, float]:
     Returns rows/s (wall clock: this process and MariaDB) and this process's CPU µs per row
     (what the sink costs the worker's core; the database works on the other).
     """
+    from agents.core.events import DECODERS
     from agents.infra import InfraProcessor, InfraSettings
-    from stream_app.db import create_engine, upgrade
-    from stream_app.events import DECODERS
-    from stream_app.sink import Sink
+    from stream_app.runtime.db import create_engine, upgrade
+    from stream_app.runtime.sink import Sink
 
     processor = InfraProcessor(InfraSettings())
     decode = DECODERS["metrics.samples"]
@@ -263,8 +263,8 @@ def memory_per_100k_series(seasonality: str, days: int) -> tuple[float, float]:
     """
     import gc
 
+    from agents.core.events import sample_from_obj
     from agents.infra import InfraProcessor, InfraSettings
-    from stream_app.events import sample_from_obj
 
     processor = InfraProcessor(InfraSettings(seasonality=seasonality))
     store: dict = {}
@@ -346,14 +346,14 @@ topic (median of 3).
 
 `SCORES=signals` writes anomaly-score rows only for points that signal (rollups still per minute).
 "Processor alone" is decode + detection + building the rows, without Kafka or the database. "Sink
-alone" is `stream_app.sink.Sink.upsert` of the processor's rows for the batched input, as a checkpoint
+alone" is `stream_app.runtime.sink.Sink.upsert` of the processor's rows for the batched input, as a checkpoint
 writes them: rows/s on the wall clock (the worker writes checkpoints one after another on one
 connection, so this bounds the end-to-end rate at half of it in samples/s), and the CPU the writing
 process spends per row (driver escaping, statement building). The runner floor is
 `python -m bench.runner_floor`: the same worker with one processor that returns nothing (Faust,
 decoding and validation, re-routing, checkpoints, acknowledgements, the worker's metrics).
 The default-GC row is `python -m bench.worker_default_gc`: the worker without `tune_gc()`
-(`stream_app/app.py`), i.e. with CPython's collection thresholds, under which collections traverse the
+(`stream_app/runtime/app.py`), i.e. with CPython's collection thresholds, under which collections traverse the
 detectors' long-lived heap over and over: the tuned worker consumes {single.consumed / default_gc.consumed:.2f}x
 as fast, end to end {single.end_to_end / default_gc.end_to_end:.2f}x.
 

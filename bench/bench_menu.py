@@ -70,8 +70,8 @@ def one_run(events: list[dict], n_rows: int) -> tuple[float, float]:
 
 def in_process() -> tuple[int, float, dict[str, float]]:
     """30 days of the simulator's orders through the processor: (orders, orders/s, state figures)."""
+    from agents.core.events import order_from_obj
     from agents.menu import MenuProcessor
-    from stream_app.events import order_from_obj
     from stream_app.simgen import SimConfig, generate
 
     t0 = datetime(2026, 3, 2, 5, tzinfo=UTC).timestamp()

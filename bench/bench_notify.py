@@ -29,8 +29,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from agents.core.alerts import Alert
 from bench.common import BOOTSTRAP, ROOT, delete_prefixed, scratch_database, worker
-from stream_app.alerts import Alert
 
 PACED_ALERTS, PACE_PER_S = 300, 50
 BURST_ALERTS = 5000

@@ -61,8 +61,8 @@ def worker_rates(prefix: str, n_events: int, n_orders: int, database: str) -> tu
 
 def in_process(events: list[dict]) -> tuple[float, float, float, int]:
     """Processor alone (decode included) events/s; mean state bytes of pending and of all open orders."""
+    from agents.core.events import DECODERS
     from agents.recon import ORDER_KEY, ReconProcessor
-    from stream_app.events import DECODERS
 
     decoded = [(e["topic"], DECODERS[e["topic"]](orjson.dumps({k: v for k, v in e.items() if k != "topic"})).events)
                for e in events]

@@ -75,8 +75,8 @@ def one_run(events: list[dict], n_days: int) -> tuple[float, float]:
 
 def in_process(events: list[dict]) -> tuple[float, int]:
     """Processor alone (all stages inline, ticks every minute of event time): orders/s; state bytes."""
+    from agents.core.events import DECODERS
     from agents.store import StoreProcessor
-    from stream_app.events import DECODERS
     from tests import store_data as sd
 
     decoded = [DECODERS["orders"](orjson.dumps(sd.to_json_obj(e))).events[0] for e in events]

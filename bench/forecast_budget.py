@@ -16,8 +16,8 @@ import random
 import statistics
 from datetime import UTC, date, datetime, timedelta
 
+from agents.core.settings import load_env
 from models.forecast import ForecastConfig, Step, StoreForecast
-from stream_app.settings import load_env
 
 SEEDS = int(os.environ.get("SPCWATCH_BENCH_FORECAST_SEEDS", "10"))
 STORES, SKUS, DAYS, ONSET = 10, 6, 60, 30

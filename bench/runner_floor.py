@@ -11,10 +11,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import agents
+from agents import registry
+from agents.core.contract import Outputs, StateStore
+from agents.core.events import MetricSample
 from stream_app import cli
-from stream_app.events import MetricSample
-from stream_app.usecase import Outputs, StateStore
 
 
 class NoopProcessor:
@@ -32,6 +32,6 @@ class NoopProcessor:
 
 
 if __name__ == "__main__":
-    agents.PROCESSORS.clear()
-    agents.PROCESSORS["floor"] = lambda _settings: NoopProcessor()
+    registry.PROCESSORS.clear()
+    registry.PROCESSORS["floor"] = lambda _settings: NoopProcessor()
     sys.exit(cli.main(["worker"]))

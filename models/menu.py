@@ -295,7 +295,7 @@ def _minor(x: Decimal) -> int:
 
 
 def order_lines(order: Any) -> list[list]:
-    """The order's item lines (``order`` is a :class:`stream_app.events.Order`, duck-typed)."""
+    """The order's item lines (``order`` is a :class:`agents.core.events.Order`, duck-typed)."""
     lines = []
     for it in order.items:
         qty = Decimal(repr(it.qty)) if isinstance(it.qty, float) else Decimal(it.qty)

@@ -236,7 +236,7 @@ class OrderStep:
 def apply_order(entry: list | None, order: Any, cal: Calendar, watermark: float) -> OrderStep:
     """One order event against the order's state ``[store, day, status, total, discount, qty, ts, event_id]``.
 
-    ``order`` is a :class:`stream_app.events.Order` (duck-typed: no import).
+    ``order`` is a :class:`agents.core.events.Order` (duck-typed: no import).
     ``watermark`` is the highest event time seen (lateness is judged against it).
     """
     if order.test:

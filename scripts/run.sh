@@ -74,8 +74,8 @@ drop_topics() {
   "$PY" - "$SPCWATCH_TOPIC_PREFIX" <<'EOF' || say "could not delete this run's topics"
 import asyncio, sys
 from aiokafka.admin import AIOKafkaAdminClient
-from stream_app.settings import Settings
-from stream_app.topics import kafka_client_options
+from agents.core.settings import Settings
+from stream_app.runtime.topics import kafka_client_options
 
 async def main(prefix: str) -> None:
     admin = AIOKafkaAdminClient(**kafka_client_options(Settings.from_env()), request_timeout_ms=30000)

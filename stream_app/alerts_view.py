@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
-from stream_app.settings import Settings
+from agents.core.settings import Settings
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 _COLOURS = {"critical": "\x1b[1;31m", "warning": "\x1b[33m", "info": "\x1b[36m", "resolved": "\x1b[32m",
@@ -51,7 +51,7 @@ def _ts(value: Any) -> float | None:
     if value is None:
         return None
     try:
-        from stream_app.events import parse_timestamp
+        from agents.core.events import parse_timestamp
 
         return parse_timestamp(value)
     except ValueError:
@@ -313,7 +313,7 @@ class RateProbe:
 
 async def consumer_lag(admin: Any, consumer: Any, group_id: str, topics: list[str]) -> int:
     """Messages on the input topics not yet committed by the worker group."""
-    from aiokafka import TopicPartition
+    from stream_app.runtime.kafka import TopicPartition
 
     committed = await admin.list_consumer_group_offsets(group_id)
     described = await admin.describe_topics(topics)
@@ -335,11 +335,10 @@ async def consumer_lag(admin: Any, consumer: Any, group_id: str, topics: list[st
 
 async def tail(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     import orjson
-    from aiokafka import AIOKafkaConsumer
-    from aiokafka.admin import AIOKafkaAdminClient
 
-    from stream_app.events import INPUT_TOPICS
-    from stream_app.topics import ALERTS, kafka_client_options
+    from agents.core.events import INPUT_TOPICS
+    from stream_app.runtime.kafka import AIOKafkaAdminClient, AIOKafkaConsumer
+    from stream_app.runtime.topics import ALERTS, kafka_client_options
 
     live = out.isatty() and not args.plain
     colour = live and not args.no_color

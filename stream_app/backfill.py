@@ -25,9 +25,9 @@ from typing import Any
 import aiohttp
 import orjson
 
+from agents.core.settings import Settings
 from stream_app.collect import CollectError, PrometheusCollector, history_batches
-from stream_app.settings import Settings
-from stream_app.topics import kafka_client_options
+from stream_app.runtime.topics import kafka_client_options
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ async def publish(settings: Settings, windows: Sequence[tuple[float, float]],
                   fetch: Callable[[float, float], Any], what: str, max_samples: int = 2000,
                   progress_stream: Any = None) -> Report:
     """For each window in order: ``await fetch(start, end)`` -> samples, published as history."""
-    from aiokafka import AIOKafkaProducer
+    from stream_app.runtime.kafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(**kafka_client_options(settings), acks="all", linger_ms=50,
                                 max_batch_size=1 << 20, max_request_size=4 << 20)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from stream_app.settings import ConfigError, Settings
+from agents.core.settings import ConfigError, Settings
 
 log = logging.getLogger("spcwatch")
 
@@ -43,11 +43,10 @@ def _settings() -> Settings:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the stream processor until interrupted."""
-    import faust
-
     from stream_app import logs
-    from stream_app.app import create_runtime, tune_gc
-    from stream_app.topics import ensure_topics
+    from stream_app.runtime.app import run_worker, tune_gc
+    from stream_app.runtime.topics import ensure_topics
+    from stream_app.worker import create_runtime
 
     settings = _settings()
     level = args.log_level or settings.log_level
@@ -57,7 +56,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     asyncio.set_event_loop(loop)
     _run_or_unavailable(loop, ensure_topics(settings), f"Kafka at {settings.kafka_bootstrap}")
     if not args.skip_migrations:
-        from stream_app import db
+        from stream_app.runtime import db
 
         async def migrate() -> None:
             engine = db.create_engine(settings.db_url)
@@ -70,20 +69,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         _run_or_unavailable(loop, migrate(), f"the database at {settings.db_url_masked}")
     runtime = create_runtime(settings)
     tune_gc()
-    worker = faust.Worker(
-        runtime.app,
-        loop=loop,
-        loglevel=level,
-        logging_config=logs.logging_config(level, settings.log_format),
-        override_logging=True,
-    )
-    worker.execute_from_commandline()  # exits the process when the worker stops
+    run_worker(runtime, loop, level, logs.logging_config(level, settings.log_format))  # exits the process when it stops
     return 0
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     """Apply pending migrations from sql/."""
-    from stream_app import db
+    from stream_app.runtime import db
 
     settings = _settings()
 
@@ -103,7 +95,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_db_status(args: argparse.Namespace) -> int:
     """List migrations not yet applied; exit 1 if any are pending."""
-    from stream_app import db
+    from stream_app.runtime import db
 
     settings = _settings()
 
@@ -123,7 +115,7 @@ def cmd_db_status(args: argparse.Namespace) -> int:
 
 def cmd_topics_create(args: argparse.Namespace) -> int:
     """Create the contract's topics with the configured partitions."""
-    from stream_app.topics import ensure_topics
+    from stream_app.runtime.topics import ensure_topics
 
     settings = _settings()
     report = _run_or_unavailable(None, ensure_topics(settings), f"Kafka at {settings.kafka_bootstrap}")
@@ -138,7 +130,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Run a use case over a JSONL file of contract events, without Kafka."""
     from pathlib import Path
 
-    from agents import PROCESSORS
+    from agents.registry import PROCESSORS
     from stream_app.replay import print_report, run_replay
 
     settings = _settings()
@@ -167,7 +159,8 @@ def cmd_menu_report(args: argparse.Namespace) -> int:
     import orjson
 
     from models.menu import MenuConfig
-    from stream_app import db, menu_report
+    from stream_app import menu_report
+    from stream_app.runtime import db
 
     settings = _settings()
     try:
@@ -176,7 +169,7 @@ def cmd_menu_report(args: argparse.Namespace) -> int:
         raise UserError(f"--as-of must be a date YYYY-MM-DD, got {args.as_of!r}", EXIT_USAGE) from None
     window = args.window_days
     if window is None:
-        from stream_app.settings import load_env
+        from agents.core.settings import load_env
 
         window = load_env(MenuConfig, "SPCWATCH_MENU_").primary_window
     if window < 1:
@@ -419,8 +412,9 @@ def _aws_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_or_unavailable(loop: asyncio.AbstractEventLoop | None, coro, what: str):  # type: ignore[no-untyped-def]
-    from aiokafka.errors import KafkaError
     from sqlalchemy.exc import DBAPIError
+
+    from stream_app.runtime.kafka import KafkaError
 
     try:
         return loop.run_until_complete(coro) if loop else asyncio.run(coro)

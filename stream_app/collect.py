@@ -20,8 +20,8 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
-from stream_app.settings import Settings
-from stream_app.topics import kafka_client_options
+from agents.core.settings import Settings
+from stream_app.runtime.topics import kafka_client_options
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ MAX_MESSAGE_BYTES = 900_000  # under Kafka's default 1 MB message limit
 
 async def run(settings: Settings, collector: Collector, interval: float, once: bool = False) -> int:
     """Poll every ``interval`` seconds and publish; returns the samples published."""
-    from aiokafka import AIOKafkaProducer
+    from stream_app.runtime.kafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(**kafka_client_options(settings), acks="all", linger_ms=20)
     await producer.start()

@@ -17,11 +17,11 @@ from typing import Any, TextIO
 
 import orjson
 
-from stream_app import db
-from stream_app.events import DECODERS, InvalidEvent, parse_json
-from stream_app.settings import Settings
-from stream_app.sink import Sink
-from stream_app.usecase import Outputs, Processor
+from agents.core.contract import Outputs, Processor
+from agents.core.events import DECODERS, InvalidEvent, parse_json
+from agents.core.settings import Settings
+from stream_app.runtime import db
+from stream_app.runtime.sink import Sink
 
 FLUSH_ROWS = 5000
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from stream_app.simmenu import Product, catalogue
+
 DAY = 86400.0
 TZ = ZoneInfo("America/New_York")  # every store is in Manhattan
 REGION = "us-east-1"
@@ -188,20 +190,8 @@ STORES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Product:
-    spu: str
-    name: str
-    price_minor: int
-    cost_minor: int
-    popularity: float
-    category: str = "uncategorised"  # menu category (UC-PR-01)
-
-
 def build_menu() -> tuple[Product, ...]:
     """58 products (40 drinks, 18 food) in five categories: the catalogue of ``stream_app.simmenu``."""
-    from stream_app.simmenu import catalogue
-
     return catalogue()
 
 

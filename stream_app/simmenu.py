@@ -14,7 +14,18 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any, Protocol
 
-from stream_app.simdata import Product
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    """One menu item (SPU) of the catalogue."""
+
+    spu: str
+    name: str
+    price_minor: int
+    cost_minor: int
+    popularity: float
+    category: str = "uncategorised"  # menu category (UC-PR-01)
+
 
 DAY = 86400.0
 CATEGORIES = ("espresso", "iced", "tea", "bakery", "food")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
-from stream_app.settings import ConfigError, Settings
+from agents.core.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
     from stream_app.simgen import SimConfig, SimEvent
@@ -267,11 +267,11 @@ class Pacer:
 async def publish(plan: Plan, settings: Settings, stderr: TextIO | None = None) -> int:
     """Send the simulation to the contract's topics (with ``SPCWATCH_TOPIC_PREFIX``) until done or stopped."""
     import orjson
-    from aiokafka import AIOKafkaProducer
 
-    from stream_app.events import INPUT_TOPICS
+    from agents.core.events import INPUT_TOPICS
+    from stream_app.runtime.kafka import AIOKafkaProducer
+    from stream_app.runtime.topics import ensure_topics, kafka_client_options
     from stream_app.simgen import generate
-    from stream_app.topics import ensure_topics, kafka_client_options
 
     await ensure_topics(settings, INPUT_TOPICS)
     stop = asyncio.Event()

@@ -65,9 +65,9 @@ def write_input(path: Path, silent: dict[str, float] | None = None) -> list[list
 
 def replay(tmp_path: Path, db_url: str, input_path: Path) -> list[dict]:
     """``spcwatch replay infra`` over ``input_path`` into ``db_url``; the alerts it printed."""
+    from agents.core.settings import Settings
     from agents.infra import InfraProcessor, InfraSettings
     from stream_app.replay import run_replay
-    from stream_app.settings import Settings
 
     out = io.StringIO()
     settings = Settings.from_env({"SPCWATCH_DB_URL": db_url})

@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from stream_app.events import Order, OrderItem
+from agents.core.events import Order, OrderItem
 
 TZ = ZoneInfo("America/New_York")
 START = date(2026, 1, 5)

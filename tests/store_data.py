@@ -11,7 +11,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from stream_app.events import Order, OrderItem
+from agents.core.events import Order, OrderItem
 
 TZ = ZoneInfo("America/New_York")
 STORES = tuple(f"US{n:05d}" for n in range(1, 11))
@@ -104,7 +104,7 @@ def events(sc: Scenario) -> list[dict]:
 
 
 def to_order(e: dict) -> Order:
-    """The decoded form (what ``stream_app.events.order_from_obj`` gives), built directly for speed."""
+    """The decoded form (what ``agents.core.events.order_from_obj`` gives), built directly for speed."""
     items = tuple(OrderItem(i["spu"], i["name"], float(i["qty"]), Decimal(i["unit_price"]),
                             Decimal(i["discount"]), Decimal(i["unit_cost"])) for i in e["items"])
     return Order(event_id=e["event_id"], order_id=e["order_id"], store_id=e["store_id"], ts=float(e["ts"]),

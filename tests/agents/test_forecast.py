@@ -16,12 +16,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import text
 
+from agents.core.events import demand_from_obj, forecast_from_obj
+from agents.core.settings import ConfigError, Settings, load_env
 from agents.forecast import ForecastProcessor, ForecastSettings
 from models.forecast import ForecastConfig
-from stream_app import db
-from stream_app.events import demand_from_obj, forecast_from_obj
 from stream_app.replay import run_replay
-from stream_app.settings import ConfigError, Settings, load_env
+from stream_app.runtime import db
 from tests.conftest import ROOT
 from tests.models.test_forecast import D0, scenario
 

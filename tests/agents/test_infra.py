@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agents.infra import InfraProcessor, InfraSettings
-from stream_app import db
+from stream_app.runtime import db
 from tests.infra_data import SILENT, START, replay, samples, write_input
 
 TABLES = ("alerts", "infra_series", "infra_metric_rollups", "infra_anomaly_scores", "infra_health_scores",
@@ -50,9 +50,8 @@ async def table_rows(url: str) -> dict[str, list[tuple]]:
 
 def test_the_absence_timer_loads_only_resources_that_may_be_due() -> None:
     """A worker may hold more resources than it caches: the timer skims stored state instead of loading it."""
-    from agents.runner import CachedStore
-    from stream_app.events import sample_from_obj
-    from stream_app.usecase import PartitionStore
+    from agents.core.events import sample_from_obj
+    from stream_app.runtime.store import CachedStore, PartitionStore
 
     processor = InfraProcessor(InfraSettings())
     loads = []
@@ -85,7 +84,7 @@ def test_the_absence_timer_loads_only_resources_that_may_be_due() -> None:
 def test_after_a_silence_of_the_whole_partition_only_resources_that_stay_silent_are_absent() -> None:
     """A collector down for 30 minutes: its first poll back moves the clock past every deadline
     before the other resources' samples of that poll are processed."""
-    from stream_app.events import sample_from_obj
+    from agents.core.events import sample_from_obj
 
     processor = InfraProcessor(InfraSettings())
     store: dict = {}
@@ -109,7 +108,7 @@ def test_after_a_silence_of_the_whole_partition_only_resources_that_stay_silent_
 
 
 def test_retirement_is_configured_from_the_environment_and_bad_values_name_the_variable() -> None:
-    from stream_app.settings import ConfigError, load_env
+    from agents.core.settings import ConfigError, load_env
 
     settings = load_env(InfraSettings, "SPCWATCH_INFRA_", {"SPCWATCH_INFRA_RETIRE_AFTER_SECONDS": "0"})
     assert settings.model_config().retire_after_seconds == 0.0
@@ -122,10 +121,10 @@ def test_a_resource_absent_long_enough_is_retired_and_comes_back_as_a_new_one() 
     """Terminated instances must not stay absent (and in memory) for ever."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from agents.runner import CachedStore
-    from stream_app.events import sample_from_obj
-    from stream_app.metrics import SpcMetrics
-    from stream_app.usecase import Outputs, PartitionStore, row_datetime
+    from agents.core.contract import Outputs, row_datetime
+    from agents.core.events import sample_from_obj
+    from stream_app.runtime.metrics import SpcMetrics
+    from stream_app.runtime.store import CachedStore, PartitionStore
 
     processor = InfraProcessor(InfraSettings(retire_after_seconds=3600.0))
     metrics = SpcMetrics(CollectorRegistry())
@@ -322,7 +321,7 @@ def test_the_redis_memory_leak_fires_exhaustion_hours_before_it_is_full_and_befo
     """The simulator's redis-memory-leak, one closed day of history (the simulator's default)."""
     from datetime import UTC, datetime
 
-    from stream_app.events import sample_from_obj
+    from agents.core.events import sample_from_obj
     from stream_app.simdata import World
     from stream_app.simgen import REDIS_TARGET, SimConfig, infra_events
 
@@ -356,7 +355,7 @@ def test_the_redis_memory_leak_fires_exhaustion_hours_before_it_is_full_and_befo
 
 
 def test_limits_come_from_the_environment_and_a_bad_one_names_the_variable() -> None:
-    from stream_app.settings import ConfigError, load_env
+    from agents.core.settings import ConfigError, load_env
 
     env = {"SPCWATCH_INFRA_LIMITS": "FreeStorageSpace<0,DatabaseConnections>500"}
     model = load_env(InfraSettings, "SPCWATCH_INFRA_", env).model_config()
@@ -412,8 +411,8 @@ def test_twenty_healthy_series_for_eight_days_and_one_spike_page_exactly_once(
 
 
 def test_the_method_comes_from_the_environment_and_a_bad_one_names_the_variable() -> None:
+    from agents.core.settings import ConfigError, load_env
     from models import DetectorConfig, RobustConfig
-    from stream_app.settings import ConfigError, load_env
 
     spc = load_env(InfraSettings, "SPCWATCH_INFRA_", {}).model_config().detector
     assert isinstance(spc, DetectorConfig) and spc.min_effect_rel == 1.0

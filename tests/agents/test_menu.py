@@ -21,13 +21,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import MetaData, Table, select
 
+from agents.core.contract import Outputs
+from agents.core.settings import ConfigError, Settings, load_env
 from agents.menu import BY_STORE, CHAIN, MenuProcessor
 from models.menu import MenuConfig
-from stream_app import db
 from stream_app.replay import run_replay
-from stream_app.settings import ConfigError, Settings, load_env
-from stream_app.topics import ensure_topics
-from stream_app.usecase import Outputs
+from stream_app.runtime import db
+from stream_app.runtime.topics import ensure_topics
 from tests import menu_data as md
 
 SCENARIO = md.Scenario(days=30, cost_item="E1", cost_day=14, campaign_item="E3", campaign=(20, 26))

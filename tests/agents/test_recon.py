@@ -14,13 +14,14 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from agents import PROCESSORS
+from agents.core.contract import Outputs
+from agents.core.events import DECODERS
+from agents.core.settings import ConfigError, Settings, load_env
 from agents.recon import ReconProcessor, ReconSettings, from_settings
-from stream_app import db
-from stream_app.events import DECODERS
+from agents.registry import PROCESSORS
 from stream_app.replay import run_replay
-from stream_app.settings import ConfigError, Settings, load_env
-from stream_app.usecase import Outputs, PartitionStore
+from stream_app.runtime import db
+from stream_app.runtime.store import PartitionStore
 from tests.agents.recon_data import T0, generate, generate_days
 
 ORDER = {"event_id": "e-1", "order_id": "1000231", "store_id": "US00001", "ts": T0, "status": "paid",
@@ -321,8 +322,7 @@ def test_replay_command_line(tmp_path: Path, monkeypatch, capfd) -> None:  # typ
 def test_a_new_store_object_for_a_partition_starts_with_fresh_clocks() -> None:
     """After a rebalance the runner makes a new store for the partition and redelivers the events
     since the last checkpoint: clocks kept from the old store would run ahead of the state."""
-    from agents.runner import CachedStore
-    from stream_app.usecase import PartitionStore
+    from stream_app.runtime.store import CachedStore, PartitionStore
 
     proc = ReconProcessor()
     table: dict = {}

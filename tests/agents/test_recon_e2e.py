@@ -21,11 +21,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import MetaData, Table, func, select
 
+from agents.core.settings import Settings
 from agents.recon import ReconProcessor
-from stream_app import db
 from stream_app.replay import run_replay
-from stream_app.settings import Settings
-from stream_app.topics import ensure_topics
+from stream_app.runtime import db
+from stream_app.runtime.topics import ensure_topics
 from tests.agents.recon_data import generate, generate_days, key_of
 
 pytestmark = pytest.mark.integration

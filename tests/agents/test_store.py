@@ -21,13 +21,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import MetaData, Table, select
 
+from agents.core.contract import Outputs
+from agents.core.settings import ConfigError, Settings, load_env
 from agents.store import BY_STORE, CHAIN, StoreProcessor, StoreSettings
 from models.store import SourceClocks
-from stream_app import db
 from stream_app.replay import run_replay
-from stream_app.settings import ConfigError, Settings, load_env
-from stream_app.topics import ensure_topics
-from stream_app.usecase import Outputs
+from stream_app.runtime import db
+from stream_app.runtime.topics import ensure_topics
 from tests import store_data as sd
 
 # Short windows so that a few days give verdicts and alerts (the scenario tests use the defaults).

@@ -78,7 +78,7 @@ def scenario(stores: int = 3, skus: int = 10, days: int = 35, start: date = D0, 
 def feed(events: list[dict[str, Any]], cfg: ForecastConfig = CFG, states: dict[str, StoreForecast] | None = None,
          flush: bool = False) -> tuple[Step, dict[str, StoreForecast]]:
     """Run the model over contract events the way the processor does; ``flush`` closes every open day."""
-    from stream_app.events import demand_from_obj, forecast_from_obj
+    from agents.core.events import demand_from_obj, forecast_from_obj
 
     states = {} if states is None else states
     out = Step()
@@ -327,7 +327,7 @@ def _store_days(values: list[tuple[float, float]], skus: int = 30, start: date =
 
 
 def _by_time(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from stream_app.events import demand_from_obj, forecast_from_obj
+    from agents.core.events import demand_from_obj, forecast_from_obj
 
     def t(e: dict[str, Any]) -> float:
         body = {k: v for k, v in e.items() if k != "topic"}

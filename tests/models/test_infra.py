@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.core.events import sample_from_obj
 from models import DetectorConfig, RobustConfig
 from models.detector import SeriesDetector
 from models.infra import InfraModelConfig, ResourceMonitor
-from stream_app.events import sample_from_obj
 from tests.infra_data import DAY, START, Fault, samples
 
 CONFIG = InfraModelConfig(detector=DetectorConfig.infra(), default_interval_seconds=300.0)

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.core.contract import Outputs
 from agents.store import StoreProcessor
 from models import SeriesDetector
 from models.store import (
@@ -33,7 +34,6 @@ from models.store import (
     rate_counts,
     robust_z,
 )
-from stream_app.usecase import Outputs
 from tests import store_data as sd
 
 CLOSURE = ("US00005", 55, 10.0)  # stops trading at 10:00 on day 55

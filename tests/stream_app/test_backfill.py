@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from agents.core.events import MetricSample, decode_samples
 from agents.infra import InfraProcessor, InfraSettings
 from stream_app.backfill import chunks, parse_duration
-from stream_app.events import MetricSample, decode_samples
 from tests.conftest import free_port
-from tests.stream_app.test_worker import consume
+from tests.stream_app.runtime.test_worker import consume
 
 pytestmark = pytest.mark.integration
 
@@ -172,9 +172,9 @@ def test_backfill_warms_like_live_records_history_and_fires_right_after(
 async def test_history_alerts_are_recorded_marked_and_the_live_send_clears_the_mark(db_url: str) -> None:
     from sqlalchemy import text
 
-    from stream_app import db
-    from stream_app.alerts import Alert
-    from stream_app.sink import Sink
+    from agents.core.alerts import Alert
+    from stream_app.runtime import db
+    from stream_app.runtime.sink import Sink
 
     engine = db.create_engine(db_url)
     try:

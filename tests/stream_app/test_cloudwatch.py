@@ -25,12 +25,12 @@ import orjson
 import pytest
 from moto.server import ThreadedMotoServer
 
+from agents.core.events import decode_samples
 from agents.infra import InfraProcessor, InfraSettings
 from stream_app import cloudwatch
 from stream_app.cloudwatch import CloudWatchCollector, Discovery
-from stream_app.events import decode_samples
 from tests.conftest import free_port
-from tests.stream_app.test_worker import consume
+from tests.stream_app.runtime.test_worker import consume
 
 REGION = "us-east-1"
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}

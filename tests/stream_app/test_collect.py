@@ -14,10 +14,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from agents.core.events import decode_samples
 from stream_app.collect import PrometheusCollector, batches
-from stream_app.events import decode_samples
 from tests.conftest import free_port
-from tests.stream_app.test_worker import consume
+from tests.stream_app.runtime.test_worker import consume
 
 pytestmark = pytest.mark.integration
 

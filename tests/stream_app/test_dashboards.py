@@ -29,8 +29,9 @@ import pytest
 import yaml
 from grafana_foundation_sdk.models.dashboard import Dashboard as DashboardModel
 
-from stream_app import dashboards, db
+from stream_app import dashboards
 from stream_app.dashboards.queries import GrafanaSQL, all_panels, choose_variables, relative, sql_targets
+from stream_app.runtime import db
 from tests.conftest import ROOT, _mysql_exec, free_port
 
 DEPLOY = ROOT / "deploy" / "grafana"

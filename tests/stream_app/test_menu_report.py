@@ -13,11 +13,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from agents.core.settings import Settings
 from agents.menu import MenuProcessor
 from models.menu import MenuConfig
 from stream_app.cli import main
 from stream_app.replay import run_replay
-from stream_app.settings import Settings
 from tests import menu_data as md
 
 SCENARIO = md.Scenario(days=17, orders_per_day=120, cost_item="E1", cost_day=9, seed=5)

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
+from agents.core.alerts import Alert
 from stream_app import notify
-from stream_app.alerts import Alert
 from tests.conftest import ROOT
 
 AM_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"

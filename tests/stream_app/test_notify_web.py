@@ -9,9 +9,10 @@ import urllib.request
 import orjson
 import pytest
 
-from stream_app import db, runbooks
-from stream_app.alerts import Alert
-from stream_app.sink import Sink
+from agents.core.alerts import Alert
+from stream_app import runbooks
+from stream_app.runtime import db
+from stream_app.runtime.sink import Sink
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from agents.core.alerts import Alert
 from stream_app import runbooks
-from stream_app.alerts import Alert
 
 ROOT = Path(__file__).resolve().parents[2]
 RULE_ID = re.compile(r"^[A-Z][A-Z0-9_]{1,}$")

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from agents.core.events import DECODERS
+from agents.core.settings import ConfigError
 from stream_app import simulate
-from stream_app.events import DECODERS
-from stream_app.settings import ConfigError
 from stream_app.simdata import ESTATE_SIZES, World, build_menu, build_skus
 from stream_app.simgen import (
     DOMAINS,

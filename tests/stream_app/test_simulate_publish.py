@@ -13,7 +13,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from stream_app.events import INPUT_TOPICS
+from agents.core.events import INPUT_TOPICS
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
 
-from stream_app import db
-from stream_app.metrics import SpcMetrics
-from stream_app.sink import Sink, SinkUnavailable
+from stream_app.runtime import db
+from stream_app.runtime.metrics import SpcMetrics
+from stream_app.runtime.sink import Sink, SinkUnavailable
 
 pytestmark = pytest.mark.integration
 

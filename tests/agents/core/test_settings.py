@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream_app.settings import ConfigError, Settings
+from agents.core.settings import ConfigError, Settings
 
 
 def test_defaults_serve_a_local_run() -> None:

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from stream_app import db
-from stream_app.app import MAX_PENDING_WRITES, Runtime
-from stream_app.metrics import SpcMetrics
-from stream_app.settings import Settings
-from stream_app.sink import Sink
-from tests.stream_app.test_sink import alert_row
+from agents.core.settings import Settings
+from stream_app.runtime import db
+from stream_app.runtime.app import MAX_PENDING_WRITES, Runtime
+from stream_app.runtime.metrics import SpcMetrics
+from stream_app.runtime.sink import Sink
+from tests.stream_app.runtime.test_sink import alert_row
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agents.runner import CachedStore
-from stream_app.usecase import PartitionStore
+from stream_app.runtime.store import CachedStore, PartitionStore
 
 
 class Codec:
@@ -95,7 +94,7 @@ def test_messages_faust_never_delivered_are_read_back_and_a_marker_gap_reads_as_
     import asyncio
     from typing import NamedTuple
 
-    from agents.runner import DeliveryGaps
+    from stream_app.runtime.runner import DeliveryGaps
 
     class TP(NamedTuple):
         topic: str

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 def _sql_dir() -> Path:
     """``sql/`` of the source checkout, else the copy installed inside the package."""
-    checkout = Path(__file__).resolve().parent.parent / "sql"
+    checkout = Path(__file__).resolve().parents[2] / "sql"  # stream_app/runtime/db.py -> the checkout
     if checkout.is_dir():
         return checkout
     return Path(str(resources.files("stream_app") / "sql"))

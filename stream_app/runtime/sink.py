@@ -26,7 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from stream_app.metrics import SpcMetrics
+from stream_app.runtime.metrics import SpcMetrics
 
 log = logging.getLogger(__name__)
 

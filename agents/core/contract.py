@@ -3,8 +3,9 @@
 A use case is a :class:`Processor`: pure(ish) Python over a key-value state
 store, fed decoded events, returning :class:`Outputs` (alerts and table rows).
 The worker feeds it from Kafka with a Faust table as the store
-(``agents/runner.py``); ``spcwatch replay`` feeds it from a JSONL file with a dict
-(``stream_app/replay.py``). Neither path has detection logic of its own.
+(``stream_app/runtime/runner.py``); ``spcwatch replay`` feeds it from a JSONL file with a dict
+(``stream_app/replay.py``). Neither path has detection logic of its own, and this
+module imports no Faust: the use cases in ``agents/`` depend on it, never on the runtime.
 
 Rules a processor keeps so both paths give the same alerts:
 
@@ -23,14 +24,12 @@ from __future__ import annotations
 
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-from faust.serializers import codecs
-
-from stream_app.alerts import Alert
+from agents.core.alerts import Alert
 
 
 @dataclass(slots=True)
@@ -88,8 +87,21 @@ class StateStore(Protocol):
     def keys(self) -> Iterator[str]: ...
 
 
+class WorkerMetrics(Protocol):
+    """What a processor's optional ``bind_metrics`` receives: the worker's Prometheus registry, to
+    add its own series to (the runtime's ``SpcMetrics``)."""
+
+    registry: Any
+
+
 class Processor(Protocol):
-    """A use case's detection logic, independent of where events come from."""
+    """A use case's detection logic, independent of where events come from.
+
+    These three members are all a processor must have. The runner uses three optional
+    capabilities more, each a protocol below that a processor has by defining its members
+    (checked once, with ``isinstance``, when the runner wires it): :class:`LiveState`,
+    :class:`MetricsUser` and :class:`StagedProcessor`.
+    """
 
     use_case: str
     topics: tuple[str, ...]
@@ -107,69 +119,44 @@ class Processor(Protocol):
         ...
 
 
-class PartitionStore(MutableMapping[str, Any]):
-    """One partition's view of a table whose values remember their partition.
+@runtime_checkable
+class LiveState(Protocol):
+    """State kept as live objects between checkpoints: the runner's cache converts at the table
+    boundary, so a detector is deserialised once per checkpoint interval, not once per event.
+    Without it, state values are stored as they are (JSON-able)."""
 
-    Faust tables hold every partition a worker owns in one mapping; a tick for
-    partition ``p`` must touch only the keys of ``p``, so each value is stored as
-    ``{"p": partition, "s": state}``.
+    def load(self, state: Any) -> Any:
+        """The live object of a stored (JSON) value."""
+        ...
 
-    Writes go to the table's memory only. Their changelog records are sent by
-    :meth:`publish`, which the runner calls once the rows computed from that state
-    are committed: state restored after a crash never runs ahead of the database
-    (an event it already reflects is skipped as a repeat, so its rows must be in).
-    """
+    def dump(self, obj: Any) -> Any:
+        """The JSON-able value to store for a live object."""
+        ...
 
-    def __init__(self, table: MutableMapping[str, Any], partition: int) -> None:
-        self.table = table
-        self.partition = partition
-        # a Faust table's store (writes there send no changelog); a plain dict in tests
-        self._memory: MutableMapping[str, Any] = getattr(table, "data", table)
 
-    def __getitem__(self, key: str) -> Any:
-        return self.table[key]["s"]
+@runtime_checkable
+class MetricsUser(Protocol):
+    """A processor exporting series of its own: the worker binds it to its registry once."""
 
-    def get(self, key: str, default: Any = None) -> Any:
-        wrapped = self.table.get(key)
-        return default if wrapped is None else wrapped["s"]
+    def bind_metrics(self, metrics: WorkerMetrics) -> None: ...
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._memory[key] = {"p": self.partition, "s": value}
 
-    def __delitem__(self, key: str) -> None:
-        del self._memory[key]
+@runtime_checkable
+class StagedProcessor(Protocol):
+    """A processor in stages (repartitioning, e.g. store -> chain): besides its input topics it
+    consumes ``internal_topics`` (same partitions, same table), and each message runs one hop,
+    :meth:`step`; what a hop forwards (:class:`StageOutputs`) goes to the next stage's topic.
+    Offline, :func:`run_hops` runs the hops at once, so ``process``/``tick`` stay the replay's."""
 
-    def __contains__(self, key: object) -> bool:
-        return key in self.table
+    internal_topics: tuple[str, ...]
 
-    def __iter__(self) -> Iterator[str]:
-        for key, wrapped in list(self.table.items()):
-            if wrapped is not None and wrapped.get("p") == self.partition:
-                yield key
+    def step(self, store: StateStore, topic: str, events: Sequence[Any], now: float) -> StageOutputs:
+        """One hop for one message (input or internal topic) at event time ``now``."""
+        ...
 
-    def keys(self) -> Iterator[str]:  # type: ignore[override]
-        return iter(self)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-    def snapshot(self, keys: Iterable[str]) -> dict[str, bytes | None]:
-        """The changelog records of ``keys`` as stored now (``None`` for a deleted key), encoded
-        at once so that later changes to live values cannot leak into them."""
-        serializer = getattr(self.table, "value_serializer", None) or "json"
-        out: dict[str, bytes | None] = {}
-        for key in keys:
-            wrapped = self._memory.get(key)
-            out[key] = None if wrapped is None else codecs.dumps(serializer, wrapped)
-        return out
-
-    def publish(self, records: Mapping[str, bytes | None]) -> None:
-        """Send a :meth:`snapshot` to the changelog (to this partition), tombstones for deletions."""
-        send = getattr(self.table, "send_changelog", None)
-        if send is None:  # a plain dict: nothing to replicate
-            return
-        for key, record in records.items():
-            send(self.partition, key, record, value_serializer="raw")
+    def step_tick(self, store: StateStore, now: float) -> StageOutputs:
+        """The timer's hop: like :meth:`Processor.tick`, but forwarding instead of running the next stages."""
+        ...
 
 
 def row_datetime(ts: float | None) -> datetime | None:

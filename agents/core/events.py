@@ -23,8 +23,8 @@ units or ``*_minor`` becomes integer minor units of its currency.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -541,20 +541,3 @@ DECODERS: dict[str, Callable[[bytes], Decoded]] = {
     "demand": _single(demand_from_obj),
 }
 INPUT_TOPICS = tuple(DECODERS)
-
-
-def encode_events(topic: str, events: Sequence[Any]) -> bytes:
-    """Contract JSON for decoded events (re-routing): decodes back to equal events.
-
-    Timestamps become epoch seconds and money ``*_minor`` integers, both forms
-    the contract accepts; samples travel as one ``{"samples": [...]}`` batch.
-    """
-    from stream_app.codecs import dumps
-
-    if topic == "metrics.samples":
-        history = any(e.history for e in events)
-        samples = [{k: v for k, v in asdict(e).items() if k != "history"} for e in events]
-        return dumps({"samples": samples, "history": True} if history else {"samples": samples})
-    if len(events) != 1:
-        raise ValueError(f"{topic} messages carry one event")
-    return dumps(asdict(events[0]))

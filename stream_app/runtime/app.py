@@ -1,6 +1,6 @@
 """The Faust application: topics, dead-letter handling, HTTP endpoints.
 
-``create_runtime`` builds one :class:`Runtime` from :class:`Settings`; agents
+``build_runtime`` builds one :class:`Runtime` from :class:`Settings`; agents
 receive it and keep no globals, so tests can run several isolated apps (each
 with its own topic prefix and metrics registry) against one broker.
 """
@@ -23,13 +23,14 @@ from faust import web
 from faust.types import Message, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from stream_app import codecs, notify, topics
-from stream_app.db import create_engine
-from stream_app.events import DECODERS, InvalidEvent
-from stream_app.metrics import SpcMetrics, WorkerMonitor
-from stream_app.settings import Settings
-from stream_app.sink import Sink
-from stream_app.usecase import Outputs
+from agents.core.contract import Outputs
+from agents.core.events import DECODERS, InvalidEvent
+from agents.core.settings import Settings
+from stream_app.runtime import codecs, topics
+from stream_app.runtime.db import create_engine
+from stream_app.runtime.metrics import SpcMetrics
+from stream_app.runtime.monitor import WorkerMonitor
+from stream_app.runtime.sink import Sink
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class Runtime:
     """Input topic -> the use case that counts and dead-letters it (the first to claim it);
     other use cases reading the same topic only process it, so nothing is counted twice."""
     partition_reader: topics.PartitionReader = field(init=False, repr=False)
-    """Reads back records Faust fetched but never delivered (agents/runner.py, DeliveryGaps)."""
+    """Reads back records Faust fetched but never delivered (stream_app/runtime/runner.py, DeliveryGaps)."""
     _writes: deque[asyncio.Future[None]] = field(default_factory=deque, init=False, repr=False)
     """Checkpoint writes in flight, oldest first (see :meth:`write_behind`)."""
 
@@ -257,10 +258,11 @@ def _broker_credentials(settings: Settings) -> Any:
     return None
 
 
-def create_runtime(settings: Settings, registry: CollectorRegistry | None = None) -> Runtime:
-    """Build the Faust app with every topic, agent and HTTP view registered."""
-    from agents import register_all  # agents import stream_app; keep the cycle lazy
+def build_runtime(settings: Settings, registry: CollectorRegistry | None = None) -> Runtime:
+    """Build the Faust app with every topic and the runtime's HTTP views (``/metrics``, ``/health``).
 
+    No agents yet: :func:`stream_app.worker.create_runtime` adds the notifier and the use cases.
+    """
     codecs.register()
     registry = registry or CollectorRegistry()
     app = faust.App(
@@ -282,7 +284,7 @@ def create_runtime(settings: Settings, registry: CollectorRegistry | None = None
         web_in_thread=False,
         autodiscover=False,
         producer_linger_ms=5,
-        # Events between checkpoints are unacknowledged on purpose (agents/runner.py);
+        # Events between checkpoints are unacknowledged on purpose (stream_app/runtime/runner.py);
         # waiting for them at shutdown would hang. Uncommitted events are simply
         # consumed again after the restart (at-least-once, idempotent outputs).
         stream_wait_empty=False,
@@ -303,10 +305,14 @@ def create_runtime(settings: Settings, registry: CollectorRegistry | None = None
     WorkerMonitor.install(app, registry)
     _register_metrics_page(app, registry)
     _register_health(runtime)
-    notify.register_web(runtime)  # /runbooks, /alerts (issue #16)
-    notify.register(runtime)  # Alertmanager forwarding, when configured
-    register_all(runtime)
     return runtime
+
+
+def run_worker(runtime: Runtime, loop: asyncio.AbstractEventLoop, loglevel: str, logging_config: Any) -> None:
+    """Run the Faust worker of ``runtime`` until it stops; exits the process then."""
+    worker = faust.Worker(runtime.app, loop=loop, loglevel=loglevel, logging_config=logging_config,
+                          override_logging=True)
+    worker.execute_from_commandline()
 
 
 GC_THRESHOLDS = (50_000, 20, 100)

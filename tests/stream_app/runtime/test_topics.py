@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream_app.settings import Settings
-from stream_app.topics import PartitionReader, ensure_topics
+from agents.core.settings import Settings
+from stream_app.runtime.topics import PartitionReader, ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from stream_app.topics import ALL_TOPICS
+from stream_app.runtime.topics import ALL_TOPICS
 
 pytestmark = pytest.mark.integration
 
@@ -262,7 +262,7 @@ def test_state_is_replicated_only_after_its_rows_so_a_restart_writes_the_lost_on
 def test_transaction_markers_read_back_as_nothing_and_every_sample_lands_once(
         make_worker, kafka_bootstrap: str, topic_prefix: str, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
     """A transactional producer leaves a one-offset gap (its commit marker) after each transaction.
-    The worker reads every gap back from the broker (agents/runner.py, DeliveryGaps: it cannot
+    The worker reads every gap back from the broker (stream_app/runtime/runner.py, DeliveryGaps: it cannot
     tell a marker from a message Faust failed to deliver): markers read back as nothing."""
     import sqlite3
 
@@ -297,7 +297,7 @@ def test_transaction_markers_read_back_as_nothing_and_every_sample_lands_once(
 def test_an_invalid_message_too_big_to_dead_letter_whole_goes_truncated_and_the_worker_goes_on(
         make_worker, kafka_bootstrap: str, topic_prefix: str) -> None:  # type: ignore[no-untyped-def]
     """1.5 MB (gzip keeps it under the broker's limit): its whole envelope could never be published."""
-    from stream_app.app import DEADLETTER_MAX_ORIGINAL_BYTES
+    from stream_app.runtime.app import DEADLETTER_MAX_ORIGINAL_BYTES
 
     worker = make_worker()
     worker.start()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.events import (
+from agents.core.events import (
     DECODERS,
     InvalidEvent,
     decode_samples,
@@ -177,7 +177,7 @@ EXAMPLES: dict[str, dict] = {
 
 @pytest.mark.parametrize("topic", sorted(DECODERS))
 def test_encode_events_round_trips_every_topic(topic: str) -> None:
-    from stream_app.events import encode_events
+    from stream_app.runtime.codecs import encode_events
 
     first = DECODERS[topic](raw(EXAMPLES[topic]))
     assert first.errors == [] and first.events
@@ -197,7 +197,7 @@ _sample_objects = st.dictionaries(
 @given(st.one_of(_sample_objects, st.builds(lambda o: {**SAMPLE, **o, "labels": None}, _sample_objects)))
 @settings(max_examples=500)
 def test_the_fast_sample_path_agrees_with_field_by_field_validation(obj: dict) -> None:
-    from stream_app.events import _sample_from_obj_checked, sample_from_obj
+    from agents.core.events import _sample_from_obj_checked, sample_from_obj
 
     def outcome(parse):
         try:
@@ -219,7 +219,7 @@ def test_sample_fields_longer_than_their_column_are_too_long(field: str, limit: 
 
 
 def test_labels_over_their_json_bound_are_too_long() -> None:
-    from stream_app.events import MAX_LABELS_BYTES
+    from agents.core.events import MAX_LABELS_BYTES
 
     assert decode_samples(raw({**SAMPLE, "labels": {"k": "v" * 100}})).errors == []
     [error] = decode_samples(raw({**SAMPLE, "labels": {"k": "v" * MAX_LABELS_BYTES}})).errors

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
-from stream_app import db
+from stream_app.runtime import db
 
 pytestmark = pytest.mark.integration
 

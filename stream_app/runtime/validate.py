@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from stream_app.app import Runtime
+    from stream_app.runtime.app import Runtime
 
 
 def register(runtime: Runtime) -> None:

@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from stream_app.events import INPUT_TOPICS
-from stream_app.settings import Settings
+from agents.core.events import INPUT_TOPICS
+from agents.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def kafka_client_options(settings: Settings) -> dict[str, object]:
 class PartitionReader:
     """Reads a range of offsets of one partition straight from the broker, outside any group.
 
-    For the few records Faust fetched but never delivered (agents/runner.py, DeliveryGaps):
+    For the few records Faust fetched but never delivered (stream_app/runtime/runner.py, DeliveryGaps):
     one consumer, started on first use, shared under a lock.
     """
 
