@@ -33,7 +33,6 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.bench_infra import _histogram_quantile
 from bench.common import BOOTSTRAP, ROOT, consumed, create_topic, delete_prefixed, scratch_database, worker
 from stream_app.alerts import Alert
 
@@ -47,7 +46,7 @@ E2E_SERIES = int(os.environ.get("SPCWATCH_BENCH_NOTIFY_SERIES", "200"))
 # ... then, on E2E_SERIES more, a rate the worker sustains on this busy machine: the pipeline's
 # latency without a backlog.
 SUSTAINED_RATE = int(os.environ.get("SPCWATCH_BENCH_NOTIFY_SUSTAINED_RATE", "500"))
-SUSTAINED_SECONDS = float(os.environ.get("SPCWATCH_BENCH_NOTIFY_SUSTAINED_SECONDS", "30"))
+SUSTAINED_SECONDS = float(os.environ.get("SPCWATCH_BENCH_NOTIFY_SUSTAINED_SECONDS", "20"))
 HISTORY_POINTS = 3 * 48 - 2  # three days of half-hourly points: warm baselines, hour-of-day slots filled
 
 
@@ -195,29 +194,40 @@ def _epoch(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
-def _spike_receipts(hook: Webhook, spikes: dict[str, float]) -> dict[str, float]:
-    """Per spiked resource: webhook receipt of the first value alert that started at (or after) its spike."""
-    found: dict[str, float] = {}
+def _spike_receipts(hook: Webhook, spikes: dict[str, float]) -> dict[str, tuple[float, str]]:
+    """Per spiked resource: (webhook receipt, alert_id) of its first value alert started at or after its spike."""
+    found: dict[str, tuple[float, str]] = {}
     with hook.lock:
         for aid, alert in hook.alerts.items():
             rid = alert["labels"].get("resource_id", "")
             if (rid in spikes and alert["labels"].get("alertname") != "ABSENT"
                     and _epoch(alert["startsAt"]) >= spikes[rid] - 1.0):
-                found[rid] = min(found.get(rid, float("inf")), hook.received[aid])
+                found[rid] = min(found.get(rid, (float("inf"), "")), (hook.received[aid], aid))
     return found
 
 
-def _event_to_alert_buckets(port: int) -> list[tuple[float, float]]:
-    import urllib.request
+async def _on_topic(topic: str) -> dict[str, float]:
+    """alert_id -> when the worker produced its first record on ``alerts`` (the record's timestamp)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    buckets = []
-    for line in text.splitlines():
-        if line.startswith("spcwatch_event_to_alert_seconds_bucket{"):
-            bound = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
-    return sorted(buckets)
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not parts:
+            await consumer.topics()
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        first: dict[str, float] = {}
+        while any(await consumer.position(tp) < ends[tp] for tp in parts):
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for record in records:
+                    first.setdefault(record.key.decode(), record.timestamp / 1000)
+        return first
+    finally:
+        await consumer.stop()
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -225,29 +235,33 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def _live_phase(port: int, topic: str, hook: Webhook, first: int, rate: float, seconds: float,
-                offset: int) -> dict[str, Any]:
+                offset: int, alerts_topic: str) -> dict[str, Any]:
     """One paced phase: event timestamp -> webhook receipt of each spike's alert."""
-    before_alerts, before_buckets = len(hook.received), dict(_event_to_alert_buckets(port))
+    from collections import Counter
+
+    before_alerts = len(hook.received)
     spikes: dict[str, float] = {}
     live_start = time.time()
     messages, took = asyncio.run(_produce_live(topic, first, rate, seconds, spikes))
     _wait("the live samples consumed", lambda: consumed(port, ["metrics.samples"]) >= offset + messages, timeout=300)
     consumed_at = time.time()
-    deadline = time.monotonic() + 30  # the last spikes' alerts through Alertmanager
+    deadline = time.monotonic() + 60  # the last spikes' alerts through the forwarder and Alertmanager
     while len(_spike_receipts(hook, spikes)) < len(spikes) and time.monotonic() < deadline:
         time.sleep(0.2)
     found = _spike_receipts(hook, spikes)
-    latencies = sorted(found[rid] - spikes[rid] for rid in found)
-    diff = [(b, c - before_buckets.get(b, 0.0)) for b, c in _event_to_alert_buckets(port)]
-    counted = bool(diff) and diff[-1][1] > 0
+    latencies = sorted(found[rid][0] - spikes[rid] for rid in found)
+    produced = asyncio.run(_on_topic(alerts_topic))
+    detection = sorted(produced[aid] - spikes[rid] for rid, (_, aid) in found.items() if aid in produced)
     with hook.lock:
-        live = [t for t in list(hook.received.values())[before_alerts:] if t >= live_start]
+        new = [aid for aid in list(hook.received)[before_alerts:] if hook.received[aid] >= live_start]
+        live = [hook.received[aid] for aid in new]
+        rules = Counter(hook.alerts[aid]["labels"].get("alertname", "?") for aid in new)
     return {"offered": rate, "messages": messages, "seconds": took, "rate": messages / took,
             "spikes": len(spikes), "found": len(found), "lag": max(0.0, consumed_at - live_start - took),
             "p50": statistics.median(latencies) if latencies else float("nan"),
             "p99": _quantile(latencies, 0.99), "max": latencies[-1] if latencies else float("nan"),
-            "detect_p50": _histogram_quantile(diff, 0.5) if counted else float("nan"),
-            "detect_p99": _histogram_quantile(diff, 0.99) if counted else float("nan"),
+            "detect_p50": statistics.median(detection) if detection else float("nan"),
+            "detect_p99": _quantile(detection, 0.99), "rules": ", ".join(f"{n} {r}" for r, n in rules.most_common()),
             "alerts": len(live),
             "alerts_per_s": len(live) / max(max(live, default=live_start) - live_start, 1e-9)}
 
@@ -261,7 +275,7 @@ def _end_to_end(port: int, prefix: str, hook: Webhook) -> list[dict[str, Any]]:
     time.sleep(2)  # its alerts (history: recorded, not notified) drained
     phases = []
     for first, rate, seconds in ((0, E2E_RATE, E2E_SECONDS), (E2E_SERIES, SUSTAINED_RATE, SUSTAINED_SECONDS)):
-        phases.append(_live_phase(port, topic, hook, first, rate, seconds, offset))
+        phases.append(_live_phase(port, topic, hook, first, rate, seconds, offset, f"{prefix}alerts"))
         offset += phases[-1]["messages"]
     return phases
 
@@ -334,7 +348,7 @@ def run() -> str:
         f"| {e['offered']:,.0f}/s for {E2E_SECONDS if e['offered'] == E2E_RATE else SUSTAINED_SECONDS:.0f} s "
         f"| {e['rate']:,.0f}/s | {e['lag']:.1f} s | **{e['p50']:.2f} s / {e['p99']:.2f} s** ({e['max']:.2f} s) "
         f"| {e['detect_p50']:.2f} s / {e['detect_p99']:.2f} s | {e['spikes']} / {e['found']} "
-        f"| {e['alerts']} ({e['alerts_per_s']:.1f}/s) |" for e in e2e)
+        f"| {e['alerts']} ({e['alerts_per_s']:.1f}/s; {e['rules']}) |" for e in e2e)
     return f"""## Notifications: alerts topic → forwarder → Alertmanager → webhook
 
 One worker (4 partitions) forwarding to a real Alertmanager 0.25 on the same machine
@@ -353,7 +367,7 @@ single-sample messages at a steady pace, each resource one x5 spike at a random 
 of bench_infra's 2,000 messages/s event-to-alert row). A second phase, on {E2E_SERIES} other warmed
 resources, offers a rate the worker sustains here. Latency = webhook receipt − the spike's
 timestamp (detection, `alerts` topic, forwarder, Alertmanager's dispatch); *detection* is the
-worker's `spcwatch_event_to_alert_seconds` over the phase (event timestamp → alert on the topic).
+part until the worker produced the alert on the `alerts` topic (the record's timestamp).
 *Behind*: how long after the publisher's last sample the worker had consumed it (a backlog every
 latency includes). The publisher runs on the same 2 cores as the worker, Alertmanager, Kafka and
 MariaDB.
