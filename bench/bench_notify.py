@@ -208,20 +208,19 @@ def _spike_receipts(hook: Webhook, spikes: dict[str, float]) -> dict[str, tuple[
 
 async def _on_topic(topic: str) -> dict[str, float]:
     """alert_id -> when the worker produced its first record on ``alerts`` (the record's timestamp)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
     await consumer.start()
     try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not parts:
-            await consumer.topics()
-            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
+        deadline = time.monotonic() + 30
+        while not consumer.assignment() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        parts = list(consumer.assignment())
         ends = await consumer.end_offsets(parts)
         first: dict[str, float] = {}
-        while any(await consumer.position(tp) < ends[tp] for tp in parts):
+        while any([await consumer.position(tp) < ends[tp] for tp in parts]):
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 for record in records:
                     first.setdefault(record.key.decode(), record.timestamp / 1000)
