@@ -8,7 +8,11 @@ deploy/alertmanager/alertmanager.yml, which adds itself to every first notificat
 * latency: alerts published to the topic at a steady pace, each timed from its publication to
   its webhook receipt (p50 / p99);
 * throughput: a burst of alerts, timed until Alertmanager accepted them all (the forwarder's
-  ``spcwatch_notifications_total{status="sent"}``) and until the webhook got them all.
+  ``spcwatch_notifications_total{status="sent"}``) and until the webhook got them all;
+* end to end (the issue's figure): infra samples stamped with the wall clock at publication on
+  ``metrics.samples`` at a steady 2,000 messages/s, warmed series of which a known set gets one
+  x5 spike each; each spike timed from its sample's timestamp to the webhook's receipt of its
+  alert (detection, the ``alerts`` topic, the forwarder and Alertmanager's dispatch).
 """
 
 from __future__ import annotations
@@ -30,10 +34,20 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from agents.core.alerts import Alert
-from bench.common import BOOTSTRAP, ROOT, delete_prefixed, scratch_database, worker
+from bench.common import BOOTSTRAP, ROOT, consumed, create_topic, delete_prefixed, scratch_database, worker
 
 PACED_ALERTS, PACE_PER_S = 300, 50
 BURST_ALERTS = 5000
+# End to end: E2E_SERIES warmed series (one metric per resource) at E2E_RATE messages/s for
+# E2E_SECONDS; each gets one x5 spike at a random moment of the live phase.
+E2E_RATE = int(os.environ.get("SPCWATCH_BENCH_NOTIFY_RATE", "2000"))
+E2E_SECONDS = float(os.environ.get("SPCWATCH_BENCH_NOTIFY_SECONDS", "60"))
+E2E_SERIES = int(os.environ.get("SPCWATCH_BENCH_NOTIFY_SERIES", "200"))
+# ... then, on E2E_SERIES more, a rate the worker sustains on this busy machine: the pipeline's
+# latency without a backlog.
+SUSTAINED_RATE = int(os.environ.get("SPCWATCH_BENCH_NOTIFY_SUSTAINED_RATE", "500"))
+SUSTAINED_SECONDS = float(os.environ.get("SPCWATCH_BENCH_NOTIFY_SUSTAINED_SECONDS", "20"))
+HISTORY_POINTS = 3 * 48 - 2  # three days of half-hourly points: warm baselines, hour-of-day slots filled
 
 
 class Webhook:
@@ -41,6 +55,7 @@ class Webhook:
 
     def __init__(self) -> None:
         self.received: dict[str, float] = {}
+        self.alerts: dict[str, dict[str, Any]] = {}  # alert_id -> its first firing notification
         self.lock = threading.Lock()
         hook = self
 
@@ -54,6 +69,7 @@ class Webhook:
                 with hook.lock:
                     for alert in body["alerts"]:
                         hook.received.setdefault(alert["labels"]["alert_id"], now)
+                        hook.alerts.setdefault(alert["labels"]["alert_id"], alert)
                 self.send_response(200)
                 self.end_headers()
 
@@ -113,6 +129,156 @@ def _wait(what: str, done: Any, timeout: float = 300) -> None:
         time.sleep(0.05)
 
 
+E2E_HEADER = ("| offered (single samples, {series} series) | achieved | worker behind at the end "
+              "| **event → webhook, p50 / p99** (max) | detection, p50 / p99 | spikes / their alerts at the webhook "
+              "| alerts delivered in the phase |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+
+def _history(series: int) -> list[bytes]:
+    """One backfill batch per series: three days of half-hourly points up to 1.5 h ago."""
+    import random
+
+    rng, now = random.Random(1), time.time()
+    return [orjson.dumps({"history": True, "samples": [
+        {"ts": now - 3 * 86400 + 1800 * k, "resource_type": "ec2", "resource_id": f"e2e-{i:04d}",
+         "metric": "CPUUtilization", "value": 50 + rng.gauss(0, 2)} for k in range(HISTORY_POINTS)]})
+        for i in range(series)]
+
+
+async def _produce_history(topic: str, series: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=10)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(topic, m, key=f"e2e-{i:04d}".encode())
+                               for i, m in enumerate(_history(series))])
+    finally:
+        await producer.stop()
+
+
+async def _produce_live(topic: str, first: int, rate: float, seconds: float,
+                        spikes: dict[str, float]) -> tuple[int, float]:
+    """Single samples of series ``first``.. ``first + E2E_SERIES`` stamped *now*, paced at ``rate``.
+
+    Returns (messages, seconds taken); ``spikes`` gets each resource's spike timestamp (its ``ts``).
+    """
+    import random
+
+    rng = random.Random(first)
+    rounds = int(rate * seconds / E2E_SERIES)
+    spike_round = {i: rng.randrange(2, rounds) for i in range(first, first + E2E_SERIES)}
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=2)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        for r in range(rounds):
+            for k, i in enumerate(range(first, first + E2E_SERIES)):
+                rid, value, now = f"e2e-{i:04d}", 50 + rng.gauss(0, 2), time.time()
+                if spike_round[i] == r:
+                    value *= 5
+                    spikes[rid] = now
+                await producer.send(topic, orjson.dumps({
+                    "ts": now, "resource_type": "ec2", "resource_id": rid, "metric": "CPUUtilization",
+                    "value": value}), key=rid.encode())
+                ahead = (r * E2E_SERIES + k + 1) / rate - (time.perf_counter() - started)
+                if ahead > 0.005:
+                    await asyncio.sleep(ahead)
+        await producer.flush()
+        return rounds * E2E_SERIES, time.perf_counter() - started
+    finally:
+        await producer.stop()
+
+
+def _epoch(rfc3339: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def _spike_receipts(hook: Webhook, spikes: dict[str, float]) -> dict[str, tuple[float, str]]:
+    """Per spiked resource: (webhook receipt, alert_id) of its first value alert started at or after its spike."""
+    found: dict[str, tuple[float, str]] = {}
+    with hook.lock:
+        for aid, alert in hook.alerts.items():
+            rid = alert["labels"].get("resource_id", "")
+            if (rid in spikes and alert["labels"].get("alertname") != "ABSENT"
+                    and _epoch(alert["startsAt"]) >= spikes[rid] - 1.0):
+                found[rid] = min(found.get(rid, (float("inf"), "")), (hook.received[aid], aid))
+    return found
+
+
+async def _on_topic(topic: str) -> dict[str, float]:
+    """alert_id -> when the worker produced its first record on ``alerts`` (the record's timestamp)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not consumer.assignment() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        parts = list(consumer.assignment())
+        ends = await consumer.end_offsets(parts)
+        first: dict[str, float] = {}
+        while any([await consumer.position(tp) < ends[tp] for tp in parts]):
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for record in records:
+                    first.setdefault(record.key.decode(), record.timestamp / 1000)
+        return first
+    finally:
+        await consumer.stop()
+
+
+def _quantile(values: list[float], q: float) -> float:
+    return values[int(q * (len(values) - 1))] if values else float("nan")
+
+
+def _live_phase(port: int, topic: str, hook: Webhook, first: int, rate: float, seconds: float,
+                offset: int, alerts_topic: str) -> dict[str, Any]:
+    """One paced phase: event timestamp -> webhook receipt of each spike's alert."""
+    from collections import Counter
+
+    before_alerts = len(hook.received)
+    spikes: dict[str, float] = {}
+    live_start = time.time()
+    messages, took = asyncio.run(_produce_live(topic, first, rate, seconds, spikes))
+    _wait("the live samples consumed", lambda: consumed(port, ["metrics.samples"]) >= offset + messages, timeout=300)
+    consumed_at = time.time()
+    deadline = time.monotonic() + 60  # the last spikes' alerts through the forwarder and Alertmanager
+    while len(_spike_receipts(hook, spikes)) < len(spikes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    found = _spike_receipts(hook, spikes)
+    latencies = sorted(found[rid][0] - spikes[rid] for rid in found)
+    produced = asyncio.run(_on_topic(alerts_topic))
+    detection = sorted(produced[aid] - spikes[rid] for rid, (_, aid) in found.items() if aid in produced)
+    with hook.lock:
+        new = [aid for aid in list(hook.received)[before_alerts:] if hook.received[aid] >= live_start]
+        live = [hook.received[aid] for aid in new]
+        rules = Counter(hook.alerts[aid]["labels"].get("alertname", "?") for aid in new)
+    return {"offered": rate, "messages": messages, "seconds": took, "rate": messages / took,
+            "spikes": len(spikes), "found": len(found), "lag": max(0.0, consumed_at - live_start - took),
+            "p50": statistics.median(latencies) if latencies else float("nan"),
+            "p99": _quantile(latencies, 0.99), "max": latencies[-1] if latencies else float("nan"),
+            "detect_p50": statistics.median(detection) if detection else float("nan"),
+            "detect_p99": _quantile(detection, 0.99), "rules": ", ".join(f"{n} {r}" for r, n in rules.most_common()),
+            "alerts": len(live),
+            "alerts_per_s": len(live) / max(max(live, default=live_start) - live_start, 1e-9)}
+
+
+def _end_to_end(port: int, prefix: str, hook: Webhook) -> list[dict[str, Any]]:
+    """The issue's figure at E2E_RATE, then a rate this worker sustains here, each on series of its own."""
+    topic = f"{prefix}metrics.samples"
+    asyncio.run(_produce_history(topic, 2 * E2E_SERIES))
+    offset = 2 * E2E_SERIES * HISTORY_POINTS
+    _wait("the warm-up history", lambda: consumed(port, ["metrics.samples"]) >= offset)
+    time.sleep(2)  # its alerts (history: recorded, not notified) drained
+    phases = []
+    for first, rate, seconds in ((0, E2E_RATE, E2E_SECONDS), (E2E_SERIES, SUSTAINED_RATE, SUSTAINED_SECONDS)):
+        phases.append(_live_phase(port, topic, hook, first, rate, seconds, offset, f"{prefix}alerts"))
+        offset += phases[-1]["messages"]
+    return phases
+
+
 def _sent_total(port: int) -> float:
     import urllib.request
 
@@ -140,6 +306,7 @@ def run() -> str:
     prefix = f"bench.notify.{uuid.uuid4().hex[:8]}."
     topic = f"{prefix}alerts"
     try:
+        asyncio.run(create_topic(BOOTSTRAP, f"{prefix}metrics.samples", 4))
         with scratch_database() as database, worker(prefix, database, {
                 "SPCWATCH_ALERTMANAGER_URL": f"http://127.0.0.1:{am_port}",
                 "SPCWATCH_ALERTMANAGER_RESEND_SECONDS": "600"}, partitions=4) as port:
@@ -162,6 +329,8 @@ def run() -> str:
             accepted = time.time()
             _wait("the burst at the webhook", lambda: hook.count("b") >= BURST_ALERTS)
             delivered = max(hook.received[a["alert_id"]] for a in burst)
+            # End to end: infra samples at E2E_RATE/s -> detection -> forwarder -> Alertmanager -> webhook.
+            e2e = _end_to_end(port, prefix, hook)
     finally:
         subprocess.run([*services, "down", "alertmanager"], env=env, capture_output=True, timeout=120)
         hook.server.shutdown()
@@ -174,6 +343,11 @@ def run() -> str:
         ("delivered to the webhook (Alertmanager's dispatch, one group per alert)",
          f"{BURST_ALERTS / (delivered - start):,.0f} alerts/s"),
     ])
+    e2e_rows = "\n".join(
+        f"| {e['offered']:,.0f}/s for {E2E_SECONDS if e['offered'] == E2E_RATE else SUSTAINED_SECONDS:.0f} s "
+        f"| {e['rate']:,.0f}/s | {e['lag']:.1f} s | **{e['p50']:.2f} s / {e['p99']:.2f} s** ({e['max']:.2f} s) "
+        f"| {e['detect_p50']:.2f} s / {e['detect_p99']:.2f} s | {e['spikes']} / {e['found']} "
+        f"| {e['alerts']} ({e['alerts_per_s']:.1f}/s; {e['rules']}) |" for e in e2e)
     return f"""## Notifications: alerts topic → forwarder → Alertmanager → webhook
 
 One worker (4 partitions) forwarding to a real Alertmanager 0.25 on the same machine
@@ -184,6 +358,21 @@ notification). `python -m bench bench.bench_notify`.
 | what | figure |
 | --- | --- |
 {rows}
+
+End to end, the issue's figure: the same worker and Alertmanager, infra samples stamped with the
+wall clock at publication (`ts` = publication time), {E2E_SERIES:,} resources warmed with three
+days of half-hourly history (a backfill batch each, `"history": true`, not notified), then
+single-sample messages at a steady pace, each resource one x5 spike at a random moment (the load
+of bench_infra's 2,000 messages/s event-to-alert row). A second phase, on {E2E_SERIES} other warmed
+resources, offers a rate the worker sustains here. Latency = webhook receipt − the spike's
+timestamp (detection, `alerts` topic, forwarder, Alertmanager's dispatch); *detection* is the
+part until the worker produced the alert on the `alerts` topic (the record's timestamp).
+*Behind*: how long after the publisher's last sample the worker had consumed it (a backlog every
+latency includes). The publisher runs on the same 2 cores as the worker, Alertmanager, Kafka and
+MariaDB.
+
+{E2E_HEADER.format(series=E2E_SERIES)}
+{e2e_rows}
 """
 
 
