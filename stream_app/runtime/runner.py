@@ -283,7 +283,11 @@ class ProcessorRunner:
     # -- timers ---------------------------------------------------------------------------
     async def _tick(self, event: Any) -> None:
         p = self.part(event.message.partition)
-        now = max(float(event.value.get("now", 0.0)), p.watermark)
+        # The partition's own watermark, never the tick's "now": a tick read back after a restart or a
+        # rebalance was sent by the previous owner, whose watermark ran past the checkpointed state this
+        # owner restored (its uncheckpointed work is redone from the input). Judged against it, every
+        # resource of the partition was absent for a moment (false ABSENT episodes after a SIGKILL).
+        now = p.watermark
         if now <= 0:
             outputs = Outputs()
         elif self.internal and self.staged is not None:

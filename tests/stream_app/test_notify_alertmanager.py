@@ -267,7 +267,9 @@ def test_alerts_reach_people_through_a_real_alertmanager(stack, make_worker, kaf
     assert store_ids == {"am-chain", "am-other-day"}
     assert receiver.of("/cgi-bin/webhook/send?key=store")  # the store-ops robot of its own
 
-    # -- Alertmanager down: the forwarder retries with backoff, then everything arrives.
+    # -- Alertmanager down for 30 s (the outage): the forwarder retries with backoff (0.5 s
+    # doubling to 30 s), queues what it cannot send, then everything arrives.
+    down_since = time.monotonic()
     am.services("down")
     down = [Alert(alert_id=f"am-down-{i}", status="firing", severity="warning", use_case="recon",
                   rule="RECON_MISSING_PAYMENT", entity={"store_id": f"US0001{i}", "category": "missing_payment"},
@@ -276,6 +278,8 @@ def test_alerts_reach_people_through_a_real_alertmanager(stack, make_worker, kaf
     wait_for("failed attempts while Alertmanager is down",
              lambda: worker.metric("spcwatch_notifications_total", {"status": "failed"}) > 0, debug=debug)
     assert worker.metric("spcwatch_notification_queue") > 0
+    time.sleep(max(0.0, 30.0 - (time.monotonic() - down_since)))
+    assert worker.metric("spcwatch_notification_queue") > 0  # still queued after 30 s, nothing dropped
     am.services("up")
     wait_for("every alert after Alertmanager returned", lambda: {
         a["labels"]["alert_id"] for a in receiver.webhook_alerts("finance")} == {a.alert_id for a in down},
