@@ -176,7 +176,7 @@ def test_a_failed_database_write_stops_the_worker_and_a_restart_writes_the_rows(
     with sqlite3.connect(path) as conn:  # a write that no retry can fix
         conn.execute("ALTER TABLE infra_metric_rollups RENAME TO rollups_away")
     asyncio.run(produce(kafka_bootstrap, topic, [(b"db-1", orjson.dumps({**SAMPLE, "ts": "2026-02-17T10:06:00Z"}))]))
-    wait_until(lambda: worker.proc.poll() is not None, "the worker to stop")
+    wait_until(lambda: worker.proc.poll() is not None, "the worker to stop", timeout=180)  # loaded: two test workers
     assert worker.proc.returncode != 0
     # Other agents waiting on the same failed write crash after it, so the line is not last.
     assert "a checkpoint's rows could not be written" in worker.log_text()
@@ -211,7 +211,7 @@ def test_an_agent_that_fails_mid_message_stops_the_worker_and_a_restart_loses_no
     asyncio.run(produce(kafka_bootstrap, topic, [(b"7101", orjson.dumps({
         "event_id": "o-7101", "order_id": "7101", "store_id": "US00001", "ts": "2026-02-17T08:12:09-05:00",
         "status": "paid", "total": "12.40", "currency": "NZD", "items": []}))]))
-    wait_until(lambda: worker.proc.poll() is not None, "the worker to stop")
+    wait_until(lambda: worker.proc.poll() is not None, "the worker to stop", timeout=180)  # loaded: two test workers
     assert worker.proc.returncode != 0
     assert "spcwatch.recon.orders failed" in worker.log_text()
     assert table("SELECT order_id FROM recon_exceptions") == []  # the message's rows never went in
@@ -250,7 +250,7 @@ def test_state_is_replicated_only_after_its_rows_so_a_restart_writes_the_lost_on
     with sqlite3.connect(path) as conn:
         conn.execute("ALTER TABLE recon_exceptions RENAME TO exceptions_away")
     asyncio.run(produce(kafka_bootstrap, topic, [test_order("7002")]))
-    wait_until(lambda: worker.proc.poll() is not None, "the worker to stop")
+    wait_until(lambda: worker.proc.poll() is not None, "the worker to stop", timeout=180)  # loaded: two test workers
     assert worker.proc.returncode != 0
 
     with sqlite3.connect(path) as conn:
