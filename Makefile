@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv services down run test test-unit lint bench dashboards clean
+.PHONY: help venv services down run test test-unit lint bench chaos dashboards clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ lint: venv  ## ruff, and lint-imports (the layers: README "Layout")
 
 bench: venv services  ## benchmarks; writes bench/README.md
 	$(BIN)/python -m bench
+
+chaos: venv services  ## the fault suite with longer streams; writes bench/RELIABILITY.md
+	$(BIN)/python -m bench.chaos
 
 dashboards: venv  ## regenerate deploy/grafana/dashboards/*.json from stream_app/dashboards (commit the result)
 	$(BIN)/python -m stream_app.dashboards

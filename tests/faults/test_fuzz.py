@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import os
 import random
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
 from agents.core.events import DECODERS, REASONS
+from tests.faults.conftest import scaled
 from tests.faults.fuzz import ORDER, SAMPLE, Fuzzed, huge, malformed, stamped
 
 pytestmark = pytest.mark.faults
@@ -66,10 +66,11 @@ def draw_stream(count: int, distinct: int) -> list[Fuzzed]:
 
 @pytest.mark.integration
 def test_a_fuzzed_stream_dead_letters_every_bad_message_and_loses_no_valid_one(
-        make_worker, kafka_bootstrap: str, topic_prefix: str, mysql_url: str) -> None:  # type: ignore[no-untyped-def]
+        make_worker, kafka_bootstrap: str, topic_prefix: str, mysql_url: str,  # type: ignore[no-untyped-def]
+        fault_report) -> None:
     from tests.stream_app.runtime.test_worker import consume
 
-    count = int(os.environ.get("SPCWATCH_FUZZ_MESSAGES", 10_000))
+    count = scaled(10_000, 50_000)
     bad = draw_stream(count, min(count, 2_500)) + [huge(topic) for topic in sorted(DECODERS)]
     clock = iter(range(int(time.time()) - 86_400, int(time.time())))
     valid_samples = valid_orders = batch_items = 0
@@ -96,10 +97,12 @@ def test_a_fuzzed_stream_dead_letters_every_bad_message_and_loses_no_valid_one(
 
     worker = make_worker(SPCWATCH_DB_URL=mysql_url)
     worker.start()
+    started = time.monotonic()
     sent = asyncio.run(produce_all(kafka_bootstrap, topic_prefix, stream))
 
     want = sum(expected.values())
     letters = asyncio.run(consume(kafka_bootstrap, topic_prefix + "deadletter", want, timeout=300))
+    dead_lettered_in = time.monotonic() - started  # from the first message sent to the last letter read
     envelopes = [orjson.loads(r.value) for r in letters]
     assert len(envelopes) == want, f"{len(envelopes)} dead letters for {want} bad items\n{worker.log_tail()}"
     assert Counter(e["source_topic"] for e in envelopes) == expected
@@ -122,6 +125,10 @@ def test_a_fuzzed_stream_dead_letters_every_bad_message_and_loses_no_valid_one(
         assert taken == {"metrics.samples": valid_samples + batch_items, "orders": valid_orders}.get(topic, 0)
     status, _ = worker.health()
     assert status == 200 and worker.proc is not None and worker.proc.poll() is None, worker.log_tail()
+    fault_report(fault=f"fuzzed stream: {len(bad):,} malformed among {len(stream) - len(bad):,} valid messages",
+                 use_case="all", rows_missing=0, rows_extra=0, alerts_missing=0, alerts_duplicated=0,
+                 restarts=0, dead_letters=len(envelopes),
+                 dead_letters_per_second=round(len(envelopes) / dead_lettered_in))
 
 
 async def produce_all(bootstrap: str, prefix: str,

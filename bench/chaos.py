@@ -1,0 +1,86 @@
+"""``make chaos``: the fault suite (tests/faults) with its longer streams; writes bench/RELIABILITY.md.
+
+Each fault test runs against a control (an uninterrupted run or the offline replay of the
+same input) and asserts 0 missing and 0 duplicated outputs; with ``SPCWATCH_FAULT_REPORT``
+set it also appends its figures, which this turns into the table. A test that fails is a
+row marked FAILED: the table never hides one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.__main__ import machine
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORT = Path(__file__).resolve().parent / "RELIABILITY.md"
+COLUMNS = [("rows_missing", "rows missing"), ("rows_extra", "rows extra"), ("rows_different", "rows different"),
+           ("alerts_missing", "alerts missing"), ("alerts_duplicated", "alerts duplicated"),
+           ("restarts", "worker restarts"), ("recover_seconds", "time to recover (s)")]
+KNOWN = {"test", "recorded_at", "fault", "use_case", *(key for key, _ in COLUMNS)}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| fault | use case | " + " | ".join(title for _, title in COLUMNS) + " | other figures |",
+             "| --- | --- | " + " | ".join("---:" for _ in COLUMNS) + " | --- |"]
+    for row in rows:
+        other = ", ".join(f"{key.replace('_', ' ')} {_cell(value)}" for key, value in row.items() if key not in KNOWN)
+        lines.append(f"| {row.get('fault', row['test'])} | {row.get('use_case', '')} | "
+                     + " | ".join(_cell(row.get(key)) for key, _ in COLUMNS) + f" | {other} |")
+    return "\n".join(lines)
+
+
+def run(pytest_args: list[str] | None = None) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "faults.jsonl"
+        junit = Path(tmp) / "junit.xml"
+        env = {**os.environ, "SPCWATCH_CHAOS": "1", "SPCWATCH_FAULT_REPORT": str(report)}
+        started = datetime.now(UTC)
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "tests/faults", "-m", "faults", "-p", "no:cacheprovider",
+             f"--junitxml={junit}", "-q", *(pytest_args or [])], cwd=ROOT, env=env)
+        rows = [orjson.loads(line) for line in report.read_bytes().splitlines()] if report.exists() else []
+        failed = _failed_tests(junit)
+    rows.extend({"test": name, "fault": f"FAILED: {name}"} for name in failed)
+    section = (f"# spcwatch reliability under faults\n\nWritten by `make chaos` on {started:%Y-%m-%d %H:%M} UTC "
+               f"(pytest exit {result.returncode}).\n\nMachine: {machine()}. Local Kafka and MariaDB from "
+               "`scripts/services.sh` (faults that kill or freeze a service start a private instance).\n\n"
+               "Each fault against a control run on the same input (an uninterrupted run or the offline "
+               "replay); `make test` runs the same tests on shorter streams.\n\n" + table(rows) + "\n")
+    REPORT.write_text(section)
+    print(f"chaos: wrote {REPORT}", file=sys.stderr)
+    return section
+
+
+def _failed_tests(junit: Path) -> list[str]:
+    if not junit.exists():
+        return []
+    import xml.etree.ElementTree as ET
+
+    failed = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        if case.find("failure") is not None or case.find("error") is not None:
+            failed.append(f"{case.get('classname')}::{case.get('name')}")
+    return failed
+
+
+if __name__ == "__main__":
+    print(run(sys.argv[1:]))
