@@ -287,7 +287,6 @@ class ResourceMonitor:
         first = min(s.ts for s in samples)
         if self.interval and math.isfinite(self.last_seen) and first - self.last_seen > 2.0 * self.interval:
             self._note_pause(first, first - self.last_seen)
-        self.first_seen = min(self.first_seen, first)
         self.last_seen = max(self.last_seen, max(s.ts for s in samples))
         results = []
         periods_changed = False
@@ -304,6 +303,9 @@ class ResourceMonitor:
             result = monitor.observe(ts, [s.value for s in group], self.config.critical_z)
             result.series_key = key
             results.append(result)
+        accepted = [r.points[0].ts for r in results if r.points]
+        if accepted:  # a late or repeated sample (a clock a month behind) does not move it back
+            self.first_seen = min(self.first_seen, *accepted)
         if periods_changed:
             # The longest period: a resource whose CloudWatch metrics come every 5 minutes and
             # exporter metrics every 15 s is silent for 5 minutes when the exporter stops, and

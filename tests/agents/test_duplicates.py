@@ -43,7 +43,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     out = tmp_path_factory.mktemp("sim") / "sim.jsonl"
     parser = argparse.ArgumentParser()
     simulate.add_arguments(parser)
-    args = parser.parse_args(["--domains", "orders,forecast", "--history-days", "1", "--duration", "6h",
+    args = parser.parse_args(["--domains", "orders,forecast", "--history-days", "2", "--duration", "6h",
                               "--start", "2026-02-01T00:00:00Z", "--scenario", "all", "--seed", "11",
                               "--out", str(out), "--quiet", "--speed", "max"])
     simulate.write_file(simulate.plan_from_args(args), stderr=io.StringIO())
