@@ -13,7 +13,8 @@ validation can fail at the sink and stop a partition: an id, name or source
 longer than its database column (:data:`MAX_LENGTHS`), labels whose JSON is over
 :data:`MAX_LABELS_BYTES`, a number whose magnitude is over :data:`MAX_MAGNITUDE`
 (its square, as variance statistics take, and sums of 10^8 of those stay finite),
-and a ``*_minor`` amount over :data:`MAX_MINOR` (sums of 9,000 fit a BIGINT column).
+a ``*_minor`` amount over :data:`MAX_MINOR` (sums of 9,000 fit a BIGINT column), and a
+decimal (an item's price or cost) whose magnitude is over :data:`MAX_MINOR` as well.
 
 Normalisation follows the contract: timestamps become epoch seconds (UTC);
 integer ids become their decimal string and ids are trimmed; money in major
@@ -182,6 +183,8 @@ def parse_decimal(value: Any, name: str) -> Decimal:
         raise InvalidEvent("invalid_money", f"{name!r} is not a decimal: {str(value)[:40]!r}") from None
     if not amount.is_finite():
         raise InvalidEvent("invalid_money", f"{name!r} must be finite")
+    if abs(amount) > MAX_MINOR:  # a price past this overflows the DOUBLE columns it is summed into
+        raise InvalidEvent("out_of_range", f"{name!r} is beyond ±{MAX_MINOR}: {str(value)[:40]!r}")
     return amount
 
 
@@ -392,7 +395,7 @@ def _item_from_obj(obj: Any, index: int) -> OrderItem:
     unit_cost = obj.get("unit_cost")
     return OrderItem(
         spu=parse_id(obj.get("spu"), f"items[{index}].spu"),
-        name=str(obj.get("name", "")),
+        name=_within_length(str(obj.get("name", "")), f"items[{index}].name"),
         qty=qty,
         unit_price=parse_decimal(_require(obj, "unit_price"), f"items[{index}].unit_price"),
         discount=parse_decimal(obj.get("discount", "0"), f"items[{index}].discount"),
