@@ -185,6 +185,9 @@ class InfraProcessor:
                             registry=registry),
             "late": Counter("spcwatch_infra_samples_late", "Samples older than their series allows, rejected",
                             registry=registry),
+            "duplicate": Counter("spcwatch_infra_samples_duplicate",
+                                 "Samples at a timestamp their series already has (redeliveries), ignored",
+                                 registry=registry),
         }
         self._series_seen: set[str] = set()
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -286,11 +289,14 @@ class InfraProcessor:
         if obs.returned_from_absence is not None:
             absent = self._absent_alert(monitor, obs.returned_from_absence)
             out.alerts.append(absent.resolved(monitor.last_seen, event_ts=monitor.last_seen))
+        if obs.returned_from_absence is None and not any(r.points for r in obs.series):
+            # Only late or repeated samples: nothing changed, so nothing is written (a redelivered
+            # message leaves every table as it was).
+            self._count_refused(obs)
+            return
         scores_all = self.settings.scores == "all"
-        late = 0
         for result in obs.series:
             sid = series_id(result.series_key)
-            late += result.late
             # The series' names go to infra_series once per checkpoint (the sink keeps the last
             # row of a key); the per-point rows carry only its id.
             out.add_row("infra_series", {"series_id": sid, "resource_id": rid, "metric": result.metric,
@@ -319,13 +325,22 @@ class InfraProcessor:
             health, active = self._resource_gauges(rid, monitor.resource_type)
             health.set(health_row["score"])
             active.set(health_row["firing_series"])
-            if late:
-                self._gauges["late"].inc(late)
             seen = self._series_seen
             new = [r.series_key for r in obs.series if r.series_key not in seen]
             if new:
                 seen.update(new)
                 self._gauges["series"].set(len(seen))
+        self._count_refused(obs)
+
+    def _count_refused(self, obs: Observation) -> None:
+        if not self._gauges:
+            return
+        late = sum(r.late for r in obs.series)
+        duplicates = sum(r.duplicates for r in obs.series)
+        if late:
+            self._gauges["late"].inc(late)
+        if duplicates:
+            self._gauges["duplicate"].inc(duplicates)
 
     def _episode_alert(self, monitor: ResourceMonitor, metric: str, labels: dict[str, str], event: Any,
                        severity: str) -> Alert:

@@ -31,8 +31,8 @@ from .config import DetectorConfig
 from .episodes import EpisodeEvent, EpisodeTracker
 from .rules import CUSUM, RuleState, mask_rules, rules_mask, rules_vec
 
-OK, WARMUP, MISSING, EXCLUDED, LATE = 0, 1, 2, 3, 4
-STATUS_NAMES = ("ok", "warmup", "missing", "excluded", "late")
+OK, WARMUP, MISSING, EXCLUDED, LATE, DUPLICATE = 0, 1, 2, 3, 4, 5
+STATUS_NAMES = ("ok", "warmup", "missing", "excluded", "late", "duplicate")
 STATE_VERSION = 1
 NAN = math.nan
 _BIG = 1 << 62
@@ -344,6 +344,21 @@ class Batch:
         )
 
 
+def refused(ts: float, wm: float, lateness: float, done: float, held: list[tuple[float, int, float]]) -> int:
+    """The front end's verdict on a sample at ``ts`` (shared by every detector): ``LATE`` when
+    older than the lateness allows, ``DUPLICATE`` when this series already has a sample at
+    ``ts`` (judged: ``ts <= done``, the newest judged timestamp; or held for lateness), else
+    ``OK`` (take it). One sample per series and timestamp, the first one wins: a redelivered
+    message, or the same sample in two messages, changes nothing (README, Delivery guarantees)."""
+    if lateness == 0.0:
+        return OK if ts > wm else (DUPLICATE if ts == wm else LATE)
+    if ts < wm - lateness:
+        return LATE
+    if ts <= done or any(h[0] == ts for h in held):
+        return DUPLICATE
+    return OK
+
+
 def _empty_batch(n: int) -> Batch:
     return Batch(
         ts=np.zeros(n), value=np.zeros(n), center=np.full(n, NAN), sigma=np.full(n, NAN),
@@ -372,6 +387,7 @@ class SeriesDetector:
         "_bl",
         "_bs",
         "_cur",
+        "_done",
         "_enabled",
         "_ep",
         "_excl",
@@ -393,6 +409,7 @@ class SeriesDetector:
         "_wm",
         "config",
         "key",
+        "n_duplicate",
         "n_excluded",
         "n_late",
         "n_missing",
@@ -423,9 +440,10 @@ class SeriesDetector:
         self._excl: list[tuple[float, float]] = sorted(cfg.exclusions)
         self._lateness = float(cfg.lateness_seconds)
         self._wm = -math.inf
+        self._done = -math.inf  # newest timestamp judged (with lateness: released from the heap)
         self._heap: list[tuple[float, int, float]] = []
         self._seq = 0
-        self.n_seen = self.n_late = self.n_missing = self.n_excluded = 0
+        self.n_seen = self.n_late = self.n_missing = self.n_excluded = self.n_duplicate = 0
         self._lims: list[tuple] = []
         self._recompute_limits()
 
@@ -544,17 +562,23 @@ class SeriesDetector:
         """Judge one sample; returns the verdicts released (see class doc)."""
         self.n_seen += 1
         if self._lateness == 0.0:
-            if ts < self._wm:
-                self.n_late += 1
-                return [Verdict(ts, value, NAN, NAN, NAN, 0, LATE, False, None)]
+            if ts <= self._wm:
+                return [self._refuse(ts, value, DUPLICATE if ts == self._wm else LATE)]
             self._wm = ts
             return [self._process(ts, value)]
         return self._update_buffered(ts, value)
 
-    def _update_buffered(self, ts: float, value: float) -> list[Verdict]:
-        if ts < self._wm - self._lateness:
+    def _refuse(self, ts: float, value: float, status: int) -> Verdict:
+        if status == LATE:
             self.n_late += 1
-            return [Verdict(ts, value, NAN, NAN, NAN, 0, LATE, False, None)]
+        else:
+            self.n_duplicate += 1
+        return Verdict(ts, value, NAN, NAN, NAN, 0, status, False, None)
+
+    def _update_buffered(self, ts: float, value: float) -> list[Verdict]:
+        status = refused(ts, self._wm, self._lateness, self._done, self._heap)
+        if status != OK:
+            return [self._refuse(ts, value, status)]
         heapq.heappush(self._heap, (ts, self._seq, value))
         self._seq += 1
         if ts > self._wm:
@@ -565,6 +589,7 @@ class SeriesDetector:
         while heap and heap[0][0] <= frontier:
             t, _, v = heapq.heappop(heap)
             out.append(self._process(t, v))
+            self._done = t
         return out
 
     def flush(self) -> list[Verdict]:
@@ -574,6 +599,7 @@ class SeriesDetector:
         while self._heap:
             t, _, v = heapq.heappop(self._heap)
             out.append(self._process(t, v))
+            self._done = t
         return out
 
     def _process(self, ts: float, x: float) -> Verdict:
@@ -644,7 +670,8 @@ class SeriesDetector:
         n = t.shape[0]
         if n == 0:
             return _empty_batch(0)
-        in_order = bool(np.all(t[1:] >= t[:-1])) and not self._heap and t[0] >= self._wm
+        # Strictly increasing and newer than anything seen: no sample can be late or a repeat.
+        in_order = bool(np.all(t[1:] > t[:-1])) and not self._heap and t[0] > self._wm
         if not in_order:
             out: list[Verdict] = []
             for a, b in zip(t.tolist(), x.tolist(), strict=True):
@@ -659,6 +686,8 @@ class SeriesDetector:
                 heapq.heappush(self._heap, (a, seq0 + cut + i, b))
             self._seq = seq0 + n
             t, x = t[:cut], x[:cut]
+            if cut:
+                self._done = float(t[-1])
         return self._process_vec(t, x)
 
     def _process_vec(self, t: np.ndarray, x: np.ndarray) -> Batch:
@@ -812,6 +841,7 @@ class SeriesDetector:
             # list is a heap, so loading it back needs nothing more).
             "q": [[a, b, c if math.isfinite(c) else None] for a, b, c in sorted(self._heap)] or None,
             "c": [self.n_seen, self.n_late, self.n_missing, self.n_excluded, self._seq],
+            "dn": [self._done if self._done > -math.inf else None, self.n_duplicate],
         }
 
     @classmethod
@@ -846,6 +876,8 @@ class SeriesDetector:
             det._heap = [(float(a), int(b), NAN if c is None else float(c)) for a, b, c in state["q"]]
             heapq.heapify(det._heap)
         det.n_seen, det.n_late, det.n_missing, det.n_excluded, det._seq = state["c"]
+        done, det.n_duplicate = state.get("dn") or (None, 0)  # absent in states written before 2026-12-03
+        det._done = -math.inf if done is None else float(done)
         # a frozen detector's limits are those of its baseline at freeze time,
         # which is exactly the restored baseline (it stopped learning then)
         det._recompute_limits()

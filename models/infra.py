@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .config import DetectorConfig, RobustConfig
-from .detector import LATE, OK, SeriesDetector, StateError
+from .detector import DUPLICATE, LATE, OK, SeriesDetector, StateError
 from .episodes import EpisodeEvent
 from .exhaustion import ExhaustionConfig, ExhaustionEvent, ExhaustionModel, default_limit
 from .robust import RobustDetector
@@ -99,6 +99,7 @@ class SeriesResult:
     events: list[tuple[EpisodeEvent, str]]  # (event, severity)
     late: int
     exhaustion: list[ExhaustionEvent] = field(default_factory=list)
+    duplicates: int = 0  # samples at a timestamp the series already has: ignored (the first one wins)
 
 
 @dataclass(slots=True)
@@ -189,10 +190,13 @@ class SeriesMonitor:
         points: list[Point] = []
         events_out: list[tuple[EpisodeEvent, str]] = []
         rollups: dict[float, tuple[float, int, float, float, float]] = {}
-        late = 0
+        late = duplicates = 0
         for t, x, c, s, z, rules, status, event in rows:
             if status == LATE:
                 late += 1
+                continue
+            if status == DUPLICATE:  # no point, no rollup: a redelivered sample changes nothing
+                duplicates += 1
                 continue
             points.append(Point(t, x, c, s, z, rules, status))
             self._roll(t, x)
@@ -211,7 +215,7 @@ class SeriesMonitor:
             for p in points:
                 exhausted.extend(self.exhaustion.update(p.ts, p.value))
         return SeriesResult("", self.metric, self.labels, points, list(rollups.values()), events_out, late,
-                            exhausted)
+                            exhausted, duplicates)
 
     def _roll(self, ts: float, value: float) -> None:
         """Add a sample to its minute (samples arrive in time order).
@@ -269,7 +273,9 @@ class ResourceMonitor:
     def observe(self, samples: Sequence) -> Observation:
         """Samples of this resource (any order, any series); returns what they caused."""
         returned = None
-        if self.absent_since is not None:
+        if self.absent_since is not None and max(s.ts for s in samples) > self.last_seen:
+            # Only a sample after the silence ends it: a late one (a wrong clock a month behind)
+            # neither ends an absence nor resets the retirement it is heading for.
             returned = self.absent_since
             self.absent_since = None
         groups: dict[str, list] = {}
@@ -281,7 +287,6 @@ class ResourceMonitor:
         first = min(s.ts for s in samples)
         if self.interval and math.isfinite(self.last_seen) and first - self.last_seen > 2.0 * self.interval:
             self._note_pause(first, first - self.last_seen)
-        self.first_seen = min(self.first_seen, first)
         self.last_seen = max(self.last_seen, max(s.ts for s in samples))
         results = []
         periods_changed = False
@@ -298,6 +303,9 @@ class ResourceMonitor:
             result = monitor.observe(ts, [s.value for s in group], self.config.critical_z)
             result.series_key = key
             results.append(result)
+        accepted = [r.points[0].ts for r in results if r.points]
+        if accepted:  # a late or repeated sample (a clock a month behind) does not move it back
+            self.first_seen = min(self.first_seen, *accepted)
         if periods_changed:
             # The longest period: a resource whose CloudWatch metrics come every 5 minutes and
             # exporter metrics every 15 s is silent for 5 minutes when the exporter stops, and

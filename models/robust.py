@@ -48,7 +48,7 @@ import numpy as np
 
 from .baseline import pack, unpack
 from .config import RobustConfig
-from .detector import LATE, MISSING, NAN, OK, WARMUP, Batch, StateError, Verdict, run_episodes
+from .detector import DUPLICATE, LATE, MISSING, NAN, OK, WARMUP, Batch, StateError, Verdict, refused, run_episodes
 from .episodes import EpisodeEvent, EpisodeTracker
 from .rules import rules_mask
 
@@ -224,6 +224,7 @@ class RobustDetector:
         "_cur",
         "_cw",
         "_day_n",
+        "_done",
         "_eff_rel",
         "_ep",
         "_fhist",
@@ -259,6 +260,7 @@ class RobustDetector:
         "_ww",
         "config",
         "key",
+        "n_duplicate",
         "n_late",
         "n_missing",
         "n_seen",
@@ -276,7 +278,8 @@ class RobustDetector:
         self._wm = -math.inf
         self._wheap: list[tuple[float, int, float]] = []
         self._seq = 0
-        self.n_seen = self.n_late = self.n_missing = 0
+        self.n_seen = self.n_late = self.n_missing = self.n_duplicate = 0
+        self._done = -math.inf  # newest timestamp judged (with lateness: released from the heap)
         self._cur: int | None = None
         self._b_end = -math.inf
         self._warm = False
@@ -550,14 +553,13 @@ class RobustDetector:
     def update(self, ts: float, value: float) -> list[Verdict]:
         self.n_seen += 1
         if self._lateness == 0.0:
-            if ts < self._wm:
-                self.n_late += 1
-                return [RobustVerdict(ts, value, NAN, NAN, NAN, 0, LATE, False, None)]
+            if ts <= self._wm:
+                return [self._refuse(ts, value, DUPLICATE if ts == self._wm else LATE)]
             self._wm = ts
             return [self._process(ts, value)]
-        if ts < self._wm - self._lateness:
-            self.n_late += 1
-            return [RobustVerdict(ts, value, NAN, NAN, NAN, 0, LATE, False, None)]
+        status = refused(ts, self._wm, self._lateness, self._done, self._wheap)
+        if status != OK:
+            return [self._refuse(ts, value, status)]
         heapq.heappush(self._wheap, (ts, self._seq, value))
         self._seq += 1
         if ts > self._wm:
@@ -568,13 +570,23 @@ class RobustDetector:
         while heap and heap[0][0] <= frontier:
             t, _, v = heapq.heappop(heap)
             out.append(self._process(t, v))
+            self._done = t
         return out
+
+    def _refuse(self, ts: float, value: float, status: int) -> Verdict:
+        """A late or repeated sample (:func:`models.detector.refused`): judged never, counted."""
+        if status == LATE:
+            self.n_late += 1
+        else:
+            self.n_duplicate += 1
+        return RobustVerdict(ts, value, NAN, NAN, NAN, 0, status, False, None)
 
     def flush(self) -> list[Verdict]:
         out = []
         while self._wheap:
             t, _, v = heapq.heappop(self._wheap)
             out.append(self._process(t, v))
+            self._done = t
         return out
 
     def _warmup(self, ts: float, x: float) -> None:
@@ -696,7 +708,8 @@ class RobustDetector:
         n = t.shape[0]
         if n == 0:
             return _empty(0)
-        in_order = bool(np.all(t[1:] >= t[:-1])) and not self._wheap and t[0] >= self._wm
+        # Strictly increasing and newer than anything seen: no sample can be late or a repeat.
+        in_order = bool(np.all(t[1:] > t[:-1])) and not self._wheap and t[0] > self._wm
         if not in_order:
             out: list[Verdict] = []
             for a, b in zip(t.tolist(), x.tolist(), strict=True):
@@ -711,6 +724,8 @@ class RobustDetector:
                 heapq.heappush(self._wheap, (a, seq0 + cut + i, b))
             self._seq = seq0 + n
             t, x = t[:cut], x[:cut]
+            if cut:
+                self._done = float(t[-1])
         return self._process_vec(t, x)
 
     def _process_vec(self, t: np.ndarray, x: np.ndarray) -> RobustBatch:
@@ -896,6 +911,7 @@ class RobustDetector:
             "e": self._ep.to_list(),
             "q": [[a, b, c if math.isfinite(c) else None] for a, b, c in sorted(self._wheap)] or None,
             "c": [self.n_seen, self.n_late, self.n_missing, self._seq],
+            "dn": [self._done if self._done > -math.inf else None, self.n_duplicate],
         }
 
     @classmethod
@@ -949,6 +965,8 @@ class RobustDetector:
         if state["q"]:
             det._wheap = [(float(a), int(b), NAN if c is None else float(c)) for a, b, c in state["q"]]
         det.n_seen, det.n_late, det.n_missing, det._seq = state["c"]
+        done, det.n_duplicate = state.get("dn") or (None, 0)  # absent in states written before 2026-12-03
+        det._done = -math.inf if done is None else float(done)
         if det._cur is not None:
             det._wd = int((det._cur + 3) % 7)
             det._b_end = (det._cur + 1) * DAY - det._tz

@@ -5,11 +5,18 @@ Lines are events of the contract (a line of a multi-topic use case also carries
 event time (stable, so ties keep file order), fed to the same processor with a
 dict as the state store, and ticked on event time. Alerts go to ``--output`` as
 JSONL; rows go to ``SPCWATCH_DB_URL`` through the same idempotent sink.
+
+The worker's clock rule holds here too, with the wall clock at the start of the replay: an event
+more than ``SPCWATCH_MAX_CLOCK_SKEW_SECONDS`` ahead of it is reported invalid
+(``invalid_timestamp``, "in the future") and not replayed, and ticks never pass that clock.
+Recorded history is never ahead; to replay a file that runs ahead on purpose (a simulated
+future), set ``SPCWATCH_MAX_CLOCK_SKEW_SECONDS=0``.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +25,7 @@ from typing import Any, TextIO
 import orjson
 
 from agents.core.contract import Outputs, Processor
-from agents.core.events import DECODERS, InvalidEvent, parse_json
+from agents.core.events import DECODERS, InvalidEvent, bound_to_clock, parse_json
 from agents.core.settings import Settings
 from stream_app.runtime import db
 from stream_app.runtime.sink import Sink
@@ -36,9 +43,12 @@ class ReplayReport:
 
 
 def read_events(
-    lines: Iterable[bytes], processor: Processor, report: ReplayReport
+    lines: Iterable[bytes], processor: Processor, report: ReplayReport,
+    now: float | None = None, max_skew: float = 0.0,
 ) -> list[tuple[float, int, str, Any]]:
-    """Decode every line; invalid lines are reported with their line number, never dropped silently."""
+    """Decode every line; invalid lines are reported with their line number, never dropped silently.
+    With ``max_skew`` > 0, events more than that ahead of ``now`` (the wall clock) are invalid."""
+    now = time.time() if now is None else now
     events: list[tuple[float, int, str, Any]] = []
     single = processor.topics[0] if len(processor.topics) == 1 else None
     for number, raw in enumerate(lines, start=1):
@@ -59,7 +69,7 @@ def read_events(
                 continue
             raw = orjson.dumps(obj)
         assert topic is not None
-        decoded = DECODERS[topic](raw)
+        decoded = bound_to_clock(DECODERS[topic](raw), now, max_skew)
         for error in decoded.errors:
             where = "" if error.item_index is None else f" (item {error.item_index})"
             report.invalid.append((number, error.reason, error.detail + where))
@@ -105,8 +115,11 @@ class _Writer:
 async def run_replay(settings: Settings, processor: Processor, input_path: Path, output: TextIO,
                      tick_event_seconds: float = 60.0) -> ReplayReport:
     report = ReplayReport()
+    wall, max_skew = time.time(), settings.max_clock_skew_seconds
     with input_path.open("rb") as handle:
-        events = read_events(handle, processor, report)
+        events = read_events(handle, processor, report, wall, max_skew)
+    # As in the worker: with the clock rule on, no timer runs ahead of the wall clock.
+    tick_limit = wall if max_skew > 0 else float("inf")
     report.events = len(events)
     engine = db.create_engine(settings.db_url)
     try:
@@ -121,13 +134,13 @@ async def run_replay(settings: Settings, processor: Processor, input_path: Path,
             await writer.emit(processor.process(store, topic, [event]))
             watermark = max(watermark, ts)
             if watermark - last_tick >= tick_event_seconds:
-                await writer.emit(processor.tick(store, watermark))
+                await writer.emit(processor.tick(store, min(watermark, tick_limit)))
                 last_tick = watermark
         if watermark:
             # The worker goes on ticking after the input ends: twice is enough for timers that
             # judge the clock of the previous tick (infra's absence) to see the last one.
-            await writer.emit(processor.tick(store, watermark))
-            await writer.emit(processor.tick(store, watermark))
+            await writer.emit(processor.tick(store, min(watermark, tick_limit)))
+            await writer.emit(processor.tick(store, min(watermark, tick_limit)))
         await writer.flush()
     finally:
         await engine.dispose()

@@ -84,7 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "day; 0 = none (default: 1; the infra baseline is warm after one closed UTC "
                              "day, and the estate is most of the volume)")
     parser.add_argument("--start", default=None,
-                        help="event time of the first event, RFC 3339 (default: now minus --history-days)")
+                        help="event time of the first event, RFC 3339 (default: now minus --history-days; "
+                             "with --speed max and --duration, the live part ends now)")
     parser.add_argument("--infra-interval", default="5m",
                         help="infrastructure sample interval (default: 5m, CloudWatch basic monitoring)")
     parser.add_argument("--out", metavar="FILE",
@@ -123,13 +124,17 @@ def plan_from_args(args: argparse.Namespace, now: float | None = None) -> Plan:
     if not (0 <= args.history_days <= 400) or not (0 <= args.infra_history_days <= 400):
         raise ConfigError("--history-days and --infra-history-days must be between 0 and 400")
     history = args.history_days * DAY
+    duration = None if args.duration is None else parse_duration(args.duration, "--duration")
     if args.start is not None:
         start = parse_instant(args.start)
         t0 = start + history
     else:
         t0 = math.floor((time.time() if now is None else now) / 60) * 60.0
+        if speed is None and duration is not None:
+            # As fast as possible over a finite span: the span that ends now, so no event is ahead
+            # of the wall clock (the worker dead-letters those beyond SPCWATCH_MAX_CLOCK_SKEW_SECONDS).
+            t0 -= duration
         start = t0 - history
-    duration = None if args.duration is None else parse_duration(args.duration, "--duration")
     if args.out and duration is None:
         raise ConfigError("--out needs --duration (a file cannot be endless)")
     interval = parse_duration(args.infra_interval, "--infra-interval")
@@ -264,6 +269,20 @@ class Pacer:
         return self.wall_t0 + (ts - self.t0) / self.speed - self.clock()
 
 
+def ahead_of_wall(plan: Plan, settings: Settings, stderr: TextIO, now: float | None = None) -> bool:
+    """Say so when the simulated event time will pass the wall clock by more than the allowed skew:
+    a worker with the clock rule on dead-letters those events (``make run`` turns it off)."""
+    skew = settings.max_clock_skew_seconds
+    now = time.time() if now is None else now
+    end = plan.config.end
+    runs_ahead = (end is None or end > now + skew) if plan.speed is None or plan.speed > 1 else (
+        plan.config.t0 > now + skew)
+    if skew > 0 and runs_ahead:
+        stderr.write(f"simulate: event time will run more than {skew:g} s ahead of the wall clock; a worker "
+                     "dead-letters such events unless it runs with SPCWATCH_MAX_CLOCK_SKEW_SECONDS=0\n")
+    return skew > 0 and runs_ahead
+
+
 async def publish(plan: Plan, settings: Settings, stderr: TextIO | None = None) -> int:
     """Send the simulation to the contract's topics (with ``SPCWATCH_TOPIC_PREFIX``) until done or stopped."""
     import orjson
@@ -286,6 +305,7 @@ async def publish(plan: Plan, settings: Settings, stderr: TextIO | None = None) 
                                 linger_ms=plan.linger_ms, max_batch_size=plan.batch_bytes, acks=1,
                                 request_timeout_ms=30000)
     await producer.start()
+    ahead_of_wall(plan, settings, stderr or sys.stderr)
     mode = "live at max speed" if plan.speed is None else f"live x{plan.speed:g}"
     progress = Progress(stderr or sys.stderr, plan.config.t0, plan.quiet)
     pacer = Pacer(plan.config.t0, plan.speed)

@@ -535,6 +535,38 @@ def decode_samples(raw: bytes) -> Decoded:
     return result
 
 
+def bound_to_clock(decoded: Decoded, now: float, max_skew: float) -> Decoded:
+    """The clock rule (README, Delivery guarantees): an event whose ``ts`` is more than
+    ``max_skew`` seconds ahead of the wall clock ``now`` moves to the errors as
+    ``invalid_timestamp`` ("in the future"), so it is dead-lettered, never applied, and no
+    event-time clock built from ``ts`` (a partition's watermark, absence, day closes,
+    deadlines) can be moved far by a producer with a wrong clock. ``max_skew`` 0: no bound.
+
+    The worker and ``spcwatch replay`` both call this, right after decoding."""
+    if max_skew <= 0 or not decoded.events:
+        return decoded
+    not_after = now + max_skew
+    kept = [event for event in decoded.events if event.ts <= not_after]
+    if len(kept) == len(decoded.events):
+        return decoded  # the hot path: nothing ahead
+    errors = list(decoded.errors)
+    for event in decoded.events:
+        if event.ts > not_after:
+            errors.append(InvalidEvent("invalid_timestamp", future_detail(event, now, max_skew)))
+    return Decoded(events=kept, errors=errors)
+
+
+def future_detail(event: Any, now: float, max_skew: float) -> str:
+    """Why ``event`` is refused: its time, whose it is, and how far ahead of the wall clock."""
+    when = datetime.fromtimestamp(event.ts, UTC).isoformat().replace("+00:00", "Z")
+    what = getattr(event, "resource_id", None) or getattr(event, "order_id", None) or getattr(event, "store_id", "")
+    metric = getattr(event, "metric", None)
+    if metric:
+        what = f"{what} {metric}"
+    return (f"'ts' {when} ({what}) is {event.ts - now:.0f} s in the future, beyond the allowed clock "
+            f"skew of {max_skew:g} s (SPCWATCH_MAX_CLOCK_SKEW_SECONDS)")
+
+
 DECODERS: dict[str, Callable[[bytes], Decoded]] = {
     "metrics.samples": decode_samples,
     "orders": _single(order_from_obj),

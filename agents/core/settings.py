@@ -63,6 +63,8 @@ class Settings:
     """endsAt of a firing alert = now + this (0: 4 x the re-send interval, as Prometheus)."""
     alertmanager_queue_max: int = 10000
     alertmanager_timeout_seconds: float = 10.0
+    max_clock_skew_seconds: float = 300.0
+    """Live events more than this ahead of the wall clock are dead-lettered (0: no bound)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -126,6 +128,8 @@ class Settings:
         _check(self.alertmanager_lease_seconds >= 0, "alertmanager_lease_seconds", "must be >= 0")
         _check(self.alertmanager_queue_max >= 1, "alertmanager_queue_max", "must be >= 1")
         _check(self.alertmanager_timeout_seconds > 0, "alertmanager_timeout_seconds", "must be > 0")
+        _check(0 <= self.max_clock_skew_seconds <= 366 * 86400, "max_clock_skew_seconds",
+               f"must be 0 (no bound) to 31622400 seconds, got {self.max_clock_skew_seconds:g}")
         if self.runbook_base_url:
             _check(self.runbook_base_url.startswith(("http://", "https://")), "runbook_base_url",
                    f"expects an http(s) URL, got {self.runbook_base_url!r}")

@@ -24,7 +24,7 @@ from faust.types import Message, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agents.core.contract import Outputs
-from agents.core.events import DECODERS, InvalidEvent
+from agents.core.events import DECODERS, InvalidEvent, bound_to_clock
 from agents.core.settings import Settings
 from stream_app.runtime import codecs, topics
 from stream_app.runtime.db import create_engine
@@ -178,9 +178,11 @@ class Runtime:
 
         The events of one message come together so use cases can process a
         ``{"samples": [...]}`` batch at once (numpy pays there). Messages the
-        worker re-routed to their own partition were counted when first seen.
+        worker re-routed to their own partition were counted when first seen. Events too far
+        ahead of the wall clock are invalid (:func:`~agents.core.events.bound_to_clock`).
         """
-        result = DECODERS[topic](message.value)
+        result = bound_to_clock(DECODERS[topic](message.value), time.time(),
+                                self.settings.max_clock_skew_seconds)
         if owner:
             if not _is_rerouted(message):
                 self.metrics.events_consumed.labels(topic).inc(len(result.events) + len(result.errors))

@@ -288,6 +288,11 @@ class ProcessorRunner:
         # owner restored (its uncheckpointed work is redone from the input). Judged against it, every
         # resource of the partition was absent for a moment (false ABSENT episodes after a SIGKILL).
         now = p.watermark
+        if self.runtime.settings.max_clock_skew_seconds > 0:
+            # Live data: no timer runs ahead of the wall clock. Events up to the allowed skew ahead
+            # are applied, but judged by a clock they moved, a healthy resource whose deadline is
+            # shorter than the skew (5 intervals of a 15-s scrape) would be absent (README).
+            now = min(now, time.time())
         if now <= 0:
             outputs = Outputs()
         elif self.internal and self.staged is not None:

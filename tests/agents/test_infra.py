@@ -440,3 +440,45 @@ def test_the_method_comes_from_the_environment_and_a_bad_one_names_the_variable(
         load_env(InfraSettings, "SPCWATCH_INFRA_", {"SPCWATCH_INFRA_METHOD": "ewma"})
     with pytest.raises(ConfigError, match=r"^SPCWATCH_INFRA_TAIL_PROBABILITY must be between"):
         load_env(InfraSettings, "SPCWATCH_INFRA_", {"SPCWATCH_INFRA_TAIL_PROBABILITY": "0.5"})
+
+
+
+def test_replay_refuses_the_future_and_a_host_ahead_within_the_bound_raises_no_absence(
+        tmp_path: Path, sqlite_url: str) -> None:
+    """The clock rule in ``spcwatch replay`` (the worker calls the same function, and caps its timer
+    the same way): a sample a day ahead is reported invalid and moves no clock. A host 290 s ahead
+    (within the 300 s bound) is applied; with 30-s samples the others' absence deadline (5 intervals,
+    150 s) is shorter than that, but no timer runs past the wall clock, so nobody is absent."""
+    import io
+
+    from agents.core.settings import Settings
+    from stream_app.replay import run_replay
+
+    now = time.time()
+    base = now - 30 - now % 30 - 30 * 19
+    healthy = [{"ts": base + 30 * step, "resource_id": f"r{r}", "metric": "cpu", "value": 1.0 + r}
+               for step in range(20) for r in range(5)]
+    ahead = [{"ts": base + 30 * step + 290, "resource_id": "ahead", "metric": "cpu", "value": 1.0}
+             for step in range(20)]
+    day_ahead = [{"ts": base + 300 + 86400, "resource_id": "r0", "metric": "cpu", "value": 9.0}]
+
+    def run(name: str, lines: list[dict], skew: str) -> tuple[object, list[dict]]:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+        out = io.StringIO()
+        settings = Settings.from_env({"SPCWATCH_DB_URL": sqlite_url, "SPCWATCH_MAX_CLOCK_SKEW_SECONDS": skew})
+        report = asyncio.run(run_replay(settings, InfraProcessor(InfraSettings(interval_seconds=30.0)), path, out))
+        return report, [orjson.loads(line) for line in out.getvalue().splitlines()]
+
+    def absent(alerts: list[dict]) -> set[str]:
+        return {a["entity"]["resource_id"] for a in alerts if a["rule"] == "ABSENT"}
+
+    report, alerts = run("future", healthy + day_ahead, "300")
+    assert [(reason, "s in the future" in detail) for _, reason, detail in report.invalid] == [  # type: ignore[attr-defined]
+        ("invalid_timestamp", True)]
+    assert absent(alerts) == set()
+    report, alerts = run("within", healthy + ahead, "300")
+    assert not report.invalid and absent(alerts) == set()  # type: ignore[attr-defined]
+    # Without the bound (and its timer cap) the others are judged by the clock the host ahead moved.
+    _, alerts = run("unbounded", healthy + ahead, "0")
+    assert absent(alerts) == {f"r{r}" for r in range(5)}

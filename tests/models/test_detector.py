@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models import EXCLUDED, LATE, MISSING, OK, WARMUP, Batch, DetectorConfig, SeriesDetector
-from models.detector import t_upper_tail, zone_factors
+from models.detector import DUPLICATE, t_upper_tail, zone_factors
 
 from .strategies import T0, configs, streams
 
@@ -278,8 +278,61 @@ def test_nan_is_missing_and_counted():
 def test_without_lateness_older_samples_are_rejected_and_counted():
     det = SeriesDetector("s", DetectorConfig(fixed_center=0.0, fixed_sigma=1.0))
     vs = run(det, [T0 + 10, T0 + 5, T0 + 10, T0 + 11], [0.0, 9.0, 0.0, 0.0])
-    assert [v.status for v in vs] == [OK, LATE, OK, OK]
+    assert [v.status for v in vs] == [OK, LATE, DUPLICATE, OK]  # a second sample at T0+10: ignored
     assert vs[1].late and det.n_late == 1 and not vs[1].rules
+    assert det.n_duplicate == 1
+
+
+@pytest.mark.parametrize("lateness", [0.0, 60.0])
+def test_a_sample_at_a_timestamp_already_seen_changes_nothing(lateness: float) -> None:
+    """A redelivered message (or the same sample in two messages): the first one wins, also while it
+    is held for lateness and once it is released, one by one and in a batch."""
+    config = DetectorConfig(fixed_center=0.0, fixed_sigma=1.0, lateness_seconds=lateness, rules=("WE1",))
+    once, twice = SeriesDetector("s", config), SeriesDetector("s", config)
+    ts = [T0 + 10 * i for i in range(30)]
+    xs = [0.0] * 10 + [9.0] * 5 + [0.0] * 15
+    expected = run(once, ts, xs) + once.flush()
+    got = [v for t, x in zip(ts, xs, strict=True) for v in [*twice.update(t, x), *twice.update(t, x + 1.0)]]
+    got += twice.update_many(ts[-5:], xs[-5:]).verdicts() + twice.flush()
+    kept = [(v.ts, v.value, v.status, v.rules, v.event.kind if v.event else None) for v in got
+            if v.status not in (DUPLICATE, LATE)]
+    assert kept == [(v.ts, v.value, v.status, v.rules, v.event.kind if v.event else None) for v in expected]
+    # the batch again at the end: without lateness 4 of its 5 are older than the newest (late)
+    assert (twice.n_duplicate, twice.n_late) == ((31, 4) if lateness == 0 else (35, 0))
+
+
+def _without_counters(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k not in ("c", "dn")}
+
+
+@settings(max_examples=80, deadline=None)
+@given(configs(), streams(max_size=120), st.data())
+def test_repeats_interleaved_give_the_verdicts_of_the_stream_once(config, stream, data):
+    """Any stream (late, out of order, equal timestamps) with exact repeats of earlier samples
+    interleaved: the same verdicts, apart from the repeats' own refusals, and the same state."""
+    ts, xs = stream
+    once, twice = SeriesDetector("s", config), SeriesDetector("s", config)
+    expected = run(once, ts, xs) + once.flush()
+    delivered: list[tuple[float, float]] = []
+    repeats = 0
+    for sample in zip(ts, xs, strict=True):
+        delivered.append(sample)
+        for _ in range(data.draw(st.integers(0, 2))):
+            delivered.append(delivered[data.draw(st.integers(max(0, len(delivered) - 8), len(delivered) - 1))])
+            repeats += 1
+    if data.draw(st.booleans()):
+        got = twice.update_many([t for t, _ in delivered], [x for _, x in delivered]).verdicts()
+    else:
+        got = run(twice, [t for t, _ in delivered], [x for _, x in delivered])
+    got += twice.flush()
+    refused = [v for v in got if v.status in (DUPLICATE, LATE)]
+    def key(v):
+        return (v.ts, v.status, v.rules, v.signal, v.event.kind if v.event else None,
+                None if math.isnan(v.center) else round(v.center, 9))
+    assert [key(v) for v in got if v.status not in (DUPLICATE, LATE)] == [
+        key(v) for v in expected if v.status not in (DUPLICATE, LATE)]
+    assert len(refused) == repeats + sum(v.status in (DUPLICATE, LATE) for v in expected)
+    assert _without_counters(twice.to_state()) == _without_counters(once.to_state())
 
 
 def test_late_samples_within_lateness_are_put_in_order():

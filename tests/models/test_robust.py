@@ -147,3 +147,34 @@ def test_each_synthetic_family_is_caught_and_its_healthy_twin_stays_quiet(family
     assert sc.caught >= math.ceil(0.75 * len(segs)), (sc.caught, len(segs))
     quiet = dq.detect(dq.Series(healthy.name, healthy.ts, healthy.values, healthy.labels, 60.0), dq.robust(cfg))
     assert quiet.starts == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(robust_configs(), robust_streams(max_size=200), st.data())
+def test_repeats_interleaved_give_the_verdicts_of_the_stream_once(config, stream, data) -> None:
+    """Exact repeats of earlier samples interleaved (redeliveries): the same verdicts, apart from the
+    repeats' own refusals (duplicate or late), and the same state."""
+    from models.detector import DUPLICATE, LATE
+
+    ts, xs = stream
+    once, twice = RobustDetector("s", config), RobustDetector("s", config)
+    expected = RobustBatch.concat([incremental(once, ts, xs), RobustBatch.from_verdicts(once.flush())])
+    delivered: list[tuple[float, float]] = []
+    repeats = 0
+    for sample in zip(ts, xs, strict=True):
+        delivered.append(sample)
+        for _ in range(data.draw(st.integers(0, 2))):
+            delivered.append(delivered[data.draw(st.integers(max(0, len(delivered) - 8), len(delivered) - 1))])
+            repeats += 1
+    dts, dxs = [t for t, _ in delivered], [x for _, x in delivered]
+    got = twice.update_many(dts, dxs) if data.draw(st.booleans()) else incremental(twice, dts, dxs)
+    got = RobustBatch.concat([got, RobustBatch.from_verdicts(twice.flush())])
+
+    def kept(b: RobustBatch) -> RobustBatch:
+        return RobustBatch.from_verdicts([v for v in b.verdicts() if v.status not in (DUPLICATE, LATE)])
+
+    assert_same(kept(got), kept(expected))
+    refused = int(np.isin(got.status, (DUPLICATE, LATE)).sum())
+    assert refused == repeats + int(np.isin(expected.status, (DUPLICATE, LATE)).sum())
+    strip = lambda state: {k: v for k, v in state.items() if k not in ("c", "dn")}  # noqa: E731
+    assert strip(twice.to_state()) == strip(once.to_state())

@@ -258,3 +258,19 @@ def test_pacer_maps_event_time_to_wall_time() -> None:
     assert pacer.delay(1000.0) == 0.0  # t0 pins the wall clock
     assert pacer.delay(1600.0) == pytest.approx(10.0)  # 10 event minutes at x60
     assert simulate.Pacer(t0=0.0, speed=None).delay(5e9) == 0.0
+
+
+def test_max_speed_over_a_finite_span_ends_now_and_a_faster_than_real_time_run_says_it_runs_ahead() -> None:
+    """The worker dead-letters events too far ahead of the wall clock (README, Delivery guarantees)."""
+    import io
+
+    from agents.core.settings import Settings
+
+    finite = simulate.plan_from_args(parse("--speed", "max", "--duration", "2h", "--history-days", "1"), now=T0 + 17)
+    assert (finite.config.t0, finite.config.end) == (T0 - 7200, T0)
+    said = io.StringIO()
+    assert not simulate.ahead_of_wall(finite, Settings(), said, now=T0 + 17) and not said.getvalue()
+    paced = simulate.plan_from_args(parse("--speed", "60"), now=T0)
+    assert simulate.ahead_of_wall(paced, Settings(), said, now=T0)
+    assert "SPCWATCH_MAX_CLOCK_SKEW_SECONDS=0" in said.getvalue()
+    assert not simulate.ahead_of_wall(paced, Settings(max_clock_skew_seconds=0), io.StringIO(), now=T0)

@@ -32,6 +32,9 @@ def test_prefix_applies_to_topics_and_group() -> None:
         ({"SPCWATCH_LOG_LEVEL": "loud"}, "SPCWATCH_LOG_LEVEL must be one of"),
         ({"SPCWATCH_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "SPCWATCH_KAFKA_SASL_USERNAME and"),
         ({"SPCWATCH_PARTITIONS": "0"}, "SPCWATCH_PARTITIONS must be 1-1000"),
+        ({"SPCWATCH_MAX_CLOCK_SKEW_SECONDS": "soon"}, "SPCWATCH_MAX_CLOCK_SKEW_SECONDS must be a number"),
+        ({"SPCWATCH_MAX_CLOCK_SKEW_SECONDS": "-1"}, "SPCWATCH_MAX_CLOCK_SKEW_SECONDS must be 0 (no bound)"),
+        ({"SPCWATCH_MAX_CLOCK_SKEW_SECONDS": "nan"}, "SPCWATCH_MAX_CLOCK_SKEW_SECONDS must be 0 (no bound)"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
