@@ -11,6 +11,8 @@ import asyncio
 import base64
 import gc
 import logging
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,7 +31,7 @@ from agents.core.settings import Settings
 from stream_app.runtime import codecs, topics
 from stream_app.runtime.db import create_engine
 from stream_app.runtime.metrics import SpcMetrics
-from stream_app.runtime.monitor import WorkerMonitor
+from stream_app.runtime.monitor import StallWatch, WorkerMonitor
 from stream_app.runtime.sink import Sink
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ class Runtime:
                 except Exception as exc:
                     log.critical("agent %s failed (%s: %s); stopping the worker",
                                  name, exc.__class__.__name__, exc)
-                    await self.app.crash(exc)
+                    await self.crash(exc)
                     raise
 
             stop_on_error.__name__ = stop_on_error.__qualname__ = consume.__name__
@@ -89,6 +91,17 @@ class Runtime:
             return self.app.agent(channel, name=name)(stop_on_error)
 
         return register
+
+    async def crash(self, exc: BaseException) -> None:
+        """Stop the worker because of ``exc``; the process exits within ``crash_exit_seconds`` whatever happens.
+
+        A supervisor restarts a process that exits, not one that hangs half-stopped
+        (alive, ``/health`` 503): shutdown waits on agents, the broker and the database,
+        and any of them can hang. The watchdog is a thread, so it fires even when the
+        event loop itself is blocked.
+        """
+        start_exit_watchdog(self.settings.crash_exit_seconds, f"{exc.__class__.__name__}: {exc}")
+        await self.app.crash(exc)
 
     async def dead_letter(self, topic: str, message: Message, error: InvalidEvent) -> None:
         """Publish the original bytes with where they came from and why they failed."""
@@ -154,7 +167,7 @@ class Runtime:
             # commit and writes these rows again.
             log.critical("sink: a checkpoint's rows could not be written (%s: %s); stopping the worker",
                          exc.__class__.__name__, exc)
-            await self.app.crash(exc)
+            await self.crash(exc)
             raise
         then()
 
@@ -194,6 +207,29 @@ class Runtime:
             events = await self.decode_message(topic, event.message)
             if events:
                 yield event.message, events
+
+
+_watchdog_started = threading.Event()
+
+
+def start_exit_watchdog(seconds: float, why: str) -> None:
+    """Exit the process with code 1 after ``seconds`` unless it has exited by then (idempotent)."""
+    if _watchdog_started.is_set():
+        return
+    _watchdog_started.set()
+
+    def expire() -> None:
+        time.sleep(seconds)
+        log.critical("worker still running %.0fs after it was asked to stop (%s); exiting with code 1 "
+                     "(SPCWATCH_CRASH_EXIT_SECONDS)", seconds, why)
+        for handler in logging.getLogger().handlers:
+            try:
+                handler.flush()
+            except Exception:  # exiting anyway
+                pass
+        os._exit(1)
+
+    threading.Thread(target=expire, name="spcwatch-exit-watchdog", daemon=True).start()
 
 
 REROUTED_HEADER = "spcwatch-rerouted"
@@ -291,7 +327,8 @@ def build_runtime(settings: Settings, registry: CollectorRegistry | None = None)
     )
     metrics = SpcMetrics(registry)
     sink = Sink(create_engine(settings.db_url), metrics,
-                batch_size=settings.sink_batch_size, retry_max_seconds=settings.sink_retry_max_seconds)
+                batch_size=settings.sink_batch_size, retry_max_seconds=settings.sink_retry_max_seconds,
+                timeout_seconds=settings.db_timeout_seconds)
     runtime = Runtime(settings=settings, app=app, metrics=metrics, registry=registry, sink=sink)
     runtime.input_topics = {
         name: app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw",
@@ -349,16 +386,43 @@ def _register_metrics_page(app: faust.App, registry: CollectorRegistry) -> None:
 
 
 def _register_health(runtime: Runtime) -> None:
+    """``/health`` (readiness: 503 with the reasons while the worker cannot do its work) and
+    ``/health/live`` (liveness: 503 only when stalled, which a restart may cure)."""
     app = runtime.app
     started = time.time()
+    watch = StallWatch(app.monitor, runtime.settings.health_stall_seconds)
+    inputs = {topic.get_topic_name() for topic in runtime.input_topics.values()}
+
+    @app.timer(min(5.0, runtime.settings.health_stall_seconds / 4), name="spcwatch.stall_watch")
+    async def observe_progress() -> None:
+        try:
+            assigned = app.consumer.assignment()
+        except Exception:
+            return
+        watch.observe(tp for tp in assigned if tp.topic in inputs)
+
+    def reasons() -> tuple[bool, list[str]]:
+        consuming = is_consuming(app)
+        why = [] if consuming else ["not consuming (starting, stopping, rebalancing or no partitions)"]
+        database = runtime.sink.unavailable()
+        if database:
+            why.append(database)
+        return consuming, why + watch.stalled()
 
     @app.page("/health")
     async def health(self: web.View, request: web.Request) -> web.Response:
-        consuming = is_consuming(app)
+        consuming, why = reasons()
         runtime.metrics.worker_up.set(1 if consuming else 0)
         body = {
-            "status": "ok" if consuming else "unavailable",
+            "status": "unavailable" if why else "ok",
             "consuming": consuming,
+            "reasons": why,
             "uptime_seconds": round(time.time() - started, 1),
         }
-        return self.json(body, status=200 if consuming else 503)
+        return self.json(body, status=503 if why else 200)
+
+    @app.page("/health/live")
+    async def live(self: web.View, request: web.Request) -> web.Response:
+        stalled = watch.stalled()
+        return self.json({"status": "stalled" if stalled else "ok", "reasons": stalled},
+                         status=503 if stalled else 200)
