@@ -42,6 +42,7 @@ REASONS = (
     "invalid_value",
     "too_long",
     "out_of_range",
+    "db_rejected",  # not validation's: a row the database refused (stream_app/runtime/app.py, quarantine)
 )
 
 # The widest column each field is written to (sql/*.sql), in characters.

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+import orjson
 from faust import web
 from faust.types import Message, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -32,12 +33,22 @@ from stream_app.runtime import codecs, topics
 from stream_app.runtime.db import create_engine
 from stream_app.runtime.metrics import SpcMetrics
 from stream_app.runtime.monitor import StallWatch, WorkerMonitor
-from stream_app.runtime.sink import Sink
+from stream_app.runtime.sink import Sink, is_row_error
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING_WRITES = 2
 """Checkpoints whose rows may be in flight to the database while processing goes on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a checkpoint's rows came from: a contract topic, a partition, the offsets it acknowledges."""
+
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
 
 
 @dataclass
@@ -112,7 +123,8 @@ class Runtime:
         self.metrics.events_invalid.labels(topic, error.reason).inc()
         self.metrics.deadletter_published.labels(topic).inc()
 
-    async def write_behind(self, rows: dict[str, list[dict[str, Any]]], then: Callable[[], None]) -> None:
+    async def write_behind(self, rows: dict[str, list[dict[str, Any]]], then: Callable[[], None],
+                           origin: Origin | None = None) -> None:
         """Commit a checkpoint's rows in the background, then call ``then`` (its acknowledgements).
 
         Processing goes on while the database commits. Writes run one after
@@ -138,7 +150,7 @@ class Runtime:
                 lambda done: then() if not done.cancelled() and done.exception() is None else None)
             return
         previous = writes[-1] if writes else None
-        writes.append(asyncio.ensure_future(self._write_after(previous, rows, then)))
+        writes.append(asyncio.ensure_future(self._write_after(previous, rows, then, origin)))
         while len(writes) > MAX_PENDING_WRITES:
             await writes[0]
             self._forget_finished_writes()
@@ -155,12 +167,19 @@ class Runtime:
             await asyncio.gather(*self._writes)
 
     async def _write_after(self, previous: asyncio.Future[None] | None,
-                           rows: dict[str, list[dict[str, Any]]], then: Callable[[], None]) -> None:
+                           rows: dict[str, list[dict[str, Any]]], then: Callable[[], None],
+                           origin: Origin | None) -> None:
         if previous is not None:
             await previous
         try:
             for table, table_rows in rows.items():
-                await self.sink.upsert(table, table_rows)
+                try:
+                    await self.sink.upsert(table, table_rows)
+                except Exception as exc:
+                    if not is_row_error(exc):
+                        raise
+                    for row, why in await self.sink.isolate(table, table_rows):
+                        await self.quarantine(table, row, why, origin)
         except Exception as exc:
             # Nothing after this checkpoint may be acknowledged (offsets would pass rows that
             # were never written): stop the worker; after a restart it resumes from the last
@@ -170,6 +189,28 @@ class Runtime:
             await self.crash(exc)
             raise
         then()
+
+    async def quarantine(self, table: str, row: dict[str, Any], why: str, origin: Origin | None) -> None:
+        """A row the database refused for its values goes to ``deadletter``, and the checkpoint goes on.
+
+        Stopping would not help: after the restart the same input makes the same row and
+        the worker stops again, for good. Rows are built from many events, so the dead letter
+        carries the row itself (``original_text``, JSON), its ``table``, and the partition and
+        offsets of the checkpoint that made it (``offset`` the first, ``last_offset`` the last).
+        """
+        topic = origin.topic if origin else table
+        envelope = deadletter_envelope(
+            topic, origin.partition if origin else -1, origin.first_offset if origin else -1, None,
+            orjson.dumps(row, default=str, option=orjson.OPT_NON_STR_KEYS),
+            InvalidEvent("db_rejected", f"table {table}: {why}"))
+        envelope["table"] = table
+        envelope["last_offset"] = origin.last_offset if origin else -1
+        log.error("sink: the database refused a row of %s (%s); the row goes to deadletter, the rest is written",
+                  table, why)
+        assert self.deadletter_topic is not None
+        await self.deadletter_topic.send(key=None, value=envelope)
+        self.metrics.rows_quarantined.labels(table).inc()
+        self.metrics.deadletter_published.labels(topic).inc()
 
     async def emit(self, outputs: Outputs) -> None:
         """Rows first (sink, idempotent), then alerts on the topic; both before the offset commits."""

@@ -37,7 +37,7 @@ import orjson
 from agents.core.contract import MetricsUser, Outputs, Processor, StagedProcessor, StageOutputs
 from agents.core.events import InvalidEvent
 from stream_app.runtime import validate
-from stream_app.runtime.app import REROUTED_HEADER
+from stream_app.runtime.app import REROUTED_HEADER, Origin
 from stream_app.runtime.codecs import encode_events
 from stream_app.runtime.store import CachedStore, PartitionStore
 
@@ -360,7 +360,13 @@ class ProcessorRunner:
                 event.ack()
 
         # 2. rows committed, in the background while this partition goes on; then 3 and 4.
-        await self.runtime.write_behind(rows.rows, publish_and_acknowledge)
+        origin = None
+        if acks:
+            first = acks[0].message
+            offsets = [e.message.offset for e in acks if e.message.topic == first.topic]
+            origin = Origin(first.topic.removeprefix(self.runtime.settings.topic_prefix), p.number,
+                            min(offsets), max(offsets))
+        await self.runtime.write_behind(rows.rows, publish_and_acknowledge, origin)
 
 
 def register_processor(runtime: Runtime, processor: Processor, **options: Any) -> ProcessorRunner:

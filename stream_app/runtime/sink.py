@@ -23,7 +23,7 @@ from pymysql.cursors import RE_INSERT_VALUES
 from sqlalchemy import MetaData, Table
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from stream_app.runtime.metrics import SpcMetrics
@@ -65,6 +65,30 @@ def is_transient(exc: BaseException) -> bool:
             return code in _MYSQL_TRANSIENT
         return "locked" in str(exc.orig) or "unable to open" in str(exc.orig)
     return isinstance(exc, ConnectionError | OSError | asyncio.TimeoutError)
+
+
+# MySQL/MariaDB errors caused by the values of a row, not by the database or the SQL: data too
+# long (1406), out of range (1264, 1690), incorrect value (1366, 1292, 1367), truncated (1265),
+# NULL in a NOT NULL column (1048), a trigger's SIGNAL (1644), a CHECK constraint (3819, 4025).
+_MYSQL_ROW_ERRORS = {1048, 1264, 1265, 1292, 1366, 1367, 1406, 1644, 1690, 3819, 4025}
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """A write refused for the values of its rows (one bad row fails the whole statement)."""
+    if not isinstance(exc, DBAPIError) or exc.orig is None or is_transient(exc):
+        return False
+    code = getattr(exc.orig, "args", (None,))[0]
+    if isinstance(code, int):
+        return code in _MYSQL_ROW_ERRORS
+    return isinstance(exc, IntegrityError)  # SQLite: NOT NULL, CHECK
+
+
+def database_message(exc: BaseException) -> str:
+    """The database's own words for an error (``1406: Data too long for column ...``)."""
+    args = getattr(getattr(exc, "orig", None), "args", None) or (str(exc),)
+    if len(args) >= 2 and isinstance(args[0], int):
+        return f"{args[0]}: {args[1]}"
+    return str(args[0])
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
@@ -337,6 +361,35 @@ class Sink:
             return None
         return (f"database: writes failing for {time.monotonic() - self.failing_since:.0f}s "
                 f"({self.last_error})")
+
+    async def isolate(self, table_name: str,
+                      rows: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], str]]:
+        """Write ``rows`` whose write failed with a row error: bisect down to the rows the database
+        refuses, write every other row, and return the refused ones with the database's message.
+
+        Halves are written in order, so the last write of a key still wins. Any other error
+        (the database down past the retry budget, a missing table) raises as from :meth:`upsert`.
+        """
+        rejected: list[tuple[Mapping[str, Any], str]] = []
+
+        async def write(part: Sequence[Mapping[str, Any]]) -> None:
+            try:
+                await self.upsert(table_name, part)
+            except Exception as exc:
+                if not is_row_error(exc):
+                    raise
+                if len(part) == 1:
+                    rejected.append((part[0], database_message(exc)))
+                    return
+                await write(part[:len(part) // 2])
+                await write(part[len(part) // 2:])
+
+        if len(rows) == 1:
+            await write(rows)
+        else:
+            await write(rows[:len(rows) // 2])
+            await write(rows[len(rows) // 2:])
+        return rejected
 
     async def upsert(self, table_name: str, rows: Sequence[Mapping[str, Any]]) -> int:
         """Write ``rows`` in one transaction; returns the row count once committed.
