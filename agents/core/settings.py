@@ -59,6 +59,8 @@ class Settings:
     crash_exit_seconds: float = 30.0
     """After a crash is requested, the process exits (code 1) within this time even if shutdown hangs."""
     health_stall_seconds: float = 300.0
+    poison_max_restarts: int = 3
+    """A message whose processing stopped the worker this many times is dead-lettered and skipped."""
     """/health answers 503 when an input partition has lag but its committed offset stood still this long."""
     runbook_base_url: str = ""
     """Public base of the runbook links (default: this worker's own web server)."""
@@ -128,6 +130,7 @@ class Settings:
         _check(self.db_timeout_seconds > 0, "db_timeout_seconds", "must be > 0")
         _check(self.crash_exit_seconds > 0, "crash_exit_seconds", "must be > 0")
         _check(self.health_stall_seconds > 0, "health_stall_seconds", "must be > 0")
+        _check(self.poison_max_restarts >= 1, "poison_max_restarts", f"must be >= 1, got {self.poison_max_restarts}")
         for url in self.alertmanager_urls:
             _check(url.startswith(("http://", "https://")), "alertmanager_url",
                    f"expects http(s)://host:port[,http(s)://host:port], got {url!r}")

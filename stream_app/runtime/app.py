@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -33,6 +34,7 @@ from stream_app.runtime import codecs, topics
 from stream_app.runtime.db import create_engine
 from stream_app.runtime.metrics import SpcMetrics
 from stream_app.runtime.monitor import StallWatch, WorkerMonitor
+from stream_app.runtime.poison import CrashLedger
 from stream_app.runtime.sink import Sink, is_row_error
 
 log = logging.getLogger(__name__)
@@ -71,8 +73,13 @@ class Runtime:
     _writes: deque[asyncio.Future[None]] = field(default_factory=deque, init=False, repr=False)
     """Checkpoint writes in flight, oldest first (see :meth:`write_behind`)."""
 
+    poison: CrashLedger = field(init=False, repr=False)
+    """Crashes per input offset, across restarts (stream_app/runtime/poison.py)."""
+
     def __post_init__(self) -> None:
         self.partition_reader = topics.PartitionReader(self.settings)
+        self.poison = CrashLedger(Path(self.settings.data_dir) / f"{self.settings.group_id}-poison-offsets.json",
+                                  self.settings.poison_max_restarts)
 
     def claim(self, topic: str, use_case: str) -> bool:
         """Register ``use_case`` as a reader of ``topic``; True if it is the owner."""
