@@ -471,6 +471,8 @@ def _register_health(runtime: Runtime) -> None:
 
     @app.page("/health/live")
     async def live(self: web.View, request: web.Request) -> web.Response:
-        stalled = watch.stalled()
+        # A database outage stalls every partition too, but a restart cannot cure it (and the
+        # worker exits by itself after SPCWATCH_SINK_RETRY_MAX_SECONDS): only readiness says so.
+        stalled = watch.stalled() if runtime.sink.unavailable() is None else []
         return self.json({"status": "stalled" if stalled else "ok", "reasons": stalled},
                          status=503 if stalled else 200)
