@@ -32,6 +32,10 @@ def test_prefix_applies_to_topics_and_group() -> None:
         ({"SPCWATCH_LOG_LEVEL": "loud"}, "SPCWATCH_LOG_LEVEL must be one of"),
         ({"SPCWATCH_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "SPCWATCH_KAFKA_SASL_USERNAME and"),
         ({"SPCWATCH_PARTITIONS": "0"}, "SPCWATCH_PARTITIONS must be 1-1000"),
+        ({"SPCWATCH_DB_TIMEOUT_SECONDS": "0"}, "SPCWATCH_DB_TIMEOUT_SECONDS must be > 0"),
+        ({"SPCWATCH_CRASH_EXIT_SECONDS": "-1"}, "SPCWATCH_CRASH_EXIT_SECONDS must be > 0"),
+        ({"SPCWATCH_HEALTH_STALL_SECONDS": "0"}, "SPCWATCH_HEALTH_STALL_SECONDS must be > 0"),
+        ({"SPCWATCH_POISON_MAX_RESTARTS": "0"}, "SPCWATCH_POISON_MAX_RESTARTS must be >= 1"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
