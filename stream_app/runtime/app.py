@@ -73,6 +73,9 @@ class Runtime:
     _writes: deque[asyncio.Future[None]] = field(default_factory=deque, init=False, repr=False)
     """Checkpoint writes in flight, oldest first (see :meth:`write_behind`)."""
 
+    exit_watchdog: bool = False
+    """Exit the process when a crash's shutdown hangs: only a worker process (:func:`run_worker`)
+    sets it, never an app running inside another program (tests, tools)."""
     poison: CrashLedger = field(init=False, repr=False)
     """Crashes per input offset, across restarts (stream_app/runtime/poison.py)."""
 
@@ -118,7 +121,8 @@ class Runtime:
         and any of them can hang. The watchdog is a thread, so it fires even when the
         event loop itself is blocked.
         """
-        start_exit_watchdog(self.settings.crash_exit_seconds, f"{exc.__class__.__name__}: {exc}")
+        if self.exit_watchdog:
+            start_exit_watchdog(self.settings.crash_exit_seconds, f"{exc.__class__.__name__}: {exc}")
         await self.app.crash(exc)
 
     async def dead_letter(self, topic: str, message: Message, error: InvalidEvent) -> None:
@@ -395,6 +399,7 @@ def build_runtime(settings: Settings, registry: CollectorRegistry | None = None)
 
 def run_worker(runtime: Runtime, loop: asyncio.AbstractEventLoop, loglevel: str, logging_config: Any) -> None:
     """Run the Faust worker of ``runtime`` until it stops; exits the process then."""
+    runtime.exit_watchdog = True
     worker = faust.Worker(runtime.app, loop=loop, loglevel=loglevel, logging_config=logging_config,
                           override_logging=True)
     worker.execute_from_commandline()

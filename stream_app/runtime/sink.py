@@ -348,7 +348,8 @@ class Sink:
 
     def _failed(self, exc: BaseException) -> None:
         """One WARNING per outage (not per retry); /health reports it until a write succeeds."""
-        self.last_error = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}".rstrip(": ")
+        text = str(exc).splitlines()[0][:300] if str(exc) else ""
+        self.last_error = f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
         if self.failing_since is None:
             self.failing_since = time.monotonic()
             log.warning("sink: a database write failed (%s); retrying for up to %.0fs "
