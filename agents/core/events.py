@@ -43,6 +43,8 @@ REASONS = (
     "invalid_value",
     "too_long",
     "out_of_range",
+    "db_rejected",  # not validation's: a row the database refused (stream_app/runtime/app.py, quarantine)
+    "poison_message",  # not validation's: a message that stopped the worker too often (stream_app/runtime/poison.py)
 )
 
 # The widest column each field is written to (sql/*.sql), in characters.

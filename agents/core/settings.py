@@ -54,6 +54,14 @@ class Settings:
     state_cache_keys: int = 20000
     sink_batch_size: int = 1000
     sink_retry_max_seconds: float = 300.0
+    db_timeout_seconds: float = 30.0
+    """Longest one database write (a transaction) may take before it counts as a failed, retried attempt."""
+    crash_exit_seconds: float = 30.0
+    """After a crash is requested, the process exits (code 1) within this time even if shutdown hangs."""
+    health_stall_seconds: float = 300.0
+    poison_max_restarts: int = 3
+    """A message whose processing stopped the worker this many times is dead-lettered and skipped."""
+    """/health answers 503 when an input partition has lag but its committed offset stood still this long."""
     runbook_base_url: str = ""
     """Public base of the runbook links (default: this worker's own web server)."""
     alertmanager_url: str = ""
@@ -121,6 +129,10 @@ class Settings:
         _check(1 <= self.sink_batch_size <= 100_000, "sink_batch_size",
                f"must be 1-100000, got {self.sink_batch_size}")
         _check(self.sink_retry_max_seconds > 0, "sink_retry_max_seconds", "must be > 0")
+        _check(self.db_timeout_seconds > 0, "db_timeout_seconds", "must be > 0")
+        _check(self.crash_exit_seconds > 0, "crash_exit_seconds", "must be > 0")
+        _check(self.health_stall_seconds > 0, "health_stall_seconds", "must be > 0")
+        _check(self.poison_max_restarts >= 1, "poison_max_restarts", f"must be >= 1, got {self.poison_max_restarts}")
         for url in self.alertmanager_urls:
             _check(url.startswith(("http://", "https://")), "alertmanager_url",
                    f"expects http(s)://host:port[,http(s)://host:port], got {url!r}")

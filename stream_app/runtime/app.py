@@ -11,14 +11,18 @@ import asyncio
 import base64
 import gc
 import logging
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import faust
+import orjson
 from faust import web
 from faust.types import Message, StreamT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -29,13 +33,24 @@ from agents.core.settings import Settings
 from stream_app.runtime import codecs, topics
 from stream_app.runtime.db import create_engine
 from stream_app.runtime.metrics import SpcMetrics
-from stream_app.runtime.monitor import WorkerMonitor
-from stream_app.runtime.sink import Sink
+from stream_app.runtime.monitor import StallWatch, WorkerMonitor
+from stream_app.runtime.poison import CrashLedger
+from stream_app.runtime.sink import Sink, is_row_error
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING_WRITES = 2
 """Checkpoints whose rows may be in flight to the database while processing goes on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a checkpoint's rows came from: a contract topic, a partition, the offsets it acknowledges."""
+
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
 
 
 @dataclass
@@ -58,8 +73,16 @@ class Runtime:
     _writes: deque[asyncio.Future[None]] = field(default_factory=deque, init=False, repr=False)
     """Checkpoint writes in flight, oldest first (see :meth:`write_behind`)."""
 
+    exit_watchdog: bool = False
+    """Exit the process when a crash's shutdown hangs: only a worker process (:func:`run_worker`)
+    sets it, never an app running inside another program (tests, tools)."""
+    poison: CrashLedger = field(init=False, repr=False)
+    """Crashes per input offset, across restarts (stream_app/runtime/poison.py)."""
+
     def __post_init__(self) -> None:
         self.partition_reader = topics.PartitionReader(self.settings)
+        self.poison = CrashLedger(Path(self.settings.data_dir) / f"{self.settings.group_id}-poison-offsets.json",
+                                  self.settings.poison_max_restarts)
 
     def claim(self, topic: str, use_case: str) -> bool:
         """Register ``use_case`` as a reader of ``topic``; True if it is the owner."""
@@ -81,7 +104,7 @@ class Runtime:
                 except Exception as exc:
                     log.critical("agent %s failed (%s: %s); stopping the worker",
                                  name, exc.__class__.__name__, exc)
-                    await self.app.crash(exc)
+                    await self.crash(exc)
                     raise
 
             stop_on_error.__name__ = stop_on_error.__qualname__ = consume.__name__
@@ -89,6 +112,18 @@ class Runtime:
             return self.app.agent(channel, name=name)(stop_on_error)
 
         return register
+
+    async def crash(self, exc: BaseException) -> None:
+        """Stop the worker because of ``exc``; the process exits within ``crash_exit_seconds`` whatever happens.
+
+        A supervisor restarts a process that exits, not one that hangs half-stopped
+        (alive, ``/health`` 503): shutdown waits on agents, the broker and the database,
+        and any of them can hang. The watchdog is a thread, so it fires even when the
+        event loop itself is blocked.
+        """
+        if self.exit_watchdog:
+            start_exit_watchdog(self.settings.crash_exit_seconds, f"{exc.__class__.__name__}: {exc}")
+        await self.app.crash(exc)
 
     async def dead_letter(self, topic: str, message: Message, error: InvalidEvent) -> None:
         """Publish the original bytes with where they came from and why they failed."""
@@ -99,7 +134,8 @@ class Runtime:
         self.metrics.events_invalid.labels(topic, error.reason).inc()
         self.metrics.deadletter_published.labels(topic).inc()
 
-    async def write_behind(self, rows: dict[str, list[dict[str, Any]]], then: Callable[[], None]) -> None:
+    async def write_behind(self, rows: dict[str, list[dict[str, Any]]], then: Callable[[], None],
+                           origin: Origin | None = None) -> None:
         """Commit a checkpoint's rows in the background, then call ``then`` (its acknowledgements).
 
         Processing goes on while the database commits. Writes run one after
@@ -125,7 +161,7 @@ class Runtime:
                 lambda done: then() if not done.cancelled() and done.exception() is None else None)
             return
         previous = writes[-1] if writes else None
-        writes.append(asyncio.ensure_future(self._write_after(previous, rows, then)))
+        writes.append(asyncio.ensure_future(self._write_after(previous, rows, then, origin)))
         while len(writes) > MAX_PENDING_WRITES:
             await writes[0]
             self._forget_finished_writes()
@@ -142,21 +178,50 @@ class Runtime:
             await asyncio.gather(*self._writes)
 
     async def _write_after(self, previous: asyncio.Future[None] | None,
-                           rows: dict[str, list[dict[str, Any]]], then: Callable[[], None]) -> None:
+                           rows: dict[str, list[dict[str, Any]]], then: Callable[[], None],
+                           origin: Origin | None) -> None:
         if previous is not None:
             await previous
         try:
             for table, table_rows in rows.items():
-                await self.sink.upsert(table, table_rows)
+                try:
+                    await self.sink.upsert(table, table_rows)
+                except Exception as exc:
+                    if not is_row_error(exc):
+                        raise
+                    for row, why in await self.sink.isolate(table, table_rows):
+                        await self.quarantine(table, row, why, origin)
         except Exception as exc:
             # Nothing after this checkpoint may be acknowledged (offsets would pass rows that
             # were never written): stop the worker; after a restart it resumes from the last
             # commit and writes these rows again.
             log.critical("sink: a checkpoint's rows could not be written (%s: %s); stopping the worker",
                          exc.__class__.__name__, exc)
-            await self.app.crash(exc)
+            await self.crash(exc)
             raise
         then()
+
+    async def quarantine(self, table: str, row: dict[str, Any], why: str, origin: Origin | None) -> None:
+        """A row the database refused for its values goes to ``deadletter``, and the checkpoint goes on.
+
+        Stopping would not help: after the restart the same input makes the same row and
+        the worker stops again, for good. Rows are built from many events, so the dead letter
+        carries the row itself (``original_text``, JSON), its ``table``, and the partition and
+        offsets of the checkpoint that made it (``offset`` the first, ``last_offset`` the last).
+        """
+        topic = origin.topic if origin else table
+        envelope = deadletter_envelope(
+            topic, origin.partition if origin else -1, origin.first_offset if origin else -1, None,
+            orjson.dumps(row, default=str, option=orjson.OPT_NON_STR_KEYS),
+            InvalidEvent("db_rejected", f"table {table}: {why}"))
+        envelope["table"] = table
+        envelope["last_offset"] = origin.last_offset if origin else -1
+        log.error("sink: the database refused a row of %s (%s); the row goes to deadletter, the rest is written",
+                  table, why)
+        assert self.deadletter_topic is not None
+        await self.deadletter_topic.send(key=None, value=envelope)
+        self.metrics.rows_quarantined.labels(table).inc()
+        self.metrics.deadletter_published.labels(topic).inc()
 
     async def emit(self, outputs: Outputs) -> None:
         """Rows first (sink, idempotent), then alerts on the topic; both before the offset commits."""
@@ -196,6 +261,29 @@ class Runtime:
             events = await self.decode_message(topic, event.message)
             if events:
                 yield event.message, events
+
+
+_watchdog_started = threading.Event()
+
+
+def start_exit_watchdog(seconds: float, why: str) -> None:
+    """Exit the process with code 1 after ``seconds`` unless it has exited by then (idempotent)."""
+    if _watchdog_started.is_set():
+        return
+    _watchdog_started.set()
+
+    def expire() -> None:
+        time.sleep(seconds)
+        log.critical("worker still running %.0fs after it was asked to stop (%s); exiting with code 1 "
+                     "(SPCWATCH_CRASH_EXIT_SECONDS)", seconds, why)
+        for handler in logging.getLogger().handlers:
+            try:
+                handler.flush()
+            except Exception:  # exiting anyway
+                pass
+        os._exit(1)
+
+    threading.Thread(target=expire, name="spcwatch-exit-watchdog", daemon=True).start()
 
 
 REROUTED_HEADER = "spcwatch-rerouted"
@@ -293,7 +381,8 @@ def build_runtime(settings: Settings, registry: CollectorRegistry | None = None)
     )
     metrics = SpcMetrics(registry)
     sink = Sink(create_engine(settings.db_url), metrics,
-                batch_size=settings.sink_batch_size, retry_max_seconds=settings.sink_retry_max_seconds)
+                batch_size=settings.sink_batch_size, retry_max_seconds=settings.sink_retry_max_seconds,
+                timeout_seconds=settings.db_timeout_seconds)
     runtime = Runtime(settings=settings, app=app, metrics=metrics, registry=registry, sink=sink)
     runtime.input_topics = {
         name: app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw",
@@ -312,6 +401,7 @@ def build_runtime(settings: Settings, registry: CollectorRegistry | None = None)
 
 def run_worker(runtime: Runtime, loop: asyncio.AbstractEventLoop, loglevel: str, logging_config: Any) -> None:
     """Run the Faust worker of ``runtime`` until it stops; exits the process then."""
+    runtime.exit_watchdog = True
     worker = faust.Worker(runtime.app, loop=loop, loglevel=loglevel, logging_config=logging_config,
                           override_logging=True)
     worker.execute_from_commandline()
@@ -351,16 +441,45 @@ def _register_metrics_page(app: faust.App, registry: CollectorRegistry) -> None:
 
 
 def _register_health(runtime: Runtime) -> None:
+    """``/health`` (readiness: 503 with the reasons while the worker cannot do its work) and
+    ``/health/live`` (liveness: 503 only when stalled, which a restart may cure)."""
     app = runtime.app
     started = time.time()
+    watch = StallWatch(app.monitor, runtime.settings.health_stall_seconds)
+    inputs = {topic.get_topic_name() for topic in runtime.input_topics.values()}
+
+    @app.timer(min(5.0, runtime.settings.health_stall_seconds / 4), name="spcwatch.stall_watch")
+    async def observe_progress() -> None:
+        try:
+            assigned = app.consumer.assignment()
+        except Exception:
+            return
+        watch.observe(tp for tp in assigned if tp.topic in inputs)
+
+    def reasons() -> tuple[bool, list[str]]:
+        consuming = is_consuming(app)
+        why = [] if consuming else ["not consuming (starting, stopping, rebalancing or no partitions)"]
+        database = runtime.sink.unavailable()
+        if database:
+            why.append(database)
+        return consuming, why + watch.stalled()
 
     @app.page("/health")
     async def health(self: web.View, request: web.Request) -> web.Response:
-        consuming = is_consuming(app)
+        consuming, why = reasons()
         runtime.metrics.worker_up.set(1 if consuming else 0)
         body = {
-            "status": "ok" if consuming else "unavailable",
+            "status": "unavailable" if why else "ok",
             "consuming": consuming,
+            "reasons": why,
             "uptime_seconds": round(time.time() - started, 1),
         }
-        return self.json(body, status=200 if consuming else 503)
+        return self.json(body, status=503 if why else 200)
+
+    @app.page("/health/live")
+    async def live(self: web.View, request: web.Request) -> web.Response:
+        # A database outage stalls every partition too, but a restart cannot cure it (and the
+        # worker exits by itself after SPCWATCH_SINK_RETRY_MAX_SECONDS): only readiness says so.
+        stalled = watch.stalled() if runtime.sink.unavailable() is None else []
+        return self.json({"status": "stalled" if stalled else "ok", "reasons": stalled},
+                         status=503 if stalled else 200)

@@ -46,6 +46,12 @@ class SpcMetrics:
         self.sink_errors = Counter(
             "spcwatch_sink_errors", "Failed database write attempts (each retry counts)",
             ["table"], registry=registry)
+        self.rows_quarantined = Counter(
+            "spcwatch_rows_quarantined", "Rows the database refused for their values, sent to deadletter "
+            "instead of stopping the worker", ["table"], registry=registry)
+        self.poison_messages = Counter(
+            "spcwatch_poison_messages", "Messages dead-lettered and skipped after stopping the worker "
+            "SPCWATCH_POISON_MAX_RESTARTS times", ["topic"], registry=registry)
         self.sink_seconds = Histogram(
             "spcwatch_sink_write_seconds", "Time to write one batch, retries included",
             ["table"], registry=registry)

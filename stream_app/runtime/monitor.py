@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import faust
 from faust.sensors.monitor import Monitor
@@ -71,3 +73,40 @@ class PartitionOffsets:
             lag.add_metric(labels, max(offset - (done if done is not None else 0), 0))
         yield end
         yield lag
+
+
+class StallWatch:
+    """Input partitions with messages waiting (lag > 0) whose committed offset has not moved for ``seconds``.
+
+    The wait starts when lag is first seen on a partition or its committed offset last
+    moved, whichever is later; :meth:`observe` runs every few seconds (a timer), so a
+    partition idle for hours that gets a message is not stalled at once. A worker whose
+    agents wait on a hung database or a stuck call keeps fetching and answering HTTP:
+    this is what tells it apart from a busy one.
+    """
+
+    def __init__(self, monitor: Monitor, seconds: float) -> None:
+        self.monitor = monitor
+        self.seconds = seconds
+        self._waiting: dict[Any, tuple[int | None, float]] = {}  # tp -> (committed offset, waiting since)
+
+    def observe(self, tps: Iterable[Any]) -> None:
+        now = time.monotonic()
+        ends, committed = self.monitor.tp_end_offsets, self.monitor.tp_committed_offsets
+        waiting: dict[Any, tuple[int | None, float]] = {}
+        for tp in tps:
+            end = ends.get(tp)
+            done = committed.get(tp)
+            if end is None or end - (done or 0) <= 0:
+                continue
+            before = self._waiting.get(tp)
+            waiting[tp] = before if before is not None and before[0] == done else (done, now)
+        self._waiting = waiting
+
+    def stalled(self) -> list[str]:
+        """One line per stalled partition: topic[partition], its lag and for how long nothing was committed."""
+        now = time.monotonic()
+        ends = self.monitor.tp_end_offsets
+        return [f"stalled: {tp.topic}[{tp.partition}] lag {ends.get(tp, 0) - (done or 0)}, "
+                f"no offset committed for {now - since:.0f}s (SPCWATCH_HEALTH_STALL_SECONDS)"
+                for tp, (done, since) in sorted(self._waiting.items()) if now - since >= self.seconds]

@@ -37,7 +37,7 @@ import orjson
 from agents.core.contract import MetricsUser, Outputs, Processor, StagedProcessor, StageOutputs
 from agents.core.events import InvalidEvent
 from stream_app.runtime import validate
-from stream_app.runtime.app import REROUTED_HEADER
+from stream_app.runtime.app import REROUTED_HEADER, Origin
 from stream_app.runtime.codecs import encode_events
 from stream_app.runtime.store import CachedStore, PartitionStore
 
@@ -203,19 +203,20 @@ class ProcessorRunner:
             events = await self.runtime.decode_message(topic_name, message, owner)
             if events:
                 events = await self._reroute(topic_name, message.key, events, owner)
-            outputs = await self._step(p, topic_name, events, message) if events else Outputs()
-            if events:
+            outputs = await self._guarded_step(p, topic_name, events, message) if events else None
+            if outputs is not None:
                 p.watermark = max(p.watermark, max(getattr(e, "ts", 0.0) for e in events))
-            await self._handle(p, event, outputs)
+            await self._handle(p, event, outputs or Outputs())
 
         return take
 
     def _internal_taker(self, topic_name: str) -> Callable[[_Partition, Any, Any], Awaitable[None]]:
         async def take(p: _Partition, message: Any, event: Any) -> None:
             value = orjson.loads(message.value) if event is None else event.value
-            outputs = await self._step(p, topic_name, [value], message)
-            p.watermark = max(p.watermark, float(value.get("ts") or 0.0))
-            await self._handle(p, event, outputs)
+            outputs = await self._guarded_step(p, topic_name, [value], message)
+            if outputs is not None:
+                p.watermark = max(p.watermark, float(value.get("ts") or 0.0))
+            await self._handle(p, event, outputs or Outputs())
 
         return take
 
@@ -229,6 +230,30 @@ class ProcessorRunner:
         return state
 
     # -- one message ----------------------------------------------------------------------
+    async def _guarded_step(self, p: _Partition, topic_name: str, events: list[Any], message: Any) -> Outputs | None:
+        """:meth:`_step`, counting a processor's exception against the message's offset (it stops the
+        worker); a message that already stopped it ``SPCWATCH_POISON_MAX_RESTARTS`` times is
+        dead-lettered and skipped instead (None). Sink and broker failures are not counted: they are
+        not the message's fault, and the message is processed again once they pass."""
+        ledger = self.runtime.poison
+        entry = ledger.exhausted(message)
+        if entry is not None:
+            log.critical("%s: %s[%d] offset %d stopped the worker %d times (%s); dead-lettered and skipped "
+                         "(SPCWATCH_POISON_MAX_RESTARTS)", self.name, message.topic, message.partition,
+                         message.offset, entry["crashes"], entry["error"])
+            await self.runtime.dead_letter(topic_name, message, InvalidEvent(
+                "poison_message", f"processing it stopped the worker {entry['crashes']} times: {entry['error']}"))
+            self.runtime.metrics.poison_messages.labels(topic_name).inc()
+            return None
+        try:
+            return await self._step(p, topic_name, events, message)
+        except Exception as exc:
+            crashes = ledger.record(message, exc)
+            log.critical("%s: processing %s[%d] offset %d failed (crash %d of %d before it is skipped)",
+                         self.name, message.topic, message.partition, message.offset, crashes,
+                         ledger.max_restarts)
+            raise
+
     async def _step(self, p: _Partition, topic_name: str, events: list[Any], message: Any) -> Outputs:
         if not self.internal or self.staged is None:
             return self.processor.process(p.store, topic_name, events)
@@ -365,7 +390,13 @@ class ProcessorRunner:
                 event.ack()
 
         # 2. rows committed, in the background while this partition goes on; then 3 and 4.
-        await self.runtime.write_behind(rows.rows, publish_and_acknowledge)
+        origin = None
+        if acks:
+            first = acks[0].message
+            offsets = [e.message.offset for e in acks if e.message.topic == first.topic]
+            origin = Origin(first.topic.removeprefix(self.runtime.settings.topic_prefix), p.number,
+                            min(offsets), max(offsets))
+        await self.runtime.write_behind(rows.rows, publish_and_acknowledge, origin)
 
 
 def register_processor(runtime: Runtime, processor: Processor, **options: Any) -> ProcessorRunner:

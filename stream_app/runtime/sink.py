@@ -13,9 +13,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pymysql.converters import escape_bool, escape_float
@@ -23,12 +23,13 @@ from pymysql.cursors import RE_INSERT_VALUES
 from sqlalchemy import MetaData, Table
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from stream_app.runtime.metrics import SpcMetrics
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # MySQL errors worth retrying: deadlock, lock wait timeout, gone away, lost
 # connection, can't connect, server shutdown, too many connections.
@@ -44,6 +45,16 @@ class SinkUnavailable(RuntimeError):
     """The database stayed unreachable for longer than the retry budget."""
 
 
+class DatabaseTimeout(TimeoutError):
+    """A database call got no answer within ``SPCWATCH_DB_TIMEOUT_SECONDS`` (transient: retried)."""
+
+
+def _consume_result(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned attempt's outcome, so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
 def is_transient(exc: BaseException) -> bool:
     """Errors a retry can fix (connectivity, locks), as opposed to bad rows or SQL."""
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
@@ -54,6 +65,30 @@ def is_transient(exc: BaseException) -> bool:
             return code in _MYSQL_TRANSIENT
         return "locked" in str(exc.orig) or "unable to open" in str(exc.orig)
     return isinstance(exc, ConnectionError | OSError | asyncio.TimeoutError)
+
+
+# MySQL/MariaDB errors caused by the values of a row, not by the database or the SQL: data too
+# long (1406), out of range (1264, 1690), incorrect value (1366, 1292, 1367), truncated (1265),
+# NULL in a NOT NULL column (1048), a trigger's SIGNAL (1644), a CHECK constraint (3819, 4025).
+_MYSQL_ROW_ERRORS = {1048, 1264, 1265, 1292, 1366, 1367, 1406, 1644, 1690, 3819, 4025}
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """A write refused for the values of its rows (one bad row fails the whole statement)."""
+    if not isinstance(exc, DBAPIError) or exc.orig is None or is_transient(exc):
+        return False
+    code = getattr(exc.orig, "args", (None,))[0]
+    if isinstance(code, int):
+        return code in _MYSQL_ROW_ERRORS
+    return isinstance(exc, IntegrityError)  # SQLite: NOT NULL, CHECK
+
+
+def database_message(exc: BaseException) -> str:
+    """The database's own words for an error (``1406: Data too long for column ...``)."""
+    args = getattr(getattr(exc, "orig", None), "args", None) or (str(exc),)
+    if len(args) >= 2 and isinstance(args[0], int):
+        return f"{args[0]}: {args[1]}"
+    return str(args[0])
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
@@ -157,11 +192,16 @@ class Sink:
         retry_max_seconds: float = 300.0,
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
+        timeout_seconds: float = 30.0,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.batch_size = batch_size
         self.retry_max_seconds = retry_max_seconds
+        self.timeout_seconds = timeout_seconds
+        self.failing_since: float | None = None
+        """Monotonic time of the first failed attempt of the current outage; None while writes succeed."""
+        self.last_error = ""
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self._tables: dict[str, Table] = {}
@@ -273,6 +313,85 @@ class Sink:
                     size += len(values) + 1
                 yield prefix + ",".join(chunk) + postfix
 
+    async def _transaction(self, prepared: list[tuple[tuple[str, tuple[str, ...]], list[Mapping[str, Any]]]]) -> None:
+        async with self.engine.begin() as conn:
+            if self.engine.dialect.name == "mysql":
+                await self._write_literals(conn, prepared)
+            else:
+                convert = self._convert
+                for (sql, order), shape_rows in prepared:
+                    params = [tuple(convert(row[c]) for c in order) for row in shape_rows]
+                    for i in range(0, len(params), self.batch_size):
+                        await conn.exec_driver_sql(sql, params[i:i + self.batch_size])
+
+    async def _within_timeout(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work``; after ``timeout_seconds`` without an answer raise :class:`DatabaseTimeout`.
+
+        A database that is frozen (or a network that drops packets) never answers, not even
+        the ROLLBACK a cancelled transaction sends: waiting for the cancellation to finish
+        would hang as well. So the attempt is cancelled and left to end on its own (its
+        connection goes back to the pool or is dropped when the database answers again; a
+        transaction it may still commit holds the locks of its rows, so a later write of
+        those rows comes after it).
+        """
+        task = asyncio.ensure_future(work)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.timeout_seconds)
+        except BaseException:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            task.add_done_callback(_consume_result)
+            raise DatabaseTimeout(f"no answer within {self.timeout_seconds:g}s (SPCWATCH_DB_TIMEOUT_SECONDS)")
+        return task.result()
+
+    def _failed(self, exc: BaseException) -> None:
+        """One WARNING per outage (not per retry); /health reports it until a write succeeds."""
+        text = str(exc).splitlines()[0][:300] if str(exc) else ""
+        self.last_error = f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            log.warning("sink: a database write failed (%s); retrying for up to %.0fs "
+                        "(SPCWATCH_SINK_RETRY_MAX_SECONDS), nothing is acknowledged meanwhile",
+                        self.last_error, self.retry_max_seconds)
+
+    def unavailable(self) -> str | None:
+        """Why the database counts as unavailable now (for /health), or None."""
+        if self.failing_since is None:
+            return None
+        return (f"database: writes failing for {time.monotonic() - self.failing_since:.0f}s "
+                f"({self.last_error})")
+
+    async def isolate(self, table_name: str,
+                      rows: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], str]]:
+        """Write ``rows`` whose write failed with a row error: bisect down to the rows the database
+        refuses, write every other row, and return the refused ones with the database's message.
+
+        Halves are written in order, so the last write of a key still wins. Any other error
+        (the database down past the retry budget, a missing table) raises as from :meth:`upsert`.
+        """
+        rejected: list[tuple[Mapping[str, Any], str]] = []
+
+        async def write(part: Sequence[Mapping[str, Any]]) -> None:
+            try:
+                await self.upsert(table_name, part)
+            except Exception as exc:
+                if not is_row_error(exc):
+                    raise
+                if len(part) == 1:
+                    rejected.append((part[0], database_message(exc)))
+                    return
+                await write(part[:len(part) // 2])
+                await write(part[len(part) // 2:])
+
+        if len(rows) == 1:
+            await write(rows)
+        else:
+            await write(rows[:len(rows) // 2])
+            await write(rows[len(rows) // 2:])
+        return rejected
+
     async def upsert(self, table_name: str, rows: Sequence[Mapping[str, Any]]) -> int:
         """Write ``rows`` in one transaction; returns the row count once committed.
 
@@ -294,35 +413,32 @@ class Sink:
             attempt += 1
             try:
                 if prepared is None:
-                    table = await self._table(table_name)
+                    table = await self._within_timeout(self._table(table_name))
                     prepared = [(self._statement(table, shape), shape_rows)
                                 for segment in self._segments(table, rows)
                                 for shape, shape_rows in segment.items()]
-                async with self.engine.begin() as conn:
-                    if self.engine.dialect.name == "mysql":
-                        await self._write_literals(conn, prepared)
-                    else:
-                        convert = self._convert
-                        for (sql, order), shape_rows in prepared:
-                            params = [tuple(convert(row[c]) for c in order) for row in shape_rows]
-                            for i in range(0, len(params), self.batch_size):
-                                await conn.exec_driver_sql(sql, params[i:i + self.batch_size])
+                await self._within_timeout(self._transaction(prepared))
                 break
             except Exception as exc:
                 if not is_transient(exc):
                     raise
                 if self.metrics:
                     self.metrics.sink_errors.labels(table_name).inc()
+                self._failed(exc)
                 elapsed = time.monotonic() - started
                 if elapsed >= self.retry_max_seconds:
                     raise SinkUnavailable(
-                        f"writing {len(rows)} rows to {table_name!r} failed for {elapsed:.0f}s: "
-                        f"{exc.__class__.__name__}"
+                        f"writing {len(rows)} rows to {table_name!r} failed for {elapsed:.0f}s "
+                        f"(SPCWATCH_SINK_RETRY_MAX_SECONDS): {self.last_error}"
                     ) from exc
-                log.warning("sink: %s write failed (attempt %d, %s); retrying in %.1fs",
-                            table_name, attempt, exc.__class__.__name__, delay)
+                log.debug("sink: %s write failed (attempt %d, %s); retrying in %.1fs",
+                          table_name, attempt, exc.__class__.__name__, delay)
                 await asyncio.sleep(min(delay, max(0.0, self.retry_max_seconds - elapsed)))
                 delay = min(self.backoff_max, delay * 2) * (0.8 + 0.4 * random.random())
+        if self.failing_since is not None:
+            log.warning("sink: the database answers again after %.0fs of failed writes",
+                        time.monotonic() - self.failing_since)
+            self.failing_since = None
         if self.metrics:
             self.metrics.sink_batches.labels(table_name).inc()
             self.metrics.sink_rows.labels(table_name).inc(len(rows))

@@ -35,6 +35,10 @@ def test_prefix_applies_to_topics_and_group() -> None:
         ({"SPCWATCH_MAX_CLOCK_SKEW_SECONDS": "soon"}, "SPCWATCH_MAX_CLOCK_SKEW_SECONDS must be a number"),
         ({"SPCWATCH_MAX_CLOCK_SKEW_SECONDS": "-1"}, "SPCWATCH_MAX_CLOCK_SKEW_SECONDS must be 0 (no bound)"),
         ({"SPCWATCH_MAX_CLOCK_SKEW_SECONDS": "nan"}, "SPCWATCH_MAX_CLOCK_SKEW_SECONDS must be 0 (no bound)"),
+        ({"SPCWATCH_DB_TIMEOUT_SECONDS": "0"}, "SPCWATCH_DB_TIMEOUT_SECONDS must be > 0"),
+        ({"SPCWATCH_CRASH_EXIT_SECONDS": "-1"}, "SPCWATCH_CRASH_EXIT_SECONDS must be > 0"),
+        ({"SPCWATCH_HEALTH_STALL_SECONDS": "0"}, "SPCWATCH_HEALTH_STALL_SECONDS must be > 0"),
+        ({"SPCWATCH_POISON_MAX_RESTARTS": "0"}, "SPCWATCH_POISON_MAX_RESTARTS must be >= 1"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -269,3 +269,41 @@ async def test_a_row_that_cannot_be_written_fails_the_whole_upsert_and_leaves_th
         assert [r[0] for r in await _rows(engine)] == ["a-00007"]
     finally:
         await engine.dispose()
+
+
+async def test_isolate_writes_every_row_but_the_refused_one_and_returns_the_database_message(
+        engine) -> None:  # type: ignore[no-untyped-def]
+    rows = [alert_row(i) for i in range(9)]
+    rows[5] = {**rows[5], "status": None}  # NOT NULL: a row error (MySQL 1048, SQLite IntegrityError)
+    with pytest.raises(Exception) as info:
+        await Sink(engine).upsert("alerts", rows)
+    from stream_app.runtime.sink import is_row_error
+
+    assert is_row_error(info.value)
+    rejected = await Sink(engine, batch_size=2).isolate("alerts", rows)
+    assert [row["alert_id"] for row, _ in rejected] == ["a-00005"]
+    assert "status" in rejected[0][1]
+    assert [r[0] for r in await _rows(engine)] == [f"a-{i:05d}" for i in range(9) if i != 5]
+
+
+async def test_a_database_that_never_answers_times_out_and_counts_as_an_outage(caplog) -> None:  # type: ignore[no-untyped-def]
+    """A black hole (accepts connections, never answers) like a frozen server: each attempt is cut
+    at the timeout, retried, and the outage is one WARNING and what /health reports."""
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers, not even the handshake
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    engine = db.create_engine(f"mysql+aiomysql://u:p@127.0.0.1:{port}/x")
+    registry = CollectorRegistry()
+    sink = Sink(engine, SpcMetrics(registry), retry_max_seconds=2.5, backoff_initial=0.1, timeout_seconds=0.5)
+    try:
+        with caplog.at_level("WARNING", logger="stream_app.runtime.sink"):
+            with pytest.raises(SinkUnavailable, match="DatabaseTimeout"):
+                await sink.upsert("alerts", [alert_row(1)])
+        assert registry.get_sample_value("spcwatch_sink_errors_total", {"table": "alerts"}) >= 2
+        assert sum("a database write failed" in r.getMessage() for r in caplog.records) == 1
+        assert (sink.unavailable() or "").startswith("database: writes failing for")
+    finally:
+        server.close()
+        await engine.dispose()
