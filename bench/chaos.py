@@ -58,8 +58,13 @@ def run(pytest_args: list[str] | None = None) -> str:
             [sys.executable, "-m", "pytest", "tests/faults", "-m", "faults", "-p", "no:cacheprovider",
              f"--junitxml={junit}", "-q", *(pytest_args or [])], cwd=ROOT, env=env)
         rows = [orjson.loads(line) for line in report.read_bytes().splitlines()] if report.exists() else []
-        failed = _failed_tests(junit)
-    rows.extend({"test": name, "fault": f"FAILED: {name}"} for name in failed)
+        outcomes = _outcomes(junit)
+    recorded = {row["test"].rsplit("::", 1)[-1].split("[")[0] for row in rows}
+    for name, outcome in outcomes.items():
+        if outcome != "passed":
+            rows.append({"test": name, "fault": f"{outcome.upper()}: {name}"})
+        elif name.rsplit("::", 1)[-1].split("[")[0] not in recorded:  # its assertions held; it records no figures
+            rows.append({"test": name, "fault": f"passed: {name.rsplit('::', 1)[-1]}"})
     section = (f"# spcwatch reliability under faults\n\nWritten by `make chaos` on {started:%Y-%m-%d %H:%M} UTC "
                f"(pytest exit {result.returncode}).\n\nMachine: {machine()}. Local Kafka and MariaDB from "
                "`scripts/services.sh` (faults that kill or freeze a service start a private instance).\n\n"
@@ -70,16 +75,17 @@ def run(pytest_args: list[str] | None = None) -> str:
     return section
 
 
-def _failed_tests(junit: Path) -> list[str]:
+def _outcomes(junit: Path) -> dict[str, str]:
+    """Each test's outcome (passed, failed, error, skipped) from pytest's JUnit XML."""
     if not junit.exists():
-        return []
+        return {}
     import xml.etree.ElementTree as ET
 
-    failed = []
+    outcomes = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
-        if case.find("failure") is not None or case.find("error") is not None:
-            failed.append(f"{case.get('classname')}::{case.get('name')}")
-    return failed
+        outcome = next((tag for tag in ("failure", "error", "skipped") if case.find(tag) is not None), "passed")
+        outcomes[f"{case.get('classname')}::{case.get('name')}"] = outcome.replace("failure", "failed")
+    return outcomes
 
 
 if __name__ == "__main__":
