@@ -15,6 +15,7 @@ from aiokafka.structs import TopicPartition
 
 from stream_app.runtime import db
 from tests.agents.test_infra import INFRA_ENV, _alerts, _produce, episodes, rows_when
+from tests.conftest import free_port
 from tests.infra_data import FAULT, replay, samples
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
@@ -56,17 +57,21 @@ def test_the_survivor_of_a_sigkill_takes_every_partition_commits_to_the_end_and_
     n_points = sum(map(len, batches))
     env = dict(SPCWATCH_DB_URL=mysql_url, SPCWATCH_PARTITIONS=str(PARTITIONS), **INFRA_ENV)
     a = make_worker(SPCWATCH_DATA_DIR=str(tmp_path / "a"), **env)
-    b = make_worker(SPCWATCH_DATA_DIR=str(tmp_path / "b"), **env)
+    b = make_worker(SPCWATCH_DATA_DIR=str(tmp_path / "b"), SPCWATCH_WEB_PORT=str(free_port()), **env)
     a.start()
     b.start()
     topic = topic_prefix + "metrics.samples"
     half = len(batches) // 2
     asyncio.run(_produce(kafka_bootstrap, topic, batches[:half]))
-    deadline = time.monotonic() + 60
+    # Both must be working (each owning partitions) before A dies, a quarter of the input in.
+    deadline = time.monotonic() + 120
     consumed = {"topic": "metrics.samples"}
-    while (a.metric("spcwatch_events_consumed_total", consumed) + b.metric("spcwatch_events_consumed_total", consumed)
-           < 0.25 * n_points and time.monotonic() < deadline):
+    while time.monotonic() < deadline:
+        counts = [w.metric("spcwatch_events_consumed_total", consumed) for w in (a, b)]
+        if min(counts) > 0 and sum(counts) >= 0.25 * n_points:
+            break
         time.sleep(0.2)
+    assert min(counts) > 0, f"a worker consumed nothing before the kill: {counts}"
     assert a.stop(signal.SIGKILL) == -signal.SIGKILL
     asyncio.run(_produce(kafka_bootstrap, topic, batches[half:]))
     # Takeover waits for the broker to expire A's session; then B must commit up to the end.
