@@ -25,6 +25,7 @@ REPORT = Path(__file__).resolve().parent / "RELIABILITY.md"
 COLUMNS = [("rows_missing", "rows missing"), ("rows_extra", "rows extra"), ("rows_different", "rows different"),
            ("alerts_missing", "alerts missing"), ("alerts_duplicated", "alerts duplicated"),
            ("restarts", "worker restarts"), ("recover_seconds", "time to recover (s)")]
+HAND_MARKER = "<!-- measured by hand below: make chaos keeps what follows this line -->"
 KNOWN = {"test", "recorded_at", "fault", "use_case", *(key for key, _ in COLUMNS)}
 
 
@@ -70,7 +71,8 @@ def run(pytest_args: list[str] | None = None) -> str:
                "`scripts/services.sh` (faults that kill or freeze a service start a private instance).\n\n"
                "Each fault against a control run on the same input (an uninterrupted run or the offline "
                "replay); `make test` runs the same tests on shorter streams.\n\n" + table(rows) + "\n")
-    REPORT.write_text(section)
+    kept = REPORT.read_text().partition(HAND_MARKER) if REPORT.exists() else ("", "", "")
+    REPORT.write_text(section + (f"\n{HAND_MARKER}{kept[2]}" if kept[1] else ""))
     print(f"chaos: wrote {REPORT}", file=sys.stderr)
     return section
 

@@ -394,6 +394,7 @@ def build_runtime(settings: Settings, registry: CollectorRegistry | None = None)
     runtime.deadletter_topic = app.topic(settings.topic(topics.DEADLETTER), key_serializer="raw",
                                          value_serializer="orjson", partitions=settings.partitions)
     WorkerMonitor.install(app, registry)
+    _install_fetch_watchdog(runtime)
     _register_metrics_page(app, registry)
     _register_health(runtime)
     return runtime
@@ -483,3 +484,77 @@ def _register_health(runtime: Runtime) -> None:
         stalled = watch.stalled() if runtime.sink.unavailable() is None else []
         return self.json({"status": "stalled" if stalled else "ok", "reasons": stalled},
                          status=503 if stalled else 200)
+
+
+FETCH_WATCHDOG_SECONDS = 10.0
+"""How long a partition may sit with records fetched past what Faust delivered before it is re-read."""
+
+
+def _install_fetch_watchdog(runtime: Runtime) -> None:
+    """Re-read input partitions whose fetched records faust-streaming dropped after a rebalance.
+
+    Seen in tests/faults/test_failover.py (2 workers, 8 partitions, one SIGKILLed): after the
+    takeover the survivor's aiokafka consumer stood at the partition's end (its position had
+    moved past every record) while Faust had handed none of them to the streams (its read
+    offset still None) -- fetched records of a ``getmany`` that Faust (0.15.3) discards when the
+    consumer generation changes or the partition was not in its active set at fetch time, without
+    seeking back. Nothing later arrives on such a partition to reveal the hole (so
+    :class:`~stream_app.runtime.runner.DeliveryGaps` never sees it) and its committed offset
+    never moves: the commit "stall" of issue #20. When a partition's fetch position and Faust's
+    read offset both stand still for :data:`FETCH_WATCHDOG_SECONDS` with records between them,
+    outside a rebalance and with no stream buffer full for it, the partition is sought back to
+    Faust's read offset, so those records are fetched and delivered again (a record delivered twice
+    is applied once: processors are idempotent and Faust's acknowledgements are per offset).
+    """
+    app = runtime.app
+    seen: dict[Any, tuple[Any, int, float]] = {}
+    inputs = {t.get_topic_name() for t in runtime.input_topics.values()}
+
+    @app.timer(FETCH_WATCHDOG_SECONDS / 2, name="spcwatch.fetch_watchdog")
+    async def fetch_watchdog() -> None:
+        consumer = app.consumer
+        if app.rebalancing or not consumer.flow_active:
+            seen.clear()
+            return
+        client = getattr(getattr(consumer, "_thread", None), "_consumer", None)
+        if client is None:
+            return
+        assignment = client._subscription.subscription
+        if assignment is None or assignment.assignment is None:
+            return
+        now = time.monotonic()
+        for atp in list(assignment.assignment.tps):
+            if atp.topic not in inputs:
+                continue
+            state = assignment.assignment.state_value(atp)
+            if state is None or not state.has_valid_position or state.paused:
+                continue
+            tp = next((t for t in consumer.assignment() if t.topic == atp.topic and t.partition == atp.partition),
+                      None)
+            if tp is None or tp in consumer._buffered_partitions:
+                seen.pop(atp, None)
+                continue
+            read = consumer._read_offset.get(tp)
+            if read is not None:
+                # Only partitions Faust has delivered nothing of since they were assigned (the case
+                # seen): seeking back one whose stream merely waits (back-pressure of a slow database)
+                # would deliver acknowledged offsets again, and repeated offsets in Faust's list of
+                # acknowledgements hold its commits back (faust-streaming #559/#625).
+                seen.pop(atp, None)
+                continue
+            position = state.position
+            expected = read if read is not None else (consumer._committed_offset.get(tp) or 0)
+            if position <= expected + 1:
+                seen.pop(atp, None)
+                continue
+            before = seen.get(atp)
+            if before is None or before[:2] != (read, position):
+                seen[atp] = (read, position, now)
+                continue
+            if now - before[2] < FETCH_WATCHDOG_SECONDS:
+                continue
+            log.warning("%s[%d]: records up to offset %d were fetched but Faust delivered none after "
+                        "offset %s for %.0f s (dropped at a rebalance); reading again from offset %d",
+                        atp.topic, atp.partition, position - 1, read, now - before[2], expected)
+            seen.pop(atp, None)
+            await consumer.seek(tp, expected)
