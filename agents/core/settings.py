@@ -59,9 +59,12 @@ class Settings:
     crash_exit_seconds: float = 30.0
     """After a crash is requested, the process exits (code 1) within this time even if shutdown hangs."""
     health_stall_seconds: float = 300.0
+    """/health answers 503 when an input partition has lag but its committed offset stood still this long."""
     poison_max_restarts: int = 3
     """A message whose processing stopped the worker this many times is dead-lettered and skipped."""
-    """/health answers 503 when an input partition has lag but its committed offset stood still this long."""
+    kafka_session_timeout_seconds: float = 60.0
+    """How long the broker waits for a silent worker before handing its partitions to the others
+    (failover detection; a restart within it gets its own partitions back without a rebalance)."""
     runbook_base_url: str = ""
     """Public base of the runbook links (default: this worker's own web server)."""
     alertmanager_url: str = ""
@@ -132,6 +135,9 @@ class Settings:
         _check(self.db_timeout_seconds > 0, "db_timeout_seconds", "must be > 0")
         _check(self.crash_exit_seconds > 0, "crash_exit_seconds", "must be > 0")
         _check(self.health_stall_seconds > 0, "health_stall_seconds", "must be > 0")
+        _check(6 <= self.kafka_session_timeout_seconds <= 1800, "kafka_session_timeout_seconds",
+               "must be 6-1800 (the broker's group.min/max.session.timeout.ms defaults), "
+               f"got {self.kafka_session_timeout_seconds:g}")
         _check(self.poison_max_restarts >= 1, "poison_max_restarts", f"must be >= 1, got {self.poison_max_restarts}")
         for url in self.alertmanager_urls:
             _check(url.startswith(("http://", "https://")), "alertmanager_url",

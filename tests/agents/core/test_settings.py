@@ -38,6 +38,7 @@ def test_prefix_applies_to_topics_and_group() -> None:
         ({"SPCWATCH_DB_TIMEOUT_SECONDS": "0"}, "SPCWATCH_DB_TIMEOUT_SECONDS must be > 0"),
         ({"SPCWATCH_CRASH_EXIT_SECONDS": "-1"}, "SPCWATCH_CRASH_EXIT_SECONDS must be > 0"),
         ({"SPCWATCH_HEALTH_STALL_SECONDS": "0"}, "SPCWATCH_HEALTH_STALL_SECONDS must be > 0"),
+        ({"SPCWATCH_KAFKA_SESSION_TIMEOUT_SECONDS": "2"}, "SPCWATCH_KAFKA_SESSION_TIMEOUT_SECONDS must be 6-1800"),
         ({"SPCWATCH_POISON_MAX_RESTARTS": "0"}, "SPCWATCH_POISON_MAX_RESTARTS must be >= 1"),
     ],
 )
