@@ -93,7 +93,7 @@ def _settled(worker, url: str, consumed: int, timeout: float = 120) -> dict[str,
 
 
 def test_clock_poison_and_duplicates_change_nothing(make_worker, kafka_bootstrap: str, topic_prefix: str,  # type: ignore[no-untyped-def]
-                                                    mysql_server_url: str) -> None:
+                                                    mysql_server_url: str, fault_report) -> None:
     now = time.time()
     healthy = _stream(now)
     at = len(healthy) // 2
@@ -141,3 +141,7 @@ def test_clock_poison_and_duplicates_change_nothing(make_worker, kafka_bootstrap
     assert {orjson.loads(d["original_text"])["resource_id"] for d in dead} == {"h07", "h13"} | {
         f"sk{i}" for i in range(5)}
     assert (late, duplicates) == (1, 300)
+    fault_report(fault="clock poison (+1 d, +30 d, -30 d, a source +10 min) and 300 messages delivered twice",
+                 use_case="infra", rows_missing=0, rows_extra=0, rows_different=0, alerts_missing=0,
+                 alerts_duplicated=0, restarts=0, absent_alerts=0, dead_lettered_ahead=len(dead),
+                 late=late, duplicates_refused=duplicates, alerts=len(got["alerts"]))

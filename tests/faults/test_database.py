@@ -118,7 +118,7 @@ def replay(url: str, batch: list[dict], tmp_path: Path) -> None:  # type: ignore
 
 def test_a_frozen_database_is_reported_and_after_it_thaws_every_row_is_written(
         mariadb: PrivateMariaDB, make_worker, kafka_bootstrap: str, topic_prefix: str,
-        tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, fault_report) -> None:  # type: ignore[no-untyped-def]
     url = mariadb.database()
     worker = make_worker(SPCWATCH_DB_URL=url, SPCWATCH_DB_TIMEOUT_SECONDS="2", SPCWATCH_HEALTH_STALL_SECONDS="4",
                          SPCWATCH_SINK_RETRY_MAX_SECONDS="180")
@@ -147,22 +147,27 @@ def test_a_frozen_database_is_reported_and_after_it_thaws_every_row_is_written(
         assert worker.proc.poll() is None
     finally:
         mariadb.thaw()
+    thawed_at = time.monotonic()
 
     control = mariadb.database()
     replay(control, before + during, tmp_path)
     expected = query(control, ROLLUPS)
     assert len(expected) == RESOURCES * 6
     wait_until(lambda: query(url, ROLLUPS) == expected, "every row after the thaw", timeout=90)
+    caught_up = time.monotonic() - thawed_at
     wait_until(lambda: worker.health()[0] == 200, "/health to recover", timeout=60)
     assert query(url, SCORES) == query(control, SCORES)
     log = worker.log_text()
     assert log.count("sink: a database write failed") == 1, "one WARNING per outage, not one per retry"
     assert "the database answers again after" in log
+    fault_report(fault="database frozen (SIGSTOP) for 20 s mid-stream", use_case="infra", rows_missing=0,
+                 rows_extra=0, rows_different=0, restarts=0, recover_seconds=round(caught_up, 1),
+                 health_503_during_freeze="yes")
 
 
 def test_an_outage_longer_than_the_retry_budget_exits_and_a_restart_writes_every_row(
         mariadb: PrivateMariaDB, make_worker, kafka_bootstrap: str, topic_prefix: str,  # type: ignore[no-untyped-def]
-        tmp_path: Path) -> None:
+        tmp_path: Path, fault_report) -> None:
     url = mariadb.database()
     worker = make_worker(SPCWATCH_DB_URL=url, SPCWATCH_DB_TIMEOUT_SECONDS="2", SPCWATCH_SINK_RETRY_MAX_SECONDS="5",
                          SPCWATCH_CRASH_EXIT_SECONDS="10")
@@ -182,6 +187,7 @@ def test_an_outage_longer_than_the_retry_budget_exits_and_a_restart_writes_every
         mariadb.thaw()
 
     worker.start()  # from the committed offsets: the rows of the outage are written now
+    restarted_at = time.monotonic()
     control = mariadb.database()
     replay(control, before + during, tmp_path)
     expected = query(control, ROLLUPS)
@@ -190,3 +196,6 @@ def test_an_outage_longer_than_the_retry_budget_exits_and_a_restart_writes_every
     # timestamps (a sample at the timestamp its series already has is a duplicate; before that rule,
     # a redone sample at the restored watermark was counted again: 36 samples in a minute of 24).
     wait_until(lambda: query(url, ROLLUPS) == expected, "every row after the restart, each once", timeout=90)
+    fault_report(fault="database outage past SPCWATCH_SINK_RETRY_MAX_SECONDS (5 s): exit, restart",
+                 use_case="infra", rows_missing=0, rows_extra=0, rows_different=0, restarts=1,
+                 recover_seconds=round(time.monotonic() - restarted_at, 1))
