@@ -36,9 +36,8 @@ _EPOCH = date(1970, 1, 1).toordinal()  # day_num = days since 1970-01-01
 
 
 @dataclass(frozen=True, slots=True)
-class ForecastSettings:
-    """Worker-side ``SPCWATCH_FORECAST_*`` options; the thresholds and windows are
-    :class:`models.forecast.ForecastConfig`'s fields, read from the same prefix."""
+class ForecastSettings(ForecastConfig):
+    """``SPCWATCH_FORECAST_*``: the model's thresholds and windows, and the worker's own options."""
 
     sku_summary_rows: bool = True
     """Write per-(store, SKU) rolling rows (176 per store-day at 88 SKUs); off: store rows only, the
@@ -96,14 +95,14 @@ class ForecastProcessor:
     use_case = USE_CASE
     topics = ("forecasts", "demand")
 
-    def __init__(self, settings: ForecastSettings | None = None, config: ForecastConfig | None = None) -> None:
+    def __init__(self, settings: ForecastSettings | None = None) -> None:
         self.settings = settings or ForecastSettings()
-        self.config = config or ForecastConfig()
+        self.config: ForecastConfig = self.settings  # what the model reads
         self._metrics: dict[str, Any] | None = None
 
     @classmethod
     def from_settings(cls, _settings: Settings) -> ForecastProcessor:
-        return cls(load_env(ForecastSettings, _P), load_env(ForecastConfig, _P))
+        return cls(load_env(ForecastSettings, _P))
 
     # -- state at the table boundary (stream_app.runtime.runner.CachedStore) ----------------
     def load(self, state: dict) -> StoreForecast | None:

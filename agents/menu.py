@@ -62,13 +62,14 @@ NAME_CHARS = 255
 
 
 @dataclass(frozen=True, slots=True)
-class MenuSettings:
-    """The processor's own ``SPCWATCH_MENU_*`` (the model's are :class:`models.menu.MenuConfig`)."""
+class MenuSettings(MenuConfig):
+    """``SPCWATCH_MENU_*``: the model's config and the processor's own fields."""
 
     idle_partition_seconds: float = 120.0
     runbook_url: str = ""
 
     def validate(self) -> None:
+        MenuConfig.validate(self)  # (no zero-argument super() in a slotted dataclass)
         check(self.idle_partition_seconds >= 0, "SPCWATCH_MENU_IDLE_PARTITION_SECONDS",
               "must be >= 0 (0: wait for every partition, however long)")
 
@@ -105,10 +106,10 @@ class MenuProcessor:
     internal_topics = (BY_STORE, CHAIN)
     tick_seconds = 1.0
 
-    def __init__(self, config: MenuConfig | None = None, settings: MenuSettings | None = None, partitions: int = 1,
+    def __init__(self, settings: MenuSettings | None = None, partitions: int = 1,
                  wall: Callable[[], float] = time.monotonic) -> None:
-        self.cfg = config or MenuConfig()
         self.settings = settings or MenuSettings()
+        self.cfg: MenuConfig = self.settings  # what the model reads
         self.cal = MenuCalendar(self.cfg)
         self.partitions = partitions
         self._wall = wall
@@ -116,8 +117,7 @@ class MenuProcessor:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MenuProcessor:
-        return cls(load_env(MenuConfig, "SPCWATCH_MENU_"), load_env(MenuSettings, "SPCWATCH_MENU_"),
-                   partitions=settings.partitions)
+        return cls(load_env(MenuSettings, "SPCWATCH_MENU_"), partitions=settings.partitions)
 
     def _new_clocks(self, store: StateStore) -> _Clocks:
         partition = partition_of(store)

@@ -33,20 +33,18 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, ClassVar
 
 from agents.core.alerts import Alert, alert_id
 from agents.core.contract import Outputs, StageOutputs, StateStore, StoreMemory, partition_of, row_datetime, run_hops
 from agents.core.events import LedgerEntry, Order, Payment, currency_exponent
-from agents.core.settings import ConfigError, Settings, check, load_env
+from agents.core.settings import Env, Settings, check, load_env, pairs
 from models.episodes import EpisodeEvent
 from models.recon import (
-    CATEGORIES,
     CHAIN,
-    EXCLUDED_TEST_DATA,
     LEDGER,
     ORDERS,
     PAYMENTS,
@@ -75,28 +73,25 @@ ORDER_KEY, CLOSE_KEY, STORE_KEY = "o:", "c:", "s:"  # state keys by stage
 CATEGORY_STATE_KEY = "k:"  # store stage: the store-day category episodes
 
 
-@dataclass(frozen=True, slots=True)
-class ReconSettings:
-    """``SPCWATCH_RECON_<FIELD>`` variables (see docs/recon.md)."""
+def _upper(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip().upper() for part in raw.split(",") if part.strip())
 
-    payment_window_seconds: float = 900.0
-    ledger_window_seconds: float = 6 * 3600.0
-    order_window_seconds: float = 900.0
-    tolerance_abs_minor: int = 1
-    tolerance_rel: float = 0.0
-    test_currencies: tuple[str, ...] = ("NZD",)
-    orders_scale_exponent: int = 0
-    payments_scale_exponent: int = 0
-    ledger_scale_exponent: int = 0
-    retention_seconds: float = 2 * 86400.0
-    open_retention_seconds: float = 30 * 86400.0
-    timezone: str = "America/New_York"
-    store_timezones: tuple[str, ...] = ()
-    alert_min_amount_minor: int = -1
-    alert_categories: tuple[str, ...] = tuple(c for c in CATEGORIES if c != EXCLUDED_TEST_DATA)
-    alert_min_count: int = 3
-    alert_min_rate: float = 0.01
-    alert_min_day_amount_minor: int = 0
+
+def _lower(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class ReconSettings(ReconConfig):
+    """``SPCWATCH_RECON_<FIELD>`` (docs/recon.md): the matching model's config and the processor's own."""
+
+    ENV: ClassVar[Mapping[str, Env]] = {
+        "scale_exponents": Env(names=("ORDERS_SCALE_EXPONENT", "PAYMENTS_SCALE_EXPONENT", "LEDGER_SCALE_EXPONENT")),
+        "store_timezones": Env(pairs, form="STORE=Zone,..."),
+        "test_currencies": Env(_upper),
+        "alert_categories": Env(_lower),
+    }
+
     idle_source_seconds: float = 0.0
     close_wait_seconds: float = 0.0
 
@@ -104,32 +99,6 @@ class ReconSettings:
         check(self.idle_source_seconds >= 0, f"{PREFIX}IDLE_SOURCE_SECONDS", "must be >= 0")
         check(math.isfinite(self.close_wait_seconds) and self.close_wait_seconds >= 0,
               f"{PREFIX}CLOSE_WAIT_SECONDS", "must be >= 0")
-        for entry in self.store_timezones:
-            check("=" in entry, f"{PREFIX}STORE_TIMEZONES", f"entries are STORE=Zone, got {entry!r}")
-        try:
-            self.config()
-        except ValueError as exc:
-            raise ConfigError(f"{PREFIX}* {exc}") from None
-
-    def config(self) -> ReconConfig:
-        return ReconConfig(
-            payment_window_seconds=self.payment_window_seconds,
-            ledger_window_seconds=self.ledger_window_seconds,
-            order_window_seconds=self.order_window_seconds,
-            tolerance_abs_minor=self.tolerance_abs_minor,
-            tolerance_rel=self.tolerance_rel,
-            test_currencies=tuple(c.upper() for c in self.test_currencies),
-            scale_exponents=(self.orders_scale_exponent, self.payments_scale_exponent, self.ledger_scale_exponent),
-            retention_seconds=self.retention_seconds,
-            open_retention_seconds=self.open_retention_seconds,
-            timezone=self.timezone,
-            store_timezones=tuple(tuple(e.split("=", 1)) for e in self.store_timezones),  # type: ignore[misc]
-            alert_min_amount_minor=self.alert_min_amount_minor,
-            alert_categories=tuple(c.lower() for c in self.alert_categories),
-            alert_min_count=self.alert_min_count,
-            alert_min_rate=self.alert_min_rate,
-            alert_min_day_amount_minor=self.alert_min_day_amount_minor,
-        )
 
 
 def record_of(topic: str, event: Order | Payment | LedgerEntry) -> Record:
@@ -152,8 +121,7 @@ class ReconProcessor:
     internal_topics = (CLOSE, BY_STORE)
 
     def __init__(self, settings: ReconSettings | None = None, partitions: int = 1) -> None:
-        self.settings = settings or ReconSettings()
-        self.cfg = self.settings.config()
+        self.cfg = settings or ReconSettings()
         self.partitions = partitions  # order partitions the daily close waits for (the worker's)
         # highest event time per source, per partition's store (fresh after a restart or a rebalance)
         self._clocks: StoreMemory[list[float]] = StoreMemory(lambda _store: [-math.inf] * 3)
@@ -167,8 +135,8 @@ class ReconProcessor:
         """Event time up to which every source of this partition is complete."""
         clocks = self._clocks(store)
         low = min(clocks)
-        if self.settings.idle_source_seconds > 0:  # opt-in: a silent source must not stall deadlines
-            low = max(low, max(clocks) - self.settings.idle_source_seconds)
+        if self.cfg.idle_source_seconds > 0:  # opt-in: a silent source must not stall deadlines
+            low = max(low, max(clocks) - self.cfg.idle_source_seconds)
         return low
 
     # -- replay: every hop in memory ---------------------------------------------------------
@@ -196,7 +164,7 @@ class ReconProcessor:
             raw = store.get(key)
             book = CloseBook.from_state(raw) if raw else CloseBook()
             for msg in events:
-                self._close_out(book.apply(msg, self.cfg, sources, self.settings.close_wait_seconds), out)
+                self._close_out(book.apply(msg, self.cfg, sources, self.cfg.close_wait_seconds), out)
             store[key] = book.to_state()
         elif topic == BY_STORE:
             for msg in events:

@@ -28,18 +28,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, ClassVar
 
 from agents.core.alerts import Alert
 from agents.core.contract import Outputs, StageOutputs, StateStore, StoreMemory, partition_of, row_datetime, run_hops
 from agents.core.events import Order
-from agents.core.settings import Settings, check, load_env
+from agents.core.settings import Env, Settings, check, load_env, pairs
 from models.rules import WESTERN_ELECTRIC
 from models.store import (
-    DEFAULT_RULES,
     METRICS,
     Calendar,
     ChainOut,
@@ -61,48 +60,45 @@ HEARTBEAT_SECONDS = 900.0  # an order partition re-sends its clock to a store it
 CHAIN_CLOCK_SECONDS = 60.0  # ... and to the chain each time it has moved on by this much (at most once a tick)
 
 
-@dataclass(frozen=True, slots=True)
-class StoreSettings:
-    """``SPCWATCH_STORE_*`` (documented in docs/store.md)."""
+def _closed_days(raw: str) -> tuple[tuple[str, str], ...]:
+    """``[STORE:]YYYY-MM-DD,...`` as the model's (store or ``*``, day) pairs."""
+    out = []
+    for item in (part.strip() for part in raw.split(",") if part.strip()):
+        store, _, day = item.rpartition(":")
+        date.fromisoformat(day)  # ValueError: one line naming the variable
+        out.append((store or "*", day))
+    return tuple(out)
 
-    timezone: str = "America/New_York"
-    timezones: tuple[str, ...] = ()  # STORE=Area/City,...
-    grace_seconds: float = 3600.0
-    max_lateness_seconds: float = 86400.0
-    window_days: int = 28
-    seasonality: str = "day_of_week"
-    rules: tuple[str, ...] = DEFAULT_RULES
-    min_samples: int = 10
-    resolve_after: int = 3
-    cooldown: int = 0
-    protect_z: float = 3.0
-    cusum_h: float = 3.0
-    closed_days: tuple[str, ...] = ()  # [STORE:]YYYY-MM-DD,...
-    peer_groups: tuple[str, ...] = ()  # STORE=group,...
-    peer_z: float = 3.5
-    chain_fraction: float = 0.5
-    chain_min_stores: int = 3
-    intraday_slot_minutes: int = 15
-    intraday_window_minutes: int = 60
-    intraday_min_days: int = 3
-    intraday_min_remaining: float = 0.05
+
+def _seasonality(raw: str) -> str | None:
+    if raw not in ("none", "day_of_week"):
+        raise ValueError(f"got {raw!r}")
+    return None if raw == "none" else raw
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings(StoreConfig):
+    """``SPCWATCH_STORE_*`` (docs/store.md): the model's config and the processor's own fields."""
+
+    ENV: ClassVar[Mapping[str, Env]] = {
+        "store_timezones": Env(pairs, names=("TIMEZONES",), form="STORE=Area/City,..."),
+        "closed_days": Env(_closed_days, form="[STORE:]YYYY-MM-DD,..."),
+        "peer_groups": Env(pairs, form="STORE=group,..."),
+        "seasonality": Env(_seasonality, form="none or day_of_week"),
+    }
+
     idle_partition_seconds: float = 120.0
     runbook_url: str = ""
 
     def validate(self) -> None:
         p = "SPCWATCH_STORE_"
         try:
-            Calendar(self.model_config())
-        except Exception as exc:  # unknown time zone, bad date: one line naming the variable
-            check(False, p + ("TIMEZONE" if "zone" in str(exc).lower() or "key" in str(exc).lower()
-                              else "CLOSED_DAYS"), f"is invalid: {exc}")
-        check(all("=" in t for t in self.timezones), p + "TIMEZONES", "must be STORE=Area/City,...")
-        check(all("=" in g for g in self.peer_groups), p + "PEER_GROUPS", "must be STORE=group,...")
+            Calendar(self)
+        except Exception as exc:  # unknown time zone: one line naming the variable
+            check(False, p + "TIMEZONE", f"is invalid: {exc}")
         check(self.grace_seconds >= 0, p + "GRACE_SECONDS", "must be >= 0")
         check(self.max_lateness_seconds >= 0, p + "MAX_LATENESS_SECONDS", "must be >= 0")
         check(7 <= self.window_days <= 366, p + "WINDOW_DAYS", f"must be 7-366, got {self.window_days}")
-        check(self.seasonality in ("none", "day_of_week"), p + "SEASONALITY",
-              f"must be none or day_of_week, got {self.seasonality!r}")
         unknown = [r for r in self.rules if r not in (*WESTERN_ELECTRIC, "CUSUM")]
         check(bool(self.rules) and not unknown, p + "RULES",
               f"must be a comma-separated subset of WE1,WE2,WE3,WE4,CUSUM, got {','.join(self.rules)!r}")
@@ -120,25 +116,6 @@ class StoreSettings:
         check(0 <= self.intraday_min_remaining < 1, p + "INTRADAY_MIN_REMAINING", "must be in [0, 1)")
         check(self.idle_partition_seconds >= 0, p + "IDLE_PARTITION_SECONDS",
               "must be >= 0 (0: wait for every partition, however long)")
-
-    def model_config(self) -> StoreConfig:
-        closed = []
-        for item in self.closed_days:
-            store, _, day = item.rpartition(":")
-            date.fromisoformat(day)
-            closed.append((store or "*", day))
-        return StoreConfig(
-            timezone=self.timezone,
-            store_timezones=tuple(tuple(t.split("=", 1)) for t in self.timezones if "=" in t),  # type: ignore[misc]
-            grace_seconds=self.grace_seconds, max_lateness_seconds=self.max_lateness_seconds,
-            window_days=self.window_days, seasonality=None if self.seasonality == "none" else self.seasonality,
-            rules=self.rules, min_samples=self.min_samples, resolve_after=self.resolve_after, cooldown=self.cooldown,
-            protect_z=self.protect_z, cusum_h=self.cusum_h, closed_days=tuple(closed),
-            peer_groups=tuple(tuple(g.split("=", 1)) for g in self.peer_groups if "=" in g),  # type: ignore[misc]
-            peer_z=self.peer_z, chain_fraction=self.chain_fraction, chain_min_stores=self.chain_min_stores,
-            intraday_slot_minutes=self.intraday_slot_minutes, intraday_window_minutes=self.intraday_window_minutes,
-            intraday_min_days=self.intraday_min_days, intraday_min_remaining=self.intraday_min_remaining,
-        )
 
 
 def _dated(row: dict) -> dict:
@@ -177,7 +154,7 @@ class StoreProcessor:
     def __init__(self, settings: StoreSettings | None = None, partitions: int = 1,
                  wall: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings or StoreSettings()
-        self.cal = Calendar(self.settings.model_config())
+        self.cal = Calendar(self.settings)
         self.partitions = partitions  # of the orders topic: the order sources the later stages wait for
         self._wall = wall  # wall clock, only to tell an idle order partition (see SourceClocks)
         # Caches per state store (never change outputs): last sweep of expired orders, store keys.
@@ -354,7 +331,7 @@ class StoreProcessor:
                     "center": v["c"], "sigma": v["s"],
                     "lower": None if v["c"] is None else v["c"] - 3 * v["s"],
                     "upper": None if v["c"] is None else v["c"] + 3 * v["s"],
-                    "window_days": self.settings.window_days, "seasonality": self.settings.seasonality})
+                    "window_days": self.settings.window_days, "seasonality": self.settings.seasonality or "none"})
             out.add_row("store_run_log", {
                 "store_id": s["store"], "business_date": date.fromisoformat(s["day"]), "closed_at": closed_at,
                 "orders_seen": len(st.days.get(s["day"], {})) if s["day"] in st.days else None,

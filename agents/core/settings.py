@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -185,23 +185,66 @@ class Settings:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class Env:
+    """How one config field is spelled in the environment, when not ``<PREFIX><FIELD>`` read by its type.
+
+    A use case's settings dataclass extends its model's config and lists these in a class attribute
+    ``ENV: ClassVar[Mapping[str, Env]]`` (field name -> spelling), so the model keeps its own types
+    (pairs, ``None``) while the documented variables keep theirs.
+    """
+
+    parse: Callable[[str], Any] | None = None
+    """raw string -> the field's value (``ValueError``: one line naming the variable); None: by type."""
+    names: tuple[str, ...] = ()
+    """The variables, without the prefix: one (another name), or one per element of a tuple field
+    (each parsed by ``parse`` or the element type, the unset ones keep the default's element).
+    Empty: the field's name."""
+    form: str = ""
+    """The expected form, for the error line (e.g. ``STORE=Area/City,...``)."""
+
+
+def pairs(raw: str) -> tuple[tuple[str, str], ...]:
+    """``KEY=VALUE,...`` as pairs (the spelling of per-store overrides)."""
+    out = []
+    for item in (part.strip() for part in raw.split(",")):
+        key, sep, value = item.partition("=")
+        if item and not (sep and key.strip() and value.strip()):
+            raise ValueError(f"entries are KEY=VALUE, got {item!r}")
+        if item:
+            out.append((key.strip(), value.strip()))
+    return tuple(out)
+
+
 def load_env(cls: type[T], prefix: str, environ: Mapping[str, str] | None = None) -> T:
     """Build dataclass ``cls`` from ``<prefix><FIELD>`` variables, then ``validate()`` it.
 
-    Use cases keep their own settings dataclasses (``SPCWATCH_INFRA_*``, ...) and
-    load them with this, so every variable is parsed and reported the same way; a
-    model's own config dataclass can be loaded directly: its ``ValueError`` messages,
-    which start with the field name, become :class:`ConfigError` naming the variable.
-    Field types: ``str``, ``int``, ``float``, ``bool``, ``tuple[str, ...]`` and
-    ``tuple[int, ...]`` (comma-separated).
+    A use case's settings dataclass extends its model's config with the processor's own fields,
+    so one dataclass holds every ``SPCWATCH_<USE CASE>_*`` variable and *is* the model's config;
+    fields spelled otherwise in the environment say so in ``cls.ENV`` (:class:`Env`). A model's
+    ``ValueError`` messages, which start with the field name, become :class:`ConfigError` naming
+    the variable. Field types: ``str``, ``int``, ``float``, ``bool``, ``tuple[str, ...]``,
+    ``tuple[int, ...]`` (comma-separated) and ``tuple[tuple[str, str], ...]`` (``KEY=VALUE,...``).
     """
     environ = os.environ if environ is None else environ
+    spelling: Mapping[str, Env] = getattr(cls, "ENV", {})
     values: dict[str, Any] = {}
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    variables: dict[str, str] = {}
     for f in fields(cls):  # type: ignore[arg-type]
-        raw = environ.get(prefix + f.name.upper())
-        if raw is not None:
-            values[f.name] = _coerce(prefix + f.name.upper(), f.type, raw.strip())
+        env = spelling.get(f.name, Env())
+        names = env.names or (f.name.upper(),)
+        variables[f.name] = ", ".join(prefix + n for n in names)
+        if len(names) == 1:
+            raw = environ.get(prefix + names[0])
+            if raw is not None:
+                values[f.name] = _parse(prefix + names[0], f.type, raw.strip(), env)
+            continue
+        raws = [environ.get(prefix + n) for n in names]
+        if any(r is not None for r in raws):
+            default = f.default if isinstance(f.default, tuple) else (None,) * len(names)
+            element = str(f.type).removeprefix("tuple[").partition(",")[0]
+            values[f.name] = tuple(d if r is None else _parse(prefix + n, element, r.strip(), env)
+                                   for n, r, d in zip(names, raws, default, strict=True))
     try:
         obj = cls(**values)
         validate = getattr(obj, "validate", None)
@@ -211,10 +254,20 @@ def load_env(cls: type[T], prefix: str, environ: Mapping[str, str] | None = None
         raise
     except ValueError as exc:
         field_name, _, rest = str(exc).partition(" ")
-        if field_name in names:
-            raise ConfigError(f"{prefix}{field_name.upper()} {rest}") from None
+        if field_name in variables:
+            raise ConfigError(f"{variables[field_name]} {rest}") from None
         raise ConfigError(f"{prefix}* {exc}") from None
     return obj
+
+
+def _parse(variable: str, type_: Any, raw: str, env: Env) -> Any:
+    if env.parse is None:
+        return _coerce(variable, type_, raw)
+    try:
+        return env.parse(raw)
+    except (ValueError, KeyError) as exc:
+        form = f"must be {env.form}: " if env.form else ""
+        raise ConfigError(f"{variable} {form}{exc}") from None
 
 
 def _coerce(variable: str, type_: Any, raw: str) -> Any:
@@ -235,6 +288,13 @@ def _coerce(variable: str, type_: Any, raw: str) -> Any:
         if raw.lower() in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{variable} must be true or false, got {raw!r}")
+    if type_name.startswith("tuple[tuple[str, str]"):
+        try:
+            return pairs(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{variable} must be KEY=VALUE,...: {exc}") from None
+    if type_name.startswith("tuple[tuple"):
+        raise ConfigError(f"{variable} cannot be set from the environment")
     if type_name.startswith("tuple[int"):
         try:
             return tuple(int(part) for part in raw.split(",") if part.strip())

@@ -93,22 +93,22 @@ def episodes(alerts: list[dict]) -> set[tuple]:
 
 
 def test_settings_from_env_and_one_line_errors() -> None:
-    cfg = load_env(ForecastConfig, "SPCWATCH_FORECAST_", {"SPCWATCH_FORECAST_WINDOWS": "7,14,28",
+    cfg = load_env(ForecastSettings, "SPCWATCH_FORECAST_", {"SPCWATCH_FORECAST_WINDOWS": "7,14,28",
                                                           "SPCWATCH_FORECAST_MAPE_WARNING": "0.25",
                                                           "SPCWATCH_FORECAST_DRIFT_RULES": "we1,we4"})
     assert cfg.windows == (7, 14, 28) and cfg.mape_warning == 0.25 and cfg.drift_rules == ("WE1", "WE4")
     worker = load_env(ForecastSettings, "SPCWATCH_FORECAST_", {"SPCWATCH_FORECAST_SKU_SUMMARY_ROWS": "false"})
     assert worker.sku_summary_rows is False
     with pytest.raises(ConfigError, match=r"^SPCWATCH_FORECAST_WINDOWS must be comma-separated integers"):
-        load_env(ForecastConfig, "SPCWATCH_FORECAST_", {"SPCWATCH_FORECAST_WINDOWS": "7,week"})
+        load_env(ForecastSettings, "SPCWATCH_FORECAST_", {"SPCWATCH_FORECAST_WINDOWS": "7,week"})
     with pytest.raises(ConfigError, match=r"^SPCWATCH_FORECAST_WINDOWS must be 1-366 days"):
-        load_env(ForecastConfig, "SPCWATCH_FORECAST_", {"SPCWATCH_FORECAST_WINDOWS": "7,0"})
+        load_env(ForecastSettings, "SPCWATCH_FORECAST_", {"SPCWATCH_FORECAST_WINDOWS": "7,0"})
     with pytest.raises(ConfigError, match=r"^SPCWATCH_FORECAST_ALERT_WINDOW_DAYS must be one of windows"):
-        load_env(ForecastConfig, "SPCWATCH_FORECAST_", {"SPCWATCH_FORECAST_ALERT_WINDOW_DAYS": "5"})
+        load_env(ForecastSettings, "SPCWATCH_FORECAST_", {"SPCWATCH_FORECAST_ALERT_WINDOW_DAYS": "5"})
     with pytest.raises(ConfigError, match=r"^SPCWATCH_FORECAST_TIMEZONE is not a known IANA time zone"):
-        load_env(ForecastConfig, "SPCWATCH_FORECAST_", {"SPCWATCH_FORECAST_TIMEZONE": "Mars/Base"})
+        load_env(ForecastSettings, "SPCWATCH_FORECAST_", {"SPCWATCH_FORECAST_TIMEZONE": "Mars/Base"})
     with pytest.raises(ConfigError, match=r"^SPCWATCH_FORECAST_MAPE_WARNING must be a number"):
-        load_env(ForecastConfig, "SPCWATCH_FORECAST_", {"SPCWATCH_FORECAST_MAPE_WARNING": "high"})
+        load_env(ForecastSettings, "SPCWATCH_FORECAST_", {"SPCWATCH_FORECAST_MAPE_WARNING": "high"})
 
 
 def test_bad_forecast_config_stops_replay_with_one_line(tmp_path: Path, sqlite_url: str) -> None:

@@ -23,15 +23,14 @@ from sqlalchemy import MetaData, Table, select
 
 from agents.core.contract import Outputs
 from agents.core.settings import ConfigError, Settings, load_env
-from agents.menu import BY_STORE, CHAIN, MenuProcessor
-from models.menu import MenuConfig
+from agents.menu import BY_STORE, CHAIN, MenuProcessor, MenuSettings
 from stream_app.replay import run_replay
 from stream_app.runtime import db
 from stream_app.runtime.topics import ensure_topics
 from tests import menu_data as md
 
 SCENARIO = md.Scenario(days=30, cost_item="E1", cost_day=14, campaign_item="E3", campaign=(20, 26))
-CFG = MenuConfig(windows=(14, 7))
+CFG = MenuSettings(windows=(14, 7))
 
 
 def _run(events: list[dict], proc: MenuProcessor) -> Outputs:
@@ -52,8 +51,9 @@ def test_bad_configuration_is_one_line_naming_the_variable() -> None:
                        ("TIMEZONE", "Mars/Olympus"), ("RULES", "WE1,N8"), ("CM_BENCHMARK", "mode"),
                        ("POPULARITY_FACTOR", "1.5"), ("HOLD_DAYS", "0"), ("WINDOWS", "x")):
         with pytest.raises(ConfigError, match=f"SPCWATCH_MENU_{var}"):
-            load_env(MenuConfig, "SPCWATCH_MENU_", {f"SPCWATCH_MENU_{var}": value})
-    cfg = load_env(MenuConfig, "SPCWATCH_MENU_", {"SPCWATCH_MENU_WINDOWS": "28,7,91", "SPCWATCH_MENU_RULES": "WE1,WE4"})
+            load_env(MenuSettings, "SPCWATCH_MENU_", {f"SPCWATCH_MENU_{var}": value})
+    cfg = load_env(MenuSettings, "SPCWATCH_MENU_",
+                   {"SPCWATCH_MENU_WINDOWS": "28,7,91", "SPCWATCH_MENU_RULES": "WE1,WE4"})
     assert cfg.windows == (28, 7, 91) and cfg.rules == ("WE1", "WE4") and cfg.retention_days == 91
 
 
@@ -94,7 +94,7 @@ def test_the_scenario_alerts_and_healthy_items_stay_quiet() -> None:
 # --------------------------------------------------------------------------- several partitions, in memory
 
 SMALL = md.Scenario(days=12, cost_item="E1", cost_day=6, seed=4)
-SMALL_CFG = MenuConfig(windows=(7, 3), class_min_days=3, hold_days=2, chart_min_samples=4)
+SMALL_CFG = MenuSettings(windows=(7, 3), class_min_days=3, hold_days=2, chart_min_samples=4)
 
 
 class _PartitionStore(dict):

@@ -19,6 +19,7 @@ from agents.core.events import DECODERS
 from agents.core.settings import ConfigError, Settings, load_env
 from agents.recon import ReconProcessor, ReconSettings, from_settings
 from agents.registry import PROCESSORS
+from models.recon import ReconConfig
 from stream_app.replay import run_replay
 from stream_app.runtime import db
 from stream_app.runtime.store import PartitionStore
@@ -55,9 +56,9 @@ def test_registered_and_configured_from_the_environment() -> None:
     s = load_env(ReconSettings, "SPCWATCH_RECON_", {"SPCWATCH_RECON_TEST_CURRENCIES": "nzd,aud",
                                                       "SPCWATCH_RECON_PAYMENTS_SCALE_EXPONENT": "-2",
                                                       "SPCWATCH_RECON_STORE_TIMEZONES": "JP1=Asia/Tokyo"})
-    cfg = s.config()
-    assert cfg.test_currencies == ("NZD", "AUD") and cfg.scale_exponents == (0, -2, 0)
-    assert cfg.store_timezones == (("JP1", "Asia/Tokyo"),)
+    assert isinstance(s, ReconConfig)  # one dataclass: the settings are the model's config
+    assert s.test_currencies == ("NZD", "AUD") and s.scale_exponents == (0, -2, 0)
+    assert s.store_timezones == (("JP1", "Asia/Tokyo"),)
 
 
 @pytest.mark.parametrize(("env", "message"), [
@@ -66,6 +67,8 @@ def test_registered_and_configured_from_the_environment() -> None:
     ({"SPCWATCH_RECON_STORE_TIMEZONES": "JP1"}, "STORE=Zone"),
     ({"SPCWATCH_RECON_ALERT_CATEGORIES": "missing_payment,bogus"}, "unknown alert categories"),
     ({"SPCWATCH_RECON_CLOSE_WAIT_SECONDS": "-1"}, "SPCWATCH_RECON_CLOSE_WAIT_SECONDS must be >= 0"),
+    ({"SPCWATCH_RECON_LEDGER_SCALE_EXPONENT": "x"}, "SPCWATCH_RECON_LEDGER_SCALE_EXPONENT must be an integer"),
+    ({"SPCWATCH_RECON_ORDERS_SCALE_EXPONENT": "9"}, "SPCWATCH_RECON_ORDERS_SCALE_EXPONENT, .* must be three integers"),
 ])
 def test_bad_settings_are_one_clear_error(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -24,7 +24,7 @@ from sqlalchemy import MetaData, Table, select
 from agents.core.contract import Outputs
 from agents.core.settings import ConfigError, Settings, load_env
 from agents.store import BY_STORE, CHAIN, StoreProcessor, StoreSettings
-from models.store import SourceClocks
+from models.store import SourceClocks, StoreConfig
 from stream_app.replay import run_replay
 from stream_app.runtime import db
 from stream_app.runtime.topics import ensure_topics
@@ -46,7 +46,8 @@ def test_bad_configuration_is_one_line_naming_the_variable() -> None:
         load_env(StoreSettings, "SPCWATCH_STORE_", {"SPCWATCH_STORE_CLOSED_DAYS": "US00001:2026-13-01"})
     s = load_env(StoreSettings, "SPCWATCH_STORE_", {"SPCWATCH_STORE_CLOSED_DAYS": "2026-01-01,US00003:2026-02-10",
                                                     "SPCWATCH_STORE_PEER_GROUPS": "US00001=midtown"})
-    cfg = s.model_config()
+    assert isinstance(s, StoreConfig)  # one dataclass: the settings are the model's config
+    cfg = s
     assert cfg.closed_days == (("*", "2026-01-01"), ("US00003", "2026-02-10"))
     assert cfg.peer_groups == (("US00001", "midtown"),)
     with pytest.raises(ConfigError, match="SPCWATCH_STORE_RULES"):
@@ -54,7 +55,7 @@ def test_bad_configuration_is_one_line_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match="SPCWATCH_STORE_IDLE_PARTITION_SECONDS"):
         load_env(StoreSettings, "SPCWATCH_STORE_", {"SPCWATCH_STORE_IDLE_PARTITION_SECONDS": "-1"})
     tuned = load_env(StoreSettings, "SPCWATCH_STORE_", {"SPCWATCH_STORE_RULES": "WE1,CUSUM",
-                                                        "SPCWATCH_STORE_CUSUM_H": "2.5"}).model_config()
+                                                        "SPCWATCH_STORE_CUSUM_H": "2.5"})
     assert tuned.detector_config("orders").rules == ("WE1", "CUSUM")
     assert tuned.detector_config("orders").cusum_h == 2.5 and tuned.detector_config("orders").cusum_side == "lower"
     assert tuned.detector_config("aov").rules == ("WE1",)  # CUSUM: revenue and orders only

@@ -14,8 +14,7 @@ import orjson
 import pytest
 
 from agents.core.settings import Settings
-from agents.menu import MenuProcessor
-from models.menu import MenuConfig
+from agents.menu import MenuProcessor, MenuSettings
 from stream_app.cli import main
 from stream_app.replay import run_replay
 from tests import menu_data as md
@@ -30,7 +29,7 @@ def menu_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp / "orders.jsonl"
     path.write_bytes(b"".join(orjson.dumps(md.to_json_obj(e)) + b"\n" for e in md.events(SCENARIO)))
     url = f"sqlite+aiosqlite:///{tmp / 'menu.db'}"
-    asyncio.run(run_replay(Settings(db_url=url), MenuProcessor(MenuConfig(windows=(10, 7))), path, io.StringIO()))
+    asyncio.run(run_replay(Settings(db_url=url), MenuProcessor(MenuSettings(windows=(10, 7))), path, io.StringIO()))
     return url
 
 

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
 import pytest
 
-from agents.core.settings import ConfigError, Settings
+from agents.core.settings import ConfigError, Env, Settings, load_env
 
 
 def test_defaults_serve_a_local_run() -> None:
@@ -92,3 +96,47 @@ def test_a_db_url_without_a_scheme_is_not_echoed_in_the_config_error(password: s
         assert main(["db", "status"]) != 0
     err = capsys.readouterr().err
     assert password not in err and err.count("\n") == 1, err
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelConfig:
+    """A model's config as models/ writes them: its own types, a ValueError naming the field."""
+
+    zones: tuple[tuple[str, str], ...] = ()
+    scale: tuple[int, int] = (0, 0)
+    weights: tuple[tuple[str, float], ...] = ()
+    mode: str | None = None
+
+    def __post_init__(self) -> None:
+        if any(not -6 <= e <= 6 for e in self.scale):
+            raise ValueError("scale must be in [-6, 6]")
+
+
+@dataclass(frozen=True, slots=True)
+class _UseCaseSettings(_ModelConfig):
+    ENV: ClassVar[Mapping[str, Env]] = {
+        "scale": Env(names=("LEFT_SCALE", "RIGHT_SCALE")),
+        "mode": Env(lambda raw: None if raw == "off" else raw, names=("MODE_NAME",)),
+    }
+
+    own: float = 1.0
+
+
+def test_one_settings_dataclass_is_the_models_config_with_its_own_spellings() -> None:
+    s = load_env(_UseCaseSettings, "X_", {"X_ZONES": "a=Europe/Paris, b=Asia/Tokyo", "X_RIGHT_SCALE": "-2",
+                                          "X_MODE_NAME": "off", "X_OWN": "2.5"})
+    assert isinstance(s, _ModelConfig)
+    assert s.zones == (("a", "Europe/Paris"), ("b", "Asia/Tokyo"))
+    assert s.scale == (0, -2) and s.mode is None and s.own == 2.5
+    assert load_env(_UseCaseSettings, "X_", {"X_MODE_NAME": "fast"}).mode == "fast"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"X_ZONES": "a"}, "X_ZONES must be KEY=VALUE"),
+    ({"X_LEFT_SCALE": "two"}, "X_LEFT_SCALE must be an integer"),
+    ({"X_LEFT_SCALE": "9"}, "X_LEFT_SCALE, X_RIGHT_SCALE must be in"),
+    ({"X_WEIGHTS": "a=1"}, "X_WEIGHTS cannot be set from the environment"),
+])
+def test_a_bad_spelling_is_one_line_naming_its_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_env(_UseCaseSettings, "X_", env)
