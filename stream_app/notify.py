@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from stream_app import runbooks
+from agents.core import runbooks
 
 log = logging.getLogger(__name__)
 

@@ -25,3 +25,20 @@ def test_registry_lists_every_use_case_explicitly() -> None:
     assert PROCESSORS["menu"] == menu.MenuProcessor.from_settings
     assert {PROCESSORS["store"], PROCESSORS["forecast"], PROCESSORS["recon"]} == {
         store.StoreProcessor.from_settings, forecast.ForecastProcessor.from_settings, recon.from_settings}
+
+
+def test_every_package_ships_in_the_wheel() -> None:
+    """setuptools lists packages by hand ([tool.setuptools] packages): a new one left out is
+    missing from an installed spcwatch although every test run from the checkout passes."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(root).parts)
+             for top in ("stream_app", "agents", "models") for init in (root / top).rglob("__init__.py")}
+    assert found - listed == set(), "add them to [tool.setuptools] packages in pyproject.toml"
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    for package, patterns in data.items():
+        folder = root / ("sql" if package == "stream_app.sql" else package.replace(".", "/"))
+        assert all(list(folder.glob(p)) for p in patterns), (package, patterns)

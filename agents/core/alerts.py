@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from stream_app import runbooks
+from agents.core import runbooks
 
 SEVERITIES = ("info", "warning", "critical")
 USE_CASES = ("infra", "store", "forecast", "recon", "menu")
@@ -59,7 +59,7 @@ class Alert:
     runbook_url: str | None = None
     event_ts: float | None = None  # timestamp of the event that caused this transition (latency metric)
     history: bool = False  # caused by backfilled history: recorded, not notified (agents/history.py)
-    summary_zh: str | None = None  # Simplified Chinese; by default from the rule's template (stream_app/runbooks)
+    summary_zh: str | None = None  # Simplified Chinese; by default from the rule's template (agents/core/runbooks)
     exhausted_at: float | None = None  # EXHAUSTION: projected time the limit is reached (``expected.exhausted_at``)
 
     def __post_init__(self) -> None:

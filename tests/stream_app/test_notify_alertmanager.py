@@ -26,8 +26,8 @@ from typing import Any
 import orjson
 import pytest
 
+from agents.core import runbooks
 from agents.core.alerts import Alert
-from stream_app import runbooks
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.integration

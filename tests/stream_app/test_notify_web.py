@@ -9,8 +9,8 @@ import urllib.request
 import orjson
 import pytest
 
+from agents.core import runbooks
 from agents.core.alerts import Alert
-from stream_app import runbooks
 from stream_app.runtime import db
 from stream_app.runtime.sink import Sink
 

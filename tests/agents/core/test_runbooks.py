@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from agents.core import runbooks
 from agents.core.alerts import Alert
-from stream_app import runbooks
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RULE_ID = re.compile(r"^[A-Z][A-Z0-9_]{1,}$")
 NOT_RULES = {"ALL", "UNKNOWN", "USD", "NZD"}
 
