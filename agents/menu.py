@@ -198,7 +198,7 @@ class MenuProcessor:
             store[key] = step.entry
         if step.outcome == "too_late":
             entry = store.get(key)
-            day = entry[1] if entry else self.cal.local_day(order.ts)
+            day = entry[1] if entry else self.cal.local_day(order.store_id, order.ts)
             out.dead.append((order, f"order {order.order_id} of {order.store_id} {day} arrived after the menu "
                                     f"day closed (local midnight + SPCWATCH_MENU_GRACE_SECONDS)"))
             return
@@ -223,7 +223,8 @@ class MenuProcessor:
         if head is None:
             if msg["t"] == "clock":
                 return
-            head = {"next": msg["day"], "due": self.cal.close_ts(msg["day"]), "open": {}, "late": 0, "cats": []}
+            head = {"next": msg["day"], "due": self.cal.close_ts(msg["store"], msg["day"]), "open": {}, "late": 0,
+                    "cats": []}
             if mem.known is not None:
                 mem.known.add(key)
         if msg["t"] == "order":
@@ -245,7 +246,7 @@ class MenuProcessor:
             out.forward.append((CHAIN, CHAIN_KEY, {"t": "day", "store": sid, "day": day, "s": summary.to_state(),
                                                    "ts": head["due"]}))
             head["next"] = next_day(day)
-            head["due"] = self.cal.close_ts(head["next"])
+            head["due"] = self.cal.close_ts(sid, head["next"])
             head["late"] = 0
         store["ms:" + sid] = head
 
@@ -301,7 +302,7 @@ class MenuProcessor:
                     merged.merge(DaySummary.from_state(msg["s"]))
                     part = {"stores": sorted([*part["stores"], msg["store"]]), "s": merged.to_state()}
                     store[key] = part
-        while head["next"] is not None and self.cal.close_ts(head["next"]) <= clock:
+        while head["next"] is not None and self.cal.close_ts(CHAIN_SCOPE, head["next"]) <= clock:
             day = head["next"]
             part = store.get(f"md:{day}") or {"stores": [], "s": DaySummary().to_state()}
             expected = {s for s, first in head["joined"].items() if first <= day}
@@ -309,7 +310,7 @@ class MenuProcessor:
                 break  # a store's summary of the day is still on its way
             summary = DaySummary.from_state(part["s"])
             result = self._close_scope(store, CHAIN_SCOPE, day, summary, head, True, out)
-            self._rows(CHAIN_SCOPE, day, self.cal.close_ts(day), summary, result, head["late"],
+            self._rows(CHAIN_SCOPE, day, self.cal.close_ts(CHAIN_SCOPE, day), summary, result, head["late"],
                        summary.baskets, out)
             head["late"] = 0
             if f"md:{day}" in store:
@@ -358,8 +359,8 @@ class MenuProcessor:
             entity["store_id"] = scope
         where = "chain" if scope == CHAIN_SCOPE else f"store {scope}"
         label = f"{ev['name']} ({ev['spu']}, {ev['category']}, {where})"
-        starts = self.cal.day_start(ev["start"])
-        now = self.cal.close_ts(ev["day"])
+        starts = self.cal.day_start(scope, ev["start"])
+        now = self.cal.close_ts(scope, ev["day"])
         aid = alert_id(USE_CASE, ev["rule"], scope, ev["category"], ev["spu"], ev["start"])
         it = ev.get("item") or {}
         w = self.cfg.primary_window

@@ -39,6 +39,7 @@ from datetime import UTC, date, datetime, time
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .calendar import zone
 from .config import DAY, DetectorConfig
 from .detector import SeriesDetector, StateError
 from .episodes import EpisodeEvent
@@ -163,7 +164,7 @@ class ForecastConfig:
 @lru_cache(maxsize=4096)
 def day_start(ordinal: int, timezone: str) -> float:
     """Epoch seconds of midnight starting the business day ``ordinal`` in ``timezone``."""
-    return datetime.combine(date.fromordinal(ordinal), time(0), ZoneInfo(timezone)).timestamp()
+    return datetime.combine(date.fromordinal(ordinal), time(0), zone(timezone)).timestamp()
 
 
 def day_end(ordinal: int, timezone: str) -> float:

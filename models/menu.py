@@ -24,14 +24,13 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
-from functools import lru_cache
 from itertools import combinations
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from .calendar import BusinessCalendar, next_day, zone
 from .detector import zone_factors
 from .rules import RULE_BITS, RuleState, first_rule, mask_rules
 
@@ -202,8 +201,8 @@ class MenuConfig:
                 or len(set(self.windows)) != len(self.windows):
             raise ValueError(f"windows must be distinct day counts in 1-366, got {self.windows}")
         try:
-            _zone(self.timezone)
-        except Exception as exc:
+            zone(self.timezone)
+        except ValueError as exc:
             raise ValueError(f"timezone is not a known time zone: {self.timezone!r}") from exc
         try:
             factor = Fraction(self.popularity_factor)
@@ -241,36 +240,13 @@ class MenuConfig:
         return self.windows[0]
 
 
-class MenuCalendar:
-    """Business days in the chain's time zone: a day closes at the next local midnight plus the grace."""
+class MenuCalendar(BusinessCalendar):
+    """The chain's business days (one zone for every store, so a chain day is every store's day)
+    and the config that judges them."""
 
     def __init__(self, cfg: MenuConfig) -> None:
+        super().__init__(cfg.timezone, (), cfg.grace_seconds)
         self.cfg = cfg
-        self.tz = _zone(cfg.timezone)
-        self._close: dict[str, float] = {}
-
-    def local_day(self, ts: float) -> str:
-        return datetime.fromtimestamp(ts, self.tz).date().isoformat()
-
-    def day_start(self, day: str) -> float:
-        return datetime.combine(date.fromisoformat(day), time(), self.tz).timestamp()
-
-    def close_ts(self, day: str) -> float:
-        ts = self._close.get(day)
-        if ts is None:
-            if len(self._close) > 10_000:
-                self._close.clear()
-            ts = self._close[day] = self.day_start(next_day(day)) + self.cfg.grace_seconds
-        return ts
-
-
-@lru_cache(maxsize=16)
-def _zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
-
-
-def next_day(day: str, n: int = 1) -> str:
-    return (date.fromisoformat(day) + timedelta(days=n)).isoformat()
 
 
 def days_between(a: str, b: str) -> int:
@@ -326,7 +302,7 @@ def apply_order(entry: list | None, order: Any, cal: MenuCalendar, watermark: fl
     lines = order_lines(order) if code == PAID else []
     signature = hash_lines(code, lines)
     if entry is None:
-        store, day, first_ts, outcome = order.store_id, cal.local_day(order.ts), order.ts, "new"
+        store, day, first_ts, outcome = order.store_id, cal.local_day(order.store_id, order.ts), order.ts, "new"
     else:
         store, day, first_ts = entry[0], entry[1], entry[4]
         if order.event_id == entry[3] or signature == entry[5]:
@@ -334,7 +310,7 @@ def apply_order(entry: list | None, order: Any, cal: MenuCalendar, watermark: fl
         if _RANK[code] < _RANK[entry[2]]:
             return OrderStep(None, None, "stale")
         outcome = "update"
-    if watermark > cal.close_ts(day):
+    if watermark > cal.close_ts(store, day):
         return OrderStep(None, None, "too_late")
     forward = {"t": "order", "store": store, "day": day, "id": order.order_id, "c": lines, "ts": order.ts}
     return OrderStep([store, day, code, order.event_id, first_ts, signature], forward, outcome)

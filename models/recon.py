@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from .calendar import zone as time_zone
 from .config import DetectorConfig
 from .detector import SeriesDetector
 from .episodes import EpisodeEvent
@@ -139,13 +139,13 @@ class ReconConfig:
         if unknown:
             raise ValueError(f"unknown alert categories: {sorted(unknown)}")
         for zone in (self.timezone, *(z for _, z in self.store_timezones)):
-            _zone(zone)  # raises on an unknown zone
+            time_zone(zone)  # raises on an unknown zone
 
     def tolerance(self, total: int) -> int:
         return max(self.tolerance_abs_minor, int(self.tolerance_rel * abs(total)))
 
     def business_day(self, store_id: str, ts: float) -> date:
-        return datetime.fromtimestamp(ts, _zone(self.zone_of(store_id))).date()
+        return datetime.fromtimestamp(ts, time_zone(self.zone_of(store_id))).date()
 
     def zone_of(self, store_id: str) -> str:
         return dict(self.store_timezones).get(store_id, self.timezone)
@@ -164,21 +164,13 @@ class ReconConfig:
         if not math.isfinite(horizon):
             return None
         t = horizon - self.ledger_window_seconds
-        d = datetime.fromtimestamp(t, _zone(zone)).date()
+        d = datetime.fromtimestamp(t, time_zone(zone)).date()
         return d - timedelta(days=1 if _midnight(zone, d) < t else 2)
 
 
 @lru_cache(maxsize=4096)
 def _midnight(zone: str, day: date) -> float:
-    return datetime.combine(day, time(0), _zone(zone)).timestamp()
-
-
-@lru_cache(maxsize=64)
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except Exception:
-        raise ValueError(f"unknown time zone {name!r}") from None
+    return datetime.combine(day, time(0), time_zone(zone)).timestamp()
 
 
 @dataclass(frozen=True, slots=True)

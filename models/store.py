@@ -36,10 +36,9 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from .calendar import BusinessCalendar, next_day
 from .config import DAY, DetectorConfig
 from .detector import SeriesDetector, StateError
 from .pchart import PChart
@@ -131,48 +130,21 @@ class StoreConfig:
         )
 
 
-class Calendar:
-    """Local business days of stores: time zones, closes, closed days, peer groups."""
+class Calendar(BusinessCalendar):
+    """The stores' business days (:class:`models.calendar.BusinessCalendar`) and what the store
+    use case adds to them: closed days, peer groups, intraday slots, each metric's chart."""
 
     def __init__(self, cfg: StoreConfig) -> None:
+        super().__init__(cfg.timezone, cfg.store_timezones, cfg.grace_seconds)
         self.cfg = cfg
-        self._tz = {s: _zone(z) for s, z in cfg.store_timezones}
-        self._default = _zone(cfg.timezone)
         self._closed = {(s, d) for s, d in cfg.closed_days}
         self._groups = dict(cfg.peer_groups)
         self.slot_seconds = cfg.intraday_slot_minutes * 60.0
         self.n_slots = int(DAY // self.slot_seconds)
         self._dets = {m: cfg.detector_config(m) for m in METRICS}
-        self._starts: dict[tuple[str, str], float] = {}
-        self._close_cache: dict[tuple[str, str], float] = {}
 
     def det_config(self, metric: str) -> DetectorConfig:
         return self._dets[metric]
-
-    def tz(self, store: str) -> ZoneInfo:
-        return self._tz.get(store, self._default)
-
-    def local_day(self, store: str, ts: float) -> str:
-        return datetime.fromtimestamp(ts, self.tz(store)).date().isoformat()
-
-    def day_start(self, store: str, day: str) -> float:
-        key = (store, day)
-        ts = self._starts.get(key)
-        if ts is None:
-            if len(self._starts) > 100_000:
-                self._starts.clear()
-            ts = self._starts[key] = datetime.combine(date.fromisoformat(day), time(), self.tz(store)).timestamp()
-        return ts
-
-    def close_ts(self, store: str, day: str) -> float:
-        """When ``day`` closes: the next local midnight plus the grace period (cached: the timer asks often)."""
-        key = (store, day)
-        ts = self._close_cache.get(key)
-        if ts is None:
-            if len(self._close_cache) > 100_000:
-                self._close_cache.clear()
-            ts = self._close_cache[key] = self.day_start(store, next_day(day)) + self.cfg.grace_seconds
-        return ts
 
     def final_ts(self, store: str, day: str) -> float:
         """After this, ``day`` can no longer be amended: later events for it are rejected."""
@@ -204,14 +176,6 @@ class Calendar:
         """The day on the detectors' time axis: one point per 1-day bucket, weekday-aligned."""
         return (date.fromisoformat(day) - _EPOCH).days * DAY
 
-
-@lru_cache(maxsize=64)
-def _zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
-
-
-def next_day(day: str) -> str:
-    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
 
 
 def day_type(day: str) -> int:
