@@ -9,7 +9,7 @@ store use case (agents/store.py): three hops keyed by order, store and chain.
   on ``spcwatch.menu.by-store``; the store's first order also sends a *join* straight to the chain.
 * ``spcwatch.menu.by-store`` (key ``store_id``): the store's open days (order -> lines, replaced, never added,
   so redelivery is harmless). A day closes at the low watermark of the order partitions' clocks (the same
-  :class:`models.store.SourceClocks` as the store use case) once it passes local midnight + grace in the chain's
+  :class:`models.clocks.SourceClocks` as the store use case) once it passes local midnight + grace in the chain's
   time zone: the day is folded into the store scope's state, its matrices and pairs are evaluated, and its
   summary goes to the chain on ``spcwatch.menu.chain``.
 * ``spcwatch.menu.chain`` (one key, ``chain``): sums the stores' summaries of a day once every store that has
@@ -36,6 +36,7 @@ from agents.core.alerts import Alert, alert_id
 from agents.core.contract import Outputs, StageOutputs, StateStore, StoreMemory, partition_of, row_datetime, run_hops
 from agents.core.events import Order
 from agents.core.settings import Settings, check, load_env
+from models.clocks import SourceClocks
 from models.menu import (
     DaySummary,
     MenuCalendar,
@@ -48,7 +49,6 @@ from models.menu import (
     next_day,
     order_expired,
 )
-from models.store import SourceClocks
 
 USE_CASE = "menu"
 BY_STORE = "spcwatch.menu.by-store"

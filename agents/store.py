@@ -18,7 +18,7 @@ live in the partition of the message that carries them.
 
 Time: each ``orders`` partition stamps what it forwards with its clock (and
 sends heartbeats and store joins from its tick), and the store and chain stages
-act at the low watermark of those clocks (:class:`models.store.SourceClocks`),
+act at the low watermark of those clocks (:class:`models.clocks.SourceClocks`),
 so a backlog caught up unevenly by several partitions gives the replay's
 result. The clocks live in this object's memory, per state store (partition),
 and are rebuilt after a restart or rebalance (docs/store.md, "Time").
