@@ -367,7 +367,114 @@ def _empty_batch(n: int) -> Batch:
     )
 
 
-class SeriesDetector:
+class InOrderFront:
+    """The front end every detector shares: samples in timestamp order, one per timestamp.
+
+    A sample older than ``lateness`` behind the newest one is ``LATE``; a second sample at a
+    timestamp already taken is a ``DUPLICATE`` (:func:`refused`); both are counted, never judged.
+    With ``lateness`` > 0 samples wait in a heap until the newest is ``lateness`` ahead, then
+    are judged in order (``flush`` releases the rest at the end of input). Subclasses judge
+    (``_process``, ``_process_vec``) and say which verdict and batch types they return.
+    """
+
+    __slots__ = ("_done", "_heap", "_lateness", "_seq", "_wm", "n_duplicate", "n_late", "n_seen")
+
+    _VERDICT: type[Verdict] = Verdict
+    _BATCH: type[Batch] = Batch
+
+    def __init__(self, lateness_seconds: float) -> None:
+        self._lateness = float(lateness_seconds)
+        self._wm = -math.inf
+        self._done = -math.inf  # newest timestamp judged (with lateness: released from the heap)
+        self._heap: list[tuple[float, int, float]] = []
+        self._seq = 0
+        self.n_seen = self.n_late = self.n_duplicate = 0
+
+    def _process(self, ts: float, x: float) -> Verdict:
+        raise NotImplementedError
+
+    def _process_vec(self, t: np.ndarray, x: np.ndarray) -> Batch:
+        raise NotImplementedError
+
+    def update(self, ts: float, value: float) -> list[Verdict]:
+        """Judge one sample; returns the verdicts it releases: one in the usual in-order case,
+        none while a late-tolerant detector holds it, several when it releases a backlog."""
+        self.n_seen += 1
+        if self._lateness == 0.0:
+            if ts <= self._wm:
+                return [self._refuse(ts, value, DUPLICATE if ts == self._wm else LATE)]
+            self._wm = ts
+            return [self._process(ts, value)]
+        status = refused(ts, self._wm, self._lateness, self._done, self._heap)
+        if status != OK:
+            return [self._refuse(ts, value, status)]
+        heapq.heappush(self._heap, (ts, self._seq, value))
+        self._seq += 1
+        if ts > self._wm:
+            self._wm = ts
+        frontier = self._wm - self._lateness
+        out = []
+        heap = self._heap
+        while heap and heap[0][0] <= frontier:
+            t, _, v = heapq.heappop(heap)
+            out.append(self._process(t, v))
+            self._done = t
+        return out
+
+    def _refuse(self, ts: float, value: float, status: int) -> Verdict:
+        if status == LATE:
+            self.n_late += 1
+        else:
+            self.n_duplicate += 1
+        return self._VERDICT(ts, value, NAN, NAN, NAN, 0, status, False, None)
+
+    def flush(self) -> list[Verdict]:
+        """Release every held sample (end of input); the lateness guarantee
+        then restarts from the newest timestamp seen."""
+        out = []
+        while self._heap:
+            t, _, v = heapq.heappop(self._heap)
+            out.append(self._process(t, v))
+            self._done = t
+        return out
+
+    def update_many(self, ts: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray) -> Batch:
+        """Judge many samples of this series at once (backfill, replay).
+
+        Identical to calling :meth:`update` for each sample in order and
+        concatenating the verdicts.  Vectorised with numpy when the batch is in
+        timestamp order and not older than what was seen; otherwise it falls
+        back to the per-sample path (correct, slower).
+        """
+        t = np.ascontiguousarray(ts, dtype=np.float64)
+        x = np.ascontiguousarray(values, dtype=np.float64)
+        if t.shape != x.shape or t.ndim != 1:
+            raise ValueError("ts and values must be 1-d arrays of the same length")
+        n = t.shape[0]
+        if n == 0:
+            return self._process_vec(t, x)
+        # Strictly increasing and newer than anything seen: no sample can be late or a repeat.
+        in_order = bool(np.all(t[1:] > t[:-1])) and not self._heap and t[0] > self._wm
+        if not in_order:
+            out: list[Verdict] = []
+            for a, b in zip(t.tolist(), x.tolist(), strict=True):
+                out.extend(self.update(a, b))
+            return self._BATCH.from_verdicts(out)
+        self.n_seen += n
+        self._wm = float(t[-1])
+        if self._lateness > 0.0:
+            cut = int(np.searchsorted(t, self._wm - self._lateness, side="right"))
+            seq0 = self._seq
+            for i, (a, b) in enumerate(zip(t[cut:].tolist(), x[cut:].tolist(), strict=True)):
+                heapq.heappush(self._heap, (a, seq0 + cut + i, b))
+            self._seq = seq0 + n
+            t, x = t[:cut], x[:cut]
+            if cut:
+                self._done = float(t[-1])
+        return self._process_vec(t, x)
+
+
+class SeriesDetector(InOrderFront):
     """Statistical process control for one series (one key), pure and incremental.
 
     >>> det = SeriesDetector("db-1/CPUUtilization", DetectorConfig.infra())
@@ -387,15 +494,12 @@ class SeriesDetector:
         "_bl",
         "_bs",
         "_cur",
-        "_done",
         "_enabled",
         "_ep",
         "_excl",
         "_fixed",
         "_freeze_at",
         "_frozen",
-        "_heap",
-        "_lateness",
         "_lims",
         "_pmax",
         "_prof",
@@ -403,17 +507,12 @@ class SeriesDetector:
         "_rs",
         "_season",
         "_seasonal",
-        "_seq",
         "_side",
         "_tz",
-        "_wm",
         "config",
         "key",
-        "n_duplicate",
         "n_excluded",
-        "n_late",
         "n_missing",
-        "n_seen",
     )
 
     def __init__(self, key: str, config: DetectorConfig | None = None) -> None:
@@ -438,12 +537,8 @@ class SeriesDetector:
         self._prun = 0
         self._pmax = _BIG if cfg.protect_max_run is None else cfg.protect_max_run
         self._excl: list[tuple[float, float]] = sorted(cfg.exclusions)
-        self._lateness = float(cfg.lateness_seconds)
-        self._wm = -math.inf
-        self._done = -math.inf  # newest timestamp judged (with lateness: released from the heap)
-        self._heap: list[tuple[float, int, float]] = []
-        self._seq = 0
-        self.n_seen = self.n_late = self.n_missing = self.n_excluded = self.n_duplicate = 0
+        super().__init__(cfg.lateness_seconds)
+        self.n_missing = self.n_excluded = 0
         self._lims: list[tuple] = []
         self._recompute_limits()
 
@@ -558,50 +653,6 @@ class SeriesDetector:
         return self._ep.n_suppressed
 
     # -- incremental -------------------------------------------------------------
-    def update(self, ts: float, value: float) -> list[Verdict]:
-        """Judge one sample; returns the verdicts released (see class doc)."""
-        self.n_seen += 1
-        if self._lateness == 0.0:
-            if ts <= self._wm:
-                return [self._refuse(ts, value, DUPLICATE if ts == self._wm else LATE)]
-            self._wm = ts
-            return [self._process(ts, value)]
-        return self._update_buffered(ts, value)
-
-    def _refuse(self, ts: float, value: float, status: int) -> Verdict:
-        if status == LATE:
-            self.n_late += 1
-        else:
-            self.n_duplicate += 1
-        return Verdict(ts, value, NAN, NAN, NAN, 0, status, False, None)
-
-    def _update_buffered(self, ts: float, value: float) -> list[Verdict]:
-        status = refused(ts, self._wm, self._lateness, self._done, self._heap)
-        if status != OK:
-            return [self._refuse(ts, value, status)]
-        heapq.heappush(self._heap, (ts, self._seq, value))
-        self._seq += 1
-        if ts > self._wm:
-            self._wm = ts
-        frontier = self._wm - self._lateness
-        out = []
-        heap = self._heap
-        while heap and heap[0][0] <= frontier:
-            t, _, v = heapq.heappop(heap)
-            out.append(self._process(t, v))
-            self._done = t
-        return out
-
-    def flush(self) -> list[Verdict]:
-        """Release every held sample (end of input); the lateness guarantee
-        then restarts from the newest timestamp seen."""
-        out = []
-        while self._heap:
-            t, _, v = heapq.heappop(self._heap)
-            out.append(self._process(t, v))
-            self._done = t
-        return out
-
     def _process(self, ts: float, x: float) -> Verdict:
         if ts >= self._b_end:
             self._advance(ts)
@@ -655,41 +706,6 @@ class SeriesDetector:
         return Verdict(ts, x, c, sig, z, m, OK, sgl, ev)
 
     # -- vectorised ---------------------------------------------------------------
-    def update_many(self, ts: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray) -> Batch:
-        """Judge many samples of this series at once (backfill, replay).
-
-        Identical to calling :meth:`update` for each sample in order and
-        concatenating the verdicts.  Vectorised with numpy when the batch is in
-        timestamp order and not older than what was seen; otherwise it falls
-        back to the per-sample path (correct, slower).
-        """
-        t = np.ascontiguousarray(ts, dtype=np.float64)
-        x = np.ascontiguousarray(values, dtype=np.float64)
-        if t.shape != x.shape or t.ndim != 1:
-            raise ValueError("ts and values must be 1-d arrays of the same length")
-        n = t.shape[0]
-        if n == 0:
-            return _empty_batch(0)
-        # Strictly increasing and newer than anything seen: no sample can be late or a repeat.
-        in_order = bool(np.all(t[1:] > t[:-1])) and not self._heap and t[0] > self._wm
-        if not in_order:
-            out: list[Verdict] = []
-            for a, b in zip(t.tolist(), x.tolist(), strict=True):
-                out.extend(self.update(a, b))
-            return Batch.from_verdicts(out)
-        self.n_seen += n
-        self._wm = float(t[-1])
-        if self._lateness > 0.0:
-            cut = int(np.searchsorted(t, self._wm - self._lateness, side="right"))
-            seq0 = self._seq
-            for i, (a, b) in enumerate(zip(t[cut:].tolist(), x[cut:].tolist(), strict=True)):
-                heapq.heappush(self._heap, (a, seq0 + cut + i, b))
-            self._seq = seq0 + n
-            t, x = t[:cut], x[:cut]
-            if cut:
-                self._done = float(t[-1])
-        return self._process_vec(t, x)
-
     def _process_vec(self, t: np.ndarray, x: np.ndarray) -> Batch:
         n = t.shape[0]
         res = _empty_batch(n)

@@ -37,7 +37,6 @@ serialised and restored anywhere -- and the state is small (no per-day rings).
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import math
 from bisect import bisect_right
@@ -48,7 +47,7 @@ import numpy as np
 
 from .baseline import pack, unpack
 from .config import RobustConfig
-from .detector import DUPLICATE, LATE, MISSING, NAN, OK, WARMUP, Batch, StateError, Verdict, refused, run_episodes
+from .detector import MISSING, NAN, OK, WARMUP, Batch, InOrderFront, StateError, Verdict, run_episodes
 from .episodes import EpisodeEvent, EpisodeTracker
 from .rules import rules_mask
 
@@ -203,12 +202,16 @@ def _empty(n: int) -> RobustBatch:
         lo=np.full(n, NAN), hi=np.full(n, NAN), season=np.full(n, NAN))
 
 
-class RobustDetector:
+class RobustDetector(InOrderFront):
     """One series, judged against robust seasonal limits at its own tail (see module doc).
 
     The same interface as :class:`~models.SeriesDetector`: ``update``, ``update_many``,
-    ``flush``, ``to_state``/``from_state``, ``firing``, counters.
+    ``flush`` (their shared front end, :class:`~models.detector.InOrderFront`),
+    ``to_state``/``from_state``, ``firing``, counters.
     """
+
+    _VERDICT = RobustVerdict
+    _BATCH = RobustBatch
 
     __slots__ = (
         "_a",
@@ -224,14 +227,12 @@ class RobustDetector:
         "_cur",
         "_cw",
         "_day_n",
-        "_done",
         "_eff_rel",
         "_ep",
         "_fhist",
         "_floor",
         "_hist",
         "_hours",
-        "_lateness",
         "_level",
         "_lims",
         "_loc",
@@ -241,7 +242,6 @@ class RobustDetector:
         "_run_n",
         "_run_side",
         "_run_t0",
-        "_seq",
         "_stride",
         "_t_hi",
         "_t_lo",
@@ -254,16 +254,11 @@ class RobustDetector:
         "_warm",
         "_wd",
         "_weekly",
-        "_wheap",
-        "_wm",
         "_wn",
         "_ww",
         "config",
         "key",
-        "n_duplicate",
-        "n_late",
         "n_missing",
-        "n_seen",
     )
 
     def __init__(self, key: str, config: RobustConfig | None = None) -> None:
@@ -274,12 +269,8 @@ class RobustDetector:
         self._hours = 24 if cfg.seasonality else 1
         self._weekly = cfg.seasonality == "hour_of_week"
         self._ep = EpisodeTracker(key, cfg.resolve_after, cfg.cooldown, cfg.budget_seconds, cfg.escalate_z)
-        self._lateness = float(cfg.lateness_seconds)
-        self._wm = -math.inf
-        self._wheap: list[tuple[float, int, float]] = []
-        self._seq = 0
-        self.n_seen = self.n_late = self.n_missing = self.n_duplicate = 0
-        self._done = -math.inf  # newest timestamp judged (with lateness: released from the heap)
+        super().__init__(cfg.lateness_seconds)
+        self.n_missing = 0
         self._cur: int | None = None
         self._b_end = -math.inf
         self._warm = False
@@ -549,46 +540,6 @@ class RobustDetector:
         """(upper, lower) limit of the day, in scales."""
         return self._t_hi, self._t_lo
 
-    # -- incremental ------------------------------------------------------------------------
-    def update(self, ts: float, value: float) -> list[Verdict]:
-        self.n_seen += 1
-        if self._lateness == 0.0:
-            if ts <= self._wm:
-                return [self._refuse(ts, value, DUPLICATE if ts == self._wm else LATE)]
-            self._wm = ts
-            return [self._process(ts, value)]
-        status = refused(ts, self._wm, self._lateness, self._done, self._wheap)
-        if status != OK:
-            return [self._refuse(ts, value, status)]
-        heapq.heappush(self._wheap, (ts, self._seq, value))
-        self._seq += 1
-        if ts > self._wm:
-            self._wm = ts
-        frontier = self._wm - self._lateness
-        out = []
-        heap = self._wheap
-        while heap and heap[0][0] <= frontier:
-            t, _, v = heapq.heappop(heap)
-            out.append(self._process(t, v))
-            self._done = t
-        return out
-
-    def _refuse(self, ts: float, value: float, status: int) -> Verdict:
-        """A late or repeated sample (:func:`models.detector.refused`): judged never, counted."""
-        if status == LATE:
-            self.n_late += 1
-        else:
-            self.n_duplicate += 1
-        return RobustVerdict(ts, value, NAN, NAN, NAN, 0, status, False, None)
-
-    def flush(self) -> list[Verdict]:
-        out = []
-        while self._wheap:
-            t, _, v = heapq.heappop(self._wheap)
-            out.append(self._process(t, v))
-            self._done = t
-        return out
-
     def _warmup(self, ts: float, x: float) -> None:
         buf = self._buf
         assert buf is not None
@@ -699,35 +650,6 @@ class RobustDetector:
         return RobustVerdict(ts, x, center, sigma, z, m, OK, sgl, ev, lo, hi, season)
 
     # -- vectorised ---------------------------------------------------------------------------
-    def update_many(self, ts: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray) -> RobustBatch:
-        """Identical to :meth:`update` per sample, concatenated; numpy when in order."""
-        t = np.ascontiguousarray(ts, dtype=np.float64)
-        x = np.ascontiguousarray(values, dtype=np.float64)
-        if t.shape != x.shape or t.ndim != 1:
-            raise ValueError("ts and values must be 1-d arrays of the same length")
-        n = t.shape[0]
-        if n == 0:
-            return _empty(0)
-        # Strictly increasing and newer than anything seen: no sample can be late or a repeat.
-        in_order = bool(np.all(t[1:] > t[:-1])) and not self._wheap and t[0] > self._wm
-        if not in_order:
-            out: list[Verdict] = []
-            for a, b in zip(t.tolist(), x.tolist(), strict=True):
-                out.extend(self.update(a, b))
-            return RobustBatch.from_verdicts(out)
-        self.n_seen += n
-        self._wm = float(t[-1])
-        if self._lateness > 0.0:
-            cut = int(np.searchsorted(t, self._wm - self._lateness, side="right"))
-            seq0 = self._seq
-            for i, (a, b) in enumerate(zip(t[cut:].tolist(), x[cut:].tolist(), strict=True)):
-                heapq.heappush(self._wheap, (a, seq0 + cut + i, b))
-            self._seq = seq0 + n
-            t, x = t[:cut], x[:cut]
-            if cut:
-                self._done = float(t[-1])
-        return self._process_vec(t, x)
-
     def _process_vec(self, t: np.ndarray, x: np.ndarray) -> RobustBatch:
         n = t.shape[0]
         res = _empty(n)
@@ -909,7 +831,7 @@ class RobustDetector:
             "b": None if self._buf is None else [self._stride, self._wn, pack(self._buf[0]), pack(self._buf[1])],
             "r": [self._run_side, self._run_n, self._run_t0, pack(self._run_d) if self._run_d else ""],
             "e": self._ep.to_list(),
-            "q": [[a, b, c if math.isfinite(c) else None] for a, b, c in sorted(self._wheap)] or None,
+            "q": [[a, b, c if math.isfinite(c) else None] for a, b, c in sorted(self._heap)] or None,
             "c": [self.n_seen, self.n_late, self.n_missing, self._seq],
             "dn": [self._done if self._done > -math.inf else None, self.n_duplicate],
         }
@@ -963,7 +885,7 @@ class RobustDetector:
         det._run_d = unpack(rd) if rd else []
         det._ep.load_list(state["e"])
         if state["q"]:
-            det._wheap = [(float(a), int(b), NAN if c is None else float(c)) for a, b, c in state["q"]]
+            det._heap = [(float(a), int(b), NAN if c is None else float(c)) for a, b, c in state["q"]]
         det.n_seen, det.n_late, det.n_missing, det._seq = state["c"]
         done, det.n_duplicate = state.get("dn") or (None, 0)  # absent in states written before 2026-12-03
         det._done = -math.inf if done is None else float(done)
