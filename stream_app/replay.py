@@ -1,7 +1,9 @@
 """``spcwatch replay``: a use case's processor over a JSONL file, without Kafka.
 
 Lines are events of the contract (a line of a multi-topic use case also carries
-``"topic"``). They are validated by the same decoders as the worker, sorted by
+``"topic"``). A line whose ``"topic"`` is another input topic of the contract (a file of
+``spcwatch simulate --out`` holds every domain) is skipped and counted, not invalid: one
+file serves every use case. The rest are validated by the same decoders as the worker, sorted by
 event time (stable, so ties keep file order), fed to the same processor with a
 dict as the state store, and ticked on event time. Alerts go to ``--output`` as
 JSONL; rows go to ``SPCWATCH_DB_URL`` through the same idempotent sink.
@@ -25,7 +27,7 @@ from typing import Any, TextIO
 import orjson
 
 from agents.core.contract import Outputs, Processor
-from agents.core.events import DECODERS, InvalidEvent, bound_to_clock, parse_json
+from agents.core.events import DECODERS, INPUT_TOPICS, InvalidEvent, bound_to_clock, parse_json
 from agents.core.settings import Settings
 from stream_app.runtime import db
 from stream_app.runtime.sink import Sink
@@ -38,6 +40,7 @@ class ReplayReport:
     lines: int = 0
     events: int = 0
     invalid: list[tuple[int, str, str]] = field(default_factory=list)  # (line number, reason, detail)
+    skipped: dict[str, int] = field(default_factory=dict)  # lines of other contract topics, by topic
     alerts: int = 0
     rows: int = 0
 
@@ -56,18 +59,23 @@ def read_events(
             continue
         report.lines += 1
         topic = single
-        if single is None:
+        if single is None or b'"topic"' in raw:
             try:
                 obj = parse_json(raw)
-                topic = obj.pop("topic", None) if isinstance(obj, dict) else None
+                named = obj.pop("topic", None) if isinstance(obj, dict) else None
             except InvalidEvent as exc:
                 report.invalid.append((number, exc.reason, exc.detail))
                 continue
-            if topic not in processor.topics:
-                report.invalid.append((number, "invalid_value",
-                                       f"'topic' must be one of {', '.join(processor.topics)}, got {topic!r}"))
+            if named in INPUT_TOPICS and named not in processor.topics:
+                report.skipped[named] = report.skipped.get(named, 0) + 1
                 continue
-            raw = orjson.dumps(obj)
+            if named is not None or single is None:
+                topic = named
+                if topic not in processor.topics:
+                    report.invalid.append((number, "invalid_value",
+                                           f"'topic' must be one of {', '.join(processor.topics)}, got {topic!r}"))
+                    continue
+                raw = orjson.dumps(obj)
         assert topic is not None
         decoded = bound_to_clock(DECODERS[topic](raw), now, max_skew)
         for error in decoded.errors:
@@ -152,5 +160,8 @@ def print_report(report: ReplayReport, stream: TextIO = sys.stderr) -> None:
         print(f"line {number}: {reason}: {detail}", file=stream)
     if len(report.invalid) > 20:
         print(f"... and {len(report.invalid) - 20} more invalid", file=stream)
-    print(f"replay: {report.lines} lines, {report.events} events, {len(report.invalid)} invalid, "
+    skipped = sum(report.skipped.values())
+    other = (f"{skipped} of other topics skipped ({', '.join(f'{t} {n}' for t, n in sorted(report.skipped.items()))}), "
+             if skipped else "")
+    print(f"replay: {report.lines} lines, {report.events} events, {other}{len(report.invalid)} invalid, "
           f"{report.alerts} alerts, {report.rows} rows written", file=stream)
