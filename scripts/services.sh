@@ -346,8 +346,7 @@ kafka_secure_tls() {
     openssl pkcs12 -export -name broker -in "$KAFKA_TLS/server.pem" -inkey "$KAFKA_TLS/server.key" \
       -certfile "$KAFKA_TLS/ca.pem" -out "$KAFKA_TLS/broker.p12" -passout "pass:$password" &&
       keytool -importcert -noprompt -alias spcwatch-ca -file "$KAFKA_TLS/ca.pem" \
-        -keystore "$KAFKA_TLS/truststore.p12" -storetype PKCS12 -storepass "$password" &&
-      keytool -list -keystore "$KAFKA_TLS/broker.p12" -storetype PKCS12 -storepass "$password"
+        -keystore "$KAFKA_TLS/truststore.p12" -storetype PKCS12 -storepass "$password"
   } >"$KAFKA_TLS/keytool.log" 2>&1 || {
     tail_log "openssl/keytool" "$KAFKA_TLS/keytool.log"
     rm -f "$KAFKA_TLS/broker.p12" "$KAFKA_TLS/truststore.p12"
@@ -523,10 +522,23 @@ kafka_check() {
 
 # secure_admin NAME [PREFIX [topics|groups]]: SCRAM user (password in SPCWATCH_KAFKA_USER_PASSWORD)
 # and ACLs, with scripts/kafka/SecureAdmin.java on the broker's own jars.
+# Compiled once into the run dir when javac is there (a JDK); a bare JRE runs the source file
+# (Java 11+ single-file launch), compiling it on every call.
 secure_admin() {
-  local out=$KAFKA_LOGS/secure-admin.log
-  java -Xmx128m -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/tools-log4j2.yaml" -cp "$KAFKA_LIBS/*" \
-    "$SCRIPT_DIR/kafka/SecureAdmin.java" "$KAFKA_ADMIN_PROPS" user "$@" >"$out" 2>&1 || {
+  local out=$KAFKA_LOGS/secure-admin.log src=$SCRIPT_DIR/kafka/SecureAdmin.java classes=$KAFKA_DIR/classes
+  local program=("$src") cp="$KAFKA_LIBS/*"
+  if command -v javac >/dev/null; then
+    if [[ ! -f $classes/SecureAdmin.class || $src -nt $classes/SecureAdmin.class ]]; then
+      javac -J-Xmx256m -nowarn -d "$classes" -cp "$KAFKA_LIBS/*" "$src" >"$out" 2>&1 || {
+        tail_log "javac SecureAdmin.java" "$out"
+        die "kafka: could not compile $(rel "$src")"
+      }
+    fi
+    program=(SecureAdmin)
+    cp="$classes:$KAFKA_LIBS/*"
+  fi
+  java -Xmx128m -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/tools-log4j2.yaml" -cp "$cp" \
+    "${program[@]}" "$KAFKA_ADMIN_PROPS" user "$@" >"$out" 2>&1 || {
     tail_log "SecureAdmin" "$out"
     die "kafka: could not set up the SCRAM user $1"
   }

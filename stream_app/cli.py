@@ -215,7 +215,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if plan.out:
         return simulate.write_file(plan)
     settings = _settings()
-    return _run_or_unavailable(None, simulate.publish(plan, settings), f"Kafka at {settings.kafka_bootstrap}", kafka=settings)
+    return _run_or_unavailable(None, simulate.publish(plan, settings), f"Kafka at {settings.kafka_bootstrap}",
+                               kafka=settings)
 
 
 def cmd_alerts_tail(args: argparse.Namespace) -> int:
@@ -223,7 +224,8 @@ def cmd_alerts_tail(args: argparse.Namespace) -> int:
     from stream_app import alerts_view
 
     settings = _settings()
-    return _run_or_unavailable(None, alerts_view.tail(settings, args), f"Kafka at {settings.kafka_bootstrap}", kafka=settings)
+    return _run_or_unavailable(None, alerts_view.tail(settings, args), f"Kafka at {settings.kafka_bootstrap}",
+                               kafka=settings)
 
 
 def cmd_wecom_bridge(args: argparse.Namespace) -> int:
@@ -435,8 +437,38 @@ def _run_or_unavailable(loop: asyncio.AbstractEventLoop | None, coro, what: str,
                 refused = asyncio.run(login_failure(kafka))
             if refused is not None:
                 raise UserError(str(refused), EXIT_CONFIG) from None
+        tls = _tls_error(exc)
+        if tls is not None:
+            raise UserError(f"TLS handshake with {what} failed: {tls}", EXIT_CONFIG) from None
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise UserError(f"cannot reach {what}: {detail}", EXIT_UNAVAILABLE) from None
+
+
+def _tls_error(exc: BaseException) -> str | None:
+    """What the TLS handshake said, when one failed somewhere in ``exc``'s chain, with a hint.
+
+    The MySQL driver reports "Can't connect to MySQL server" and keeps the certificate
+    error only as the cause: an unknown CA would read like a server that is down.
+    """
+    import ssl
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            why = current.verify_message or current.reason or str(current)
+            hint = ("the server's certificate is not for this host name: connect by the name it holds, "
+                    "or set ssl_check_hostname=false" if "hostname" in why.lower()
+                    else "is the CA file given the one that signed the server's certificate?")
+            return f"certificate verify failed: {why} ({hint})"
+        if isinstance(current, ssl.SSLError):
+            return f"{current.reason or current}"
+        todo.extend([getattr(current, "orig", None), current.__cause__, current.__context__])
+    return None
 
 
 # --------------------------------------------------------------------------- parser

@@ -152,7 +152,7 @@ async def login_failure(settings: Settings, timeout: float = 15.0) -> KafkaLogin
         return KafkaLoginFailed(
             f"Kafka at {server} refused the {settings.kafka_sasl_mechanism} login of user "
             f"{settings.kafka_sasl_username}: {detail} (check SPCWATCH_KAFKA_SASL_USERNAME/PASSWORD)")
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return None
     conn.close()
     return None
