@@ -170,8 +170,9 @@ def access_denied(settings: Settings, exc: BaseException, topic: str | None = No
 
 
 def _named(exc: BaseException, kind: str) -> str:
-    detail = str(exc).strip()
-    return detail if detail and " " not in detail else f"(the {kind} asked for)"
+    """The resource an aiokafka error names (its first argument, e.g. the topic of a send)."""
+    first = exc.args[0] if exc.args else None
+    return first if isinstance(first, str) and first and " " not in first else f"(the {kind} asked for)"
 
 
 async def check_group_access(settings: Settings) -> None:

@@ -35,15 +35,16 @@ def tls_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         result = _services(["up", "mariadb"], env)
         assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
         assert "(TLS required)" in result.stdout
-        yield f"mysql+aiomysql://spcwatch:spcwatch@127.0.0.1:{port}/spcwatch", run_dir / "mariadb-tls" / "tls" / "ca.pem"
+        url = f"mysql+aiomysql://spcwatch:spcwatch@127.0.0.1:{port}/spcwatch"
+        yield url, run_dir / "mariadb-tls" / "tls" / "ca.pem"
     finally:
         _services(["down", "mariadb"], env)
 
 
 def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPCWATCH_")}
-    return subprocess.run([sys.executable, "-m", "stream_app.cli", *args], cwd=ROOT, env={**env, "SPCWATCH_DB_URL": url},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "stream_app.cli", *args], cwd=ROOT,
+                          env={**env, "SPCWATCH_DB_URL": url}, capture_output=True, text=True, timeout=120)
 
 
 async def _session_tls(url: str) -> str:
@@ -90,3 +91,16 @@ def test_a_missing_ca_file_is_a_configuration_error(tls_mariadb: tuple[str, Path
     result = _cli(f"{url}?ssl_ca={tmp_path / 'nope.pem'}", "db", "status")
     assert result.returncode == 2
     assert result.stderr.strip() == f"spcwatch: error: SPCWATCH_DB_URL ssl_ca: file not found: {tmp_path / 'nope.pem'}"
+
+
+def test_the_tls_options_become_an_sslcontext_and_leave_the_url() -> None:
+    """Hostname checking can be turned off (an IP, a tunnel); verifying the chain cannot."""
+    import ssl
+
+    from sqlalchemy.engine import make_url
+
+    # without ssl_ca: the system's CAs
+    url, context = db.tls_context(make_url("mysql+aiomysql://u:p@db:3306/x?charset=utf8mb4&ssl_check_hostname=false"))
+    assert url.render_as_string(hide_password=False) == "mysql+aiomysql://u:p@db:3306/x?charset=utf8mb4"
+    assert context is not None and context.verify_mode == ssl.CERT_REQUIRED and not context.check_hostname
+    assert db.tls_context(make_url("mysql+aiomysql://u:p@db/x"))[1] is None

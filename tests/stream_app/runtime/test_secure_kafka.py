@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from agents.core.settings import Settings
+from stream_app.cli import UserError, _run_or_unavailable
 from stream_app.runtime.kafka import AIOKafkaConsumer, AIOKafkaProducer
 from stream_app.runtime.topics import kafka_client_options
 from tests.agents.test_infra import INFRA_ENV, episodes
@@ -32,6 +33,8 @@ pytestmark = pytest.mark.integration
 PREFIX = "sec."
 USER = "spcwatch-app"
 PASSWORD = "p@ss:w/rd%41"  # characters that break naive URL or JAAS handling
+SAMPLE = {"ts": "2026-02-17T10:05:00Z", "source": "cloudwatch", "resource_type": "rds",
+          "resource_id": "db-1", "metric": "CPUUtilization", "value": 41.7}
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,8 @@ class SecureKafka:
         env.update(overrides)
         return env
 
-    def settings(self) -> Settings:
-        return Settings.from_env(self.env())
+    def settings(self, user: str = USER, password: str = PASSWORD) -> Settings:
+        return Settings.from_env(self.env(user, password))
 
     def add_user(self, name: str, password: str, *acl: str) -> None:
         services(["kafka-user", name, *acl], {**self.services_env, "SPCWATCH_KAFKA_USER_PASSWORD": password})
@@ -166,6 +169,13 @@ def test_a_user_without_acls_gets_one_line_and_exit_78(secure_kafka: SecureKafka
     line = _one_error_line(_cli(secure_kafka.env("no-acls", "nothing-granted"), "topics", "create"))
     assert line.startswith("spcwatch: error: Kafka denied access to topic sec.")
     assert "for user no-acls: grant it ALL" in line and f"topics named {PREFIX}*" in line
+
+    # A tool's producer (collect, backfill) meets the same wall at its first send.
+    with pytest.raises(UserError) as denied:
+        _run_or_unavailable(None, _produce(secure_kafka.settings("no-acls", "nothing-granted"), [[SAMPLE]]),
+                            "Kafka", kafka=secure_kafka.settings("no-acls", "nothing-granted"))
+    assert denied.value.code == 78
+    assert str(denied.value).startswith(f"Kafka denied access to topic {PREFIX}metrics.samples for user no-acls: ")
 
     # Topics granted, the consumer group not: the worker stops before Faust starts, naming the group.
     secure_kafka.add_user("topics-only", "half-granted", PREFIX, "topics")
