@@ -31,7 +31,7 @@
 #            (spcwatch) / SPCWATCH_KAFKA_SECURE_PASSWORD (spcwatch-secret) allowed everything on the
 #            topics and groups named SPCWATCH_KAFKA_SECURE_ACL_PREFIX* (default '*': all; '': no ACLs).
 #            The KRaft controller listener stays plaintext on loopback (SCRAM cannot serve it).
-#   SPCWATCH_MYSQL_TLS=1      mariadb: TLS required (require_secure_transport) on 127.0.0.1:3307, its
+#   SPCWATCH_MYSQL_TLS=1      mariadb: TLS required (require_secure_transport) on 127.0.0.1:3308, its
 #            own CA and server certificate (<run dir>/mariadb-tls/tls/ca.pem, clients pass it as ssl_ca)
 #
 # Environment (all optional):
@@ -44,7 +44,7 @@
 #   SPCWATCH_ALERTMANAGER_PORT                                          (default: 9093)
 #   SPCWATCH_ALERTMANAGER_CONFIG  (default: <repo>/deploy/alertmanager/alertmanager.yml)
 #   SPCWATCH_KAFKA_SECURE_PORT / SPCWATCH_KAFKA_SECURE_CONTROLLER_PORT (9194 / 9195)
-#   SPCWATCH_MYSQL_TLS_PORT                                             (default: 3307)
+#   SPCWATCH_MYSQL_TLS_PORT                                             (default: 3308)
 #   SPCWATCH_START_TIMEOUT  seconds to wait for each service to answer  (default: 60)
 #   SPCWATCH_STOP_TIMEOUT   seconds between SIGTERM and SIGKILL on down (default: 20)
 set -euo pipefail
@@ -91,7 +91,7 @@ MDB_DIR=$RUN_DIR/mariadb
 MYSQL_TLS=0
 if [[ ${SPCWATCH_MYSQL_TLS:-0} =~ ^(1|true|yes|on)$ ]]; then
   MYSQL_TLS=1
-  MYSQL_PORT=${SPCWATCH_MYSQL_TLS_PORT:-3307}
+  MYSQL_PORT=${SPCWATCH_MYSQL_TLS_PORT:-3308}
   MDB_DIR=$RUN_DIR/mariadb-tls
 fi
 MDB_TLS=$MDB_DIR/tls
