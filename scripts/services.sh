@@ -20,7 +20,8 @@
 #            the services: prometheus + promtool, amtool, chromium (`make test` calls it)
 #   kafka-user  create or update a SCRAM-SHA-512 user on the secure broker, its password from
 #            SPCWATCH_KAFKA_USER_PASSWORD; with PREFIX, allow it everything on the topics and
-#            groups whose names start with PREFIX ('*': all), or only the topics or the groups
+#            groups whose names start with PREFIX ('*': all; '=NAME': only NAME; a comma-separated
+#            list of those), or only on the topics or only on the groups
 #
 # Secure profiles (each a separate instance: own ports, data and config; the plaintext services
 # above are not touched):

@@ -46,7 +46,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run the stream processor until interrupted."""
     from stream_app import logs
     from stream_app.runtime.app import run_worker, tune_gc
-    from stream_app.runtime.topics import check_group_access, ensure_topics
+    from stream_app.runtime.topics import KafkaSecurityError, check_group_access, ensure_topics
     from stream_app.worker import create_runtime
 
     settings = _settings()
@@ -72,7 +72,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         _run_or_unavailable(loop, migrate(), f"the database at {settings.db_url_masked}")
     runtime = create_runtime(settings)
     tune_gc()
-    run_worker(runtime, loop, level, logs.logging_config(level, settings.log_format))  # exits the process when it stops
+    try:
+        run_worker(runtime, loop, level, logs.logging_config(level, settings.log_format))  # exits the process
+    except KafkaSecurityError as exc:
+        raise UserError(str(exc), EXIT_CONFIG) from None
     return 0
 
 

@@ -8,7 +8,8 @@
 // The user's password is read from the environment variable SPCWATCH_KAFKA_USER_PASSWORD
 // (never from the command line, where ps would show it). Creates or updates the SCRAM-SHA-512
 // credential of NAME; with PREFIX, allows NAME every operation on the topics and consumer groups
-// whose names start with PREFIX ('*': all of them), or only on the topics or only on the groups.
+// whose names start with PREFIX ('*': all of them; '=NAME': the one named NAME; several, comma-
+// separated), or only on the topics or only on the groups.
 // ADMIN.properties is an AdminClient configuration for a super user (services.sh writes one).
 import java.io.FileReader;
 import java.util.ArrayList;
@@ -58,19 +59,24 @@ public class SecureAdmin {
             String grants = "no ACLs";
             if (prefix != null) {
                 List<AclBinding> acls = new ArrayList<>();
-                boolean all = prefix.equals("*");
-                PatternType pattern = all ? PatternType.LITERAL : PatternType.PREFIXED;
+                List<String> names = new ArrayList<>();
                 AccessControlEntry allow = new AccessControlEntry(
                     "User:" + name, "*", AclOperation.ALL, AclPermissionType.ALLOW);
-                for (Map.Entry<ResourceType, String> kind : Map.of(
-                        ResourceType.TOPIC, "topics", ResourceType.GROUP, "groups").entrySet()) {
-                    if (only.isEmpty() || only.equals(kind.getValue())) {
-                        acls.add(new AclBinding(new ResourcePattern(kind.getKey(), prefix, pattern), allow));
+                for (String item : prefix.split(",")) {
+                    boolean literal = item.equals("*") || item.startsWith("=");
+                    String resource = item.startsWith("=") ? item.substring(1) : item;
+                    PatternType pattern = literal ? PatternType.LITERAL : PatternType.PREFIXED;
+                    for (Map.Entry<ResourceType, String> kind : Map.of(
+                            ResourceType.TOPIC, "topics", ResourceType.GROUP, "groups").entrySet()) {
+                        if (only.isEmpty() || only.equals(kind.getValue())) {
+                            acls.add(new AclBinding(new ResourcePattern(kind.getKey(), resource, pattern), allow));
+                        }
                     }
+                    names.add(item.equals("*") ? "(every name)" : resource + (literal ? "" : "*"));
                 }
                 admin.createAcls(acls).all().get(60, TimeUnit.SECONDS);
                 grants = "ALL on " + (only.isEmpty() ? "topics and groups" : only)
-                    + (all ? " (every name)" : " named " + prefix + "*");
+                    + (prefix.equals("*") ? " (every name)" : " named " + String.join(", ", names));
             }
             System.out.println("SecureAdmin: SCRAM-SHA-512 user " + name + ", " + grants);
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 import time
 from dataclasses import dataclass
@@ -51,7 +52,12 @@ class KafkaAccessDenied(KafkaSecurityError):
 
     def __init__(self, settings: Settings, kind: str, name: str, operations: str) -> None:
         user = settings.kafka_sasl_username or "ANONYMOUS"
-        on = f"the {kind}s named {settings.topic_prefix}*" if settings.topic_prefix else f"{kind} {name}"
+        if kind == "cluster":
+            on = "the cluster"
+        elif settings.topic_prefix:
+            on = f"the {kind}s named {settings.topic_prefix}*"
+        else:
+            on = f"{kind} {name}"
         super().__init__(f"Kafka denied access to {kind} {name} for user {user}: grant it {operations} on {on} "
                          "(README: Secure Kafka (MSK))")
         self.kind, self.name = kind, name
@@ -170,9 +176,13 @@ def access_denied(settings: Settings, exc: BaseException, topic: str | None = No
 
 
 def _named(exc: BaseException, kind: str) -> str:
-    """The resource an aiokafka error names (its first argument, e.g. the topic of a send)."""
+    """The resource an aiokafka error names: its first argument (the topic of a send), or the name
+    after "topic" in its message (Faust's "Cannot create topic: x (29): ...")."""
     first = exc.args[0] if exc.args else None
-    return first if isinstance(first, str) and first and " " not in first else f"(the {kind} asked for)"
+    if isinstance(first, str) and first and " " not in first:
+        return first
+    found = re.search(rf"{kind}:?\s+([A-Za-z0-9._-]+)", str(first or ""), re.IGNORECASE)
+    return found.group(1) if found else f"(the {kind} asked for)"
 
 
 async def check_group_access(settings: Settings) -> None:
