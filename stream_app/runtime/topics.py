@@ -21,10 +21,12 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
+    IllegalSaslStateError,
     KafkaConnectionError,
     KafkaError,
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
+    UnsupportedSaslMechanismError,
 )
 
 from agents.core.events import INPUT_TOPICS
@@ -148,13 +150,25 @@ async def login_failure(settings: Settings, timeout: float = 15.0) -> KafkaLogin
         conn = await asyncio.wait_for(
             create_conn(host, int(port), request_timeout_ms=int(timeout * 1000), **options), timeout)
     except ssl.SSLError as exc:
-        hint = "" if settings.kafka_ssl_cafile else " (set SPCWATCH_KAFKA_SSL_CAFILE to the broker's CA)"
+        if not isinstance(exc, ssl.SSLCertVerificationError):
+            hint = " (a listener without TLS? check SPCWATCH_KAFKA_SECURITY_PROTOCOL and the port)"
+        elif "hostname" in str(exc).lower():
+            hint = " (connect by a name the broker's certificate holds)"
+        elif settings.kafka_ssl_cafile:
+            hint = f" (is {settings.kafka_ssl_cafile} the CA that signed the broker's certificate?)"
+        else:
+            hint = " (set SPCWATCH_KAFKA_SSL_CAFILE to the broker's CA)"
         return KafkaLoginFailed(f"TLS handshake with Kafka at {server} failed: "
                                 f"{getattr(exc, 'verify_message', None) or exc.reason or exc}{hint}")
     except KafkaConnectionError:
         return None  # unreachable, not refused
     except KafkaError as exc:  # SaslAuthenticationFailed, UnsupportedSaslMechanismError, ...
+        if isinstance(exc, IllegalSaslStateError):
+            return KafkaLoginFailed(f"Kafka at {server} does not expect a SASL login there (a listener without "
+                                    "SASL? check SPCWATCH_KAFKA_SECURITY_PROTOCOL and the port)")
         detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        if isinstance(exc, UnsupportedSaslMechanismError):
+            return KafkaLoginFailed(f"Kafka at {server}: {detail} (check SPCWATCH_KAFKA_SASL_MECHANISM)")
         return KafkaLoginFailed(
             f"Kafka at {server} refused the {settings.kafka_sasl_mechanism} login of user "
             f"{settings.kafka_sasl_username}: {detail} (check SPCWATCH_KAFKA_SASL_USERNAME/PASSWORD)")
