@@ -172,6 +172,11 @@ async def login_failure(settings: Settings, timeout: float = 15.0) -> KafkaLogin
         return KafkaLoginFailed(
             f"Kafka at {server} refused the {settings.kafka_sasl_mechanism} login of user "
             f"{settings.kafka_sasl_username}: {detail} (check SPCWATCH_KAFKA_SASL_USERNAME/PASSWORD)")
+    except ConnectionResetError:
+        if "SSL" not in settings.kafka_security_protocol:
+            return None
+        return KafkaLoginFailed(f"Kafka at {server} closed the connection during the TLS handshake (a listener "
+                                "without TLS? check SPCWATCH_KAFKA_SECURITY_PROTOCOL and the port)")
     except (TimeoutError, OSError):
         return None
     conn.close()

@@ -209,3 +209,16 @@ def test_a_wrong_password_or_an_unknown_ca_is_one_line(secure_kafka: SecureKafka
     line = _one_error_line(_cli(secure_kafka.env(SPCWATCH_KAFKA_SSL_CAFILE=""), "topics", "create"))
     assert line.startswith(f"spcwatch: error: TLS handshake with Kafka at {secure_kafka.bootstrap} failed: ")
     assert "certificate" in line and "SPCWATCH_KAFKA_SSL_CAFILE" in line
+
+
+@pytest.mark.parametrize(("protocol", "says"), [
+    ("SASL_SSL", "closed the connection during the TLS handshake (a listener without TLS?"),
+    ("SASL_PLAINTEXT", "does not expect a SASL login there (a listener without SASL?"),
+])
+def test_a_secure_client_on_a_plaintext_listener_is_told_so(kafka_bootstrap: str, protocol: str, says: str) -> None:
+    """The shared plaintext broker: the wrong protocol for a port is a configuration error too."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPCWATCH_")}
+    env.update(SPCWATCH_KAFKA_BOOTSTRAP=kafka_bootstrap, SPCWATCH_KAFKA_SECURITY_PROTOCOL=protocol,
+               SPCWATCH_KAFKA_SASL_USERNAME=USER, SPCWATCH_KAFKA_SASL_PASSWORD=PASSWORD)
+    line = _one_error_line(_cli(env, "topics", "create"))
+    assert line.startswith(f"spcwatch: error: Kafka at {kafka_bootstrap} {says}"), line
