@@ -2,16 +2,21 @@
 """Readiness checks for the local dev services (see scripts/services.sh).
 
     check_services.py kafka [--bootstrap 127.0.0.1:9092] [--timeout 60] [--probe]
+                            [--sasl-user USER --cafile CA.pem]
     check_services.py mysql [--host 127.0.0.1] [--port 3306] [--user spcwatch]
                             [--password spcwatch] [--database spcwatch]
-                            [--timeout 60] [--probe]
+                            [--timeout 60] [--probe] [--ssl-ca CA.pem]
 
 kafka: creates the topic ``_spcwatch_healthcheck`` with the admin client if it is
        missing (the broker runs with auto.create.topics.enable=false), produces a
        unique message, consumes it back and commits its offset for the consumer
        group ``_spcwatch_healthcheck`` (so the group coordinator is exercised too).
        With --probe: a single metadata request ("does this port speak Kafka?").
-mysql: ``SELECT 1`` over TCP with the given credentials (PyMySQL).
+       With --sasl-user: over SASL_SSL (SCRAM-SHA-512, the password from the environment
+       variable SPCWATCH_CHECK_SASL_PASSWORD, the broker's CA from --cafile), as the secure
+       profile of services.sh runs it.
+mysql: ``SELECT 1`` over TCP with the given credentials (PyMySQL); over TLS, verified
+       against --ssl-ca, when given.
        With --probe: only reads the server greeting ("is this MySQL-compatible?"),
        needs no credentials and no PyMySQL.
 
@@ -62,10 +67,23 @@ def _ok(msg: str) -> None:
 # --------------------------------------------------------------------------- kafka
 
 
-async def _kafka_probe(bootstrap: str, timeout: float) -> str:
+def _kafka_options(args: argparse.Namespace) -> dict[str, object]:
+    """Client options: plaintext, or SASL_SSL with SCRAM-SHA-512 for the secure profile."""
+    options: dict[str, object] = {"bootstrap_servers": args.bootstrap}
+    if args.sasl_user:
+        import ssl
+
+        options.update(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                       sasl_plain_username=args.sasl_user,
+                       sasl_plain_password=os.environ.get("SPCWATCH_CHECK_SASL_PASSWORD", ""),
+                       ssl_context=ssl.create_default_context(cafile=args.cafile or None))
+    return options
+
+
+async def _kafka_probe(options: dict[str, object], timeout: float) -> str:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(**options, request_timeout_ms=int(timeout * 1000))
     await admin.start()
     try:
         cluster = await admin.describe_cluster()
@@ -74,11 +92,11 @@ async def _kafka_probe(bootstrap: str, timeout: float) -> str:
         await admin.close()
 
 
-async def _kafka_ensure_topic(bootstrap: str) -> None:
+async def _kafka_ensure_topic(options: dict[str, object]) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    admin = AIOKafkaAdminClient(**options, request_timeout_ms=10000)
     await admin.start()
     try:
         if HEALTHCHECK_TOPIC in await admin.list_topics():
@@ -105,15 +123,15 @@ async def _kafka_ensure_topic(bootstrap: str) -> None:
         await admin.close()
 
 
-async def _kafka_round_trip(bootstrap: str) -> str:
+async def _kafka_round_trip(options: dict[str, object]) -> str:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
     from aiokafka.structs import OffsetAndMetadata
 
-    await _kafka_ensure_topic(bootstrap)
+    await _kafka_ensure_topic(options)
     token = f"spcwatch-healthcheck-{uuid.uuid4()}".encode()
     tp = TopicPartition(HEALTHCHECK_TOPIC, 0)
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=10000)
+    producer = AIOKafkaProducer(**options, acks="all", request_timeout_ms=10000)
     await producer.start()
     try:
         meta = await producer.send_and_wait(HEALTHCHECK_TOPIC, token, partition=0)
@@ -121,7 +139,7 @@ async def _kafka_round_trip(bootstrap: str) -> str:
         await producer.stop()
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **options,
         group_id=HEALTHCHECK_GROUP,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -163,9 +181,9 @@ def check_kafka(args: argparse.Namespace) -> int:
             break
         try:
             if args.probe:
-                coro = _kafka_probe(args.bootstrap, min(remaining, 10.0))
+                coro = _kafka_probe(_kafka_options(args), min(remaining, 10.0))
             else:
-                coro = _kafka_round_trip(args.bootstrap)
+                coro = _kafka_round_trip(_kafka_options(args))
             detail = asyncio.run(asyncio.wait_for(coro, timeout=remaining))
             _ok(f"kafka {args.bootstrap} OK: {detail}")
             return 0
@@ -222,6 +240,7 @@ def _mysql_select_one(args: argparse.Namespace, timeout: float) -> str:
         database=args.database,
         connect_timeout=max(1, int(timeout)),
         read_timeout=max(1, int(timeout)),
+        ssl={"ca": args.ssl_ca} if args.ssl_ca else None,
     )
     try:
         with conn.cursor() as cur:
@@ -289,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     kafka.add_argument("--timeout", type=float, default=60.0)
     kafka.add_argument("--probe", action="store_true", help="one metadata request only")
+    kafka.add_argument("--sasl-user", help="SASL_SSL, SCRAM-SHA-512 (password: $SPCWATCH_CHECK_SASL_PASSWORD)")
+    kafka.add_argument("--cafile", help="the broker certificate's CA (PEM)")
     kafka.set_defaults(func=check_kafka)
 
     mysql = sub.add_parser("mysql", help="SELECT 1 over TCP")
@@ -299,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     mysql.add_argument("--database", default="spcwatch")
     mysql.add_argument("--timeout", type=float, default=60.0)
     mysql.add_argument("--probe", action="store_true", help="server greeting only")
+    mysql.add_argument("--ssl-ca", help="TLS, verifying the server against this CA (PEM)")
     mysql.set_defaults(func=check_mysql)
 
     args = parser.parse_args(argv)

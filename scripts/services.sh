@@ -6,6 +6,7 @@
 #     deploy/alertmanager/alertmanager.yml, its silences and notification log in the run dir
 #
 # Usage: scripts/services.sh up [SERVICE...] | down [--purge] [SERVICE...] | purge | status [SERVICE] | tools
+#        scripts/services.sh kafka-user NAME [PREFIX [topics|groups]]     (secure profile only)
 #   SERVICE: kafka, mariadb, alertmanager (default: all three)
 #
 #   up       start whatever is not running yet (idempotent), wait until Kafka does a
@@ -17,6 +18,22 @@
 #   status   show what is running; exit 0 only when every service named answers
 #   tools    install (Debian packages, first run only) the binaries the test suite runs beside
 #            the services: prometheus + promtool, amtool, chromium (`make test` calls it)
+#   kafka-user  create or update a SCRAM-SHA-512 user on the secure broker, its password from
+#            SPCWATCH_KAFKA_USER_PASSWORD; with PREFIX, allow it everything on the topics and
+#            groups whose names start with PREFIX ('*': all; '=NAME': only NAME; a comma-separated
+#            list of those), or only on the topics or only on the groups
+#
+# Secure profiles (each a separate instance: own ports, data and config; the plaintext services
+# above are not touched):
+#   SPCWATCH_KAFKA_SECURE=1   kafka: a SASL_SSL listener (SCRAM-SHA-512) on 127.0.0.1:9194 with a
+#            CA and broker certificate made by openssl + keytool on first start (<run dir>/kafka-secure/tls,
+#            clients trust ca.pem), StandardAuthorizer ACLs, super user `admin` (random password in
+#            kafka-secure/admin.properties), and the application user SPCWATCH_KAFKA_SECURE_USER
+#            (spcwatch) / SPCWATCH_KAFKA_SECURE_PASSWORD (spcwatch-secret) allowed everything on the
+#            topics and groups named SPCWATCH_KAFKA_SECURE_ACL_PREFIX* (default '*': all; '': no ACLs).
+#            The KRaft controller listener stays plaintext on loopback (SCRAM cannot serve it).
+#   SPCWATCH_MYSQL_TLS=1      mariadb: TLS required (require_secure_transport) on 127.0.0.1:3308, its
+#            own CA and server certificate (<run dir>/mariadb-tls/tls/ca.pem, clients pass it as ssl_ca)
 #
 # Environment (all optional):
 #   SPCWATCH_RUN_DIR        run dir: data, logs, pid files, config   (default: <repo>/.run)
@@ -27,6 +44,8 @@
 #   SPCWATCH_MYSQL_PORT                                                 (default: 3306)
 #   SPCWATCH_ALERTMANAGER_PORT                                          (default: 9093)
 #   SPCWATCH_ALERTMANAGER_CONFIG  (default: <repo>/deploy/alertmanager/alertmanager.yml)
+#   SPCWATCH_KAFKA_SECURE_PORT / SPCWATCH_KAFKA_SECURE_CONTROLLER_PORT (9194 / 9195)
+#   SPCWATCH_MYSQL_TLS_PORT                                             (default: 3308)
 #   SPCWATCH_START_TIMEOUT  seconds to wait for each service to answer  (default: 60)
 #   SPCWATCH_STOP_TIMEOUT   seconds between SIGTERM and SIGKILL on down (default: 20)
 set -euo pipefail
@@ -47,6 +66,19 @@ KAFKA_HEAP_OPTS=${SPCWATCH_KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
 KAFKA_LIBS=$CACHE_DIR/kafka-$KAFKA_VERSION/libs
 KAFKA_LIBS_MARKER=$KAFKA_LIBS/.spcwatch-complete
 KAFKA_DIR=$RUN_DIR/kafka
+KAFKA_SECURE=0
+if [[ ${SPCWATCH_KAFKA_SECURE:-0} =~ ^(1|true|yes|on)$ ]]; then
+  KAFKA_SECURE=1
+  KAFKA_PORT=${SPCWATCH_KAFKA_SECURE_PORT:-9194}
+  KAFKA_CONTROLLER_PORT=${SPCWATCH_KAFKA_SECURE_CONTROLLER_PORT:-9195}
+  KAFKA_DIR=$RUN_DIR/kafka-secure
+fi
+KAFKA_TLS=$KAFKA_DIR/tls
+KAFKA_ADMIN_USER=admin
+KAFKA_ADMIN_PROPS=$KAFKA_DIR/admin.properties
+KAFKA_APP_USER=${SPCWATCH_KAFKA_SECURE_USER:-spcwatch}
+KAFKA_APP_PASSWORD=${SPCWATCH_KAFKA_SECURE_PASSWORD:-spcwatch-secret}
+KAFKA_APP_ACL_PREFIX=${SPCWATCH_KAFKA_SECURE_ACL_PREFIX-*}
 KAFKA_DATA=$KAFKA_DIR/data
 KAFKA_LOGS=$KAFKA_DIR/logs
 KAFKA_LOG=$KAFKA_LOGS/server.log
@@ -57,6 +89,13 @@ KAFKA_PID_FILE=$KAFKA_DIR/kafka.pid
 
 MYSQL_PORT=${SPCWATCH_MYSQL_PORT:-3306}
 MDB_DIR=$RUN_DIR/mariadb
+MYSQL_TLS=0
+if [[ ${SPCWATCH_MYSQL_TLS:-0} =~ ^(1|true|yes|on)$ ]]; then
+  MYSQL_TLS=1
+  MYSQL_PORT=${SPCWATCH_MYSQL_TLS_PORT:-3308}
+  MDB_DIR=$RUN_DIR/mariadb-tls
+fi
+MDB_TLS=$MDB_DIR/tls
 MDB_DATA=$MDB_DIR/data
 MDB_SOCK=$MDB_DIR/mysqld.sock
 MDB_PID_FILE=$MDB_DIR/mariadbd.pid
@@ -230,6 +269,41 @@ take_lock() {
   fi
 }
 
+# ------------------------------------------------------------------------ tls
+
+# secret_file FILE: a random hex secret kept in FILE (0600), made on first use.
+secret_file() {
+  if [[ ! -s $1 ]]; then
+    mkdir -p "$(dirname "$1")"
+    (umask 077 && openssl rand -hex 16 >"$1")
+  fi
+  cat "$1"
+}
+
+# tls_make_certs DIR NAME: a private CA (DIR/ca.pem) and a server certificate signed by it
+# (DIR/server.pem, DIR/server.key) for 127.0.0.1 and localhost, made once with openssl.
+tls_make_certs() {
+  local dir=$1 name=$2
+  [[ -s $dir/server.pem && -s $dir/ca.pem ]] && return 0
+  command -v openssl >/dev/null || die "openssl not found (apt-get install openssl)"
+  say "$name: making a CA and a server certificate in $(rel "$dir") (first start only)"
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=spcwatch dev CA ($name)" \
+      -keyout "$dir/ca.key" -out "$dir/ca.pem" &&
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$dir/server.key" -out "$dir/server.csr" &&
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >"$dir/server.ext" &&
+      openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+        -days 825 -extfile "$dir/server.ext" -out "$dir/server.pem"
+  } >"$dir/openssl.log" 2>&1 || {
+    tail_log "openssl" "$dir/openssl.log"
+    rm -f "$dir/server.pem"
+    die "$name: could not make the TLS certificates"
+  }
+}
+
 # ------------------------------------------------------------------------ kafka
 
 require_java17() {
@@ -260,18 +334,96 @@ kafka_ensure_libs() {
   date -u +%FT%TZ >"$KAFKA_LIBS_MARKER"
 }
 
-kafka_write_config() {
-  mkdir -p "$KAFKA_DATA" "$KAFKA_LOGS"
-  cat >"$KAFKA_CONF" <<EOF
-# Generated by scripts/services.sh on every start; edits are overwritten.
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
+# The secure profile's key material: the broker's PKCS12 keystore (openssl) and the truststore
+# holding the CA (keytool) that the broker needs to reach itself over SASL_SSL.
+kafka_secure_tls() {
+  local password
+  tls_make_certs "$KAFKA_TLS" kafka
+  password=$(secret_file "$KAFKA_TLS/store.password")
+  [[ -s $KAFKA_TLS/broker.p12 && -s $KAFKA_TLS/truststore.p12 ]] && return 0
+  command -v keytool >/dev/null || die "keytool not found (it comes with Java: apt-get install openjdk-17-jre-headless)"
+  rm -f "$KAFKA_TLS/broker.p12" "$KAFKA_TLS/truststore.p12"
+  {
+    openssl pkcs12 -export -name broker -in "$KAFKA_TLS/server.pem" -inkey "$KAFKA_TLS/server.key" \
+      -certfile "$KAFKA_TLS/ca.pem" -out "$KAFKA_TLS/broker.p12" -passout "pass:$password" &&
+      keytool -importcert -noprompt -alias spcwatch-ca -file "$KAFKA_TLS/ca.pem" \
+        -keystore "$KAFKA_TLS/truststore.p12" -storetype PKCS12 -storepass "$password"
+  } >"$KAFKA_TLS/keytool.log" 2>&1 || {
+    tail_log "openssl/keytool" "$KAFKA_TLS/keytool.log"
+    rm -f "$KAFKA_TLS/broker.p12" "$KAFKA_TLS/truststore.p12"
+    die "kafka: could not make the keystore and truststore"
+  }
+}
+
+# The super user's client configuration (SecureAdmin.java reads it); the broker uses the same login.
+kafka_secure_admin_props() {
+  local admin_password store_password
+  admin_password=$(secret_file "$KAFKA_DIR/admin.password")
+  store_password=$(secret_file "$KAFKA_TLS/store.password")
+  (umask 077 && cat >"$KAFKA_ADMIN_PROPS" <<EOF
+bootstrap.servers=$HOST:$KAFKA_PORT
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$KAFKA_ADMIN_USER" password="$admin_password";
+ssl.truststore.location=$KAFKA_TLS/truststore.p12
+ssl.truststore.type=PKCS12
+ssl.truststore.password=$store_password
+EOF
+  )
+}
+
+kafka_listener_config() {
+  if ((KAFKA_SECURE)); then
+    local admin_password store_password
+    admin_password=$(secret_file "$KAFKA_DIR/admin.password")
+    store_password=$(secret_file "$KAFKA_TLS/store.password")
+    cat <<EOF
+listeners=SASL_SSL://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=SASL_SSL://$HOST:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+inter.broker.listener.name=SASL_SSL
+
+# Secure profile: SCRAM-SHA-512 over TLS, ACLs. The broker logs in to itself as the super user;
+# the controller listener (loopback, plaintext) acts as ANONYMOUS, which the controller must trust.
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$KAFKA_ADMIN_USER" password="$admin_password";
+ssl.keystore.location=$KAFKA_TLS/broker.p12
+ssl.keystore.type=PKCS12
+ssl.keystore.password=$store_password
+ssl.key.password=$store_password
+ssl.truststore.location=$KAFKA_TLS/truststore.p12
+ssl.truststore.type=PKCS12
+ssl.truststore.password=$store_password
+ssl.client.auth=none
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:$KAFKA_ADMIN_USER;User:ANONYMOUS
+EOF
+  else
+    cat <<EOF
 listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
 advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
+EOF
+  fi
+}
+
+kafka_write_config() {
+  mkdir -p "$KAFKA_DATA" "$KAFKA_LOGS"
+  if ((KAFKA_SECURE)); then
+    kafka_secure_tls
+    kafka_secure_admin_props
+  fi
+  (umask 077 && cat >"$KAFKA_CONF" <<EOF
+# Generated by scripts/services.sh on every start; edits are overwritten.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
+$(kafka_listener_config)
 
 log.dirs=$KAFKA_DATA
 num.partitions=1
@@ -294,6 +446,7 @@ num.io.threads=4
 log.retention.hours=24
 log.segment.bytes=104857600
 EOF
+  )
 }
 
 kafka_tool() {
@@ -312,7 +465,11 @@ kafka_format_storage() {
   fi
   cluster_id=$(<"$KAFKA_CLUSTER_ID_FILE")
   say "kafka: formatting KRaft storage in $(rel "$KAFKA_DATA") (cluster id $cluster_id)"
-  kafka_tool format --ignore-formatted -t "$cluster_id" -c "$KAFKA_CONF" >"$KAFKA_LOGS/format.log" 2>&1 || {
+  local scram=()
+  # The super user's SCRAM credential must exist before the broker can log in to itself.
+  ((KAFKA_SECURE)) &&
+    scram=(--add-scram "SCRAM-SHA-512=[name=$KAFKA_ADMIN_USER,password=$(secret_file "$KAFKA_DIR/admin.password")]")
+  kafka_tool format --ignore-formatted -t "$cluster_id" -c "$KAFKA_CONF" "${scram[@]}" >"$KAFKA_LOGS/format.log" 2>&1 || {
     tail_log "kafka storage format" "$KAFKA_LOGS/format.log"
     die "kafka: storage format failed"
   }
@@ -325,7 +482,9 @@ kafka_start() {
   kafka_ensure_libs
   kafka_write_config
   kafka_format_storage
-  say "kafka: starting Kafka $KAFKA_VERSION (KRaft) on $HOST:$KAFKA_PORT"
+  local what="KRaft"
+  ((KAFKA_SECURE)) && what="KRaft, SASL_SSL with SCRAM-SHA-512 and ACLs"
+  say "kafka: starting Kafka $KAFKA_VERSION ($what) on $HOST:$KAFKA_PORT"
   KAFKA_LOG_FROM=$(file_size "$KAFKA_LOG")
   KAFKA_OUT_FROM=$(file_size "$KAFKA_OUT")
   # shellcheck disable=SC2086  # heap opts are several words
@@ -352,13 +511,57 @@ kafka_fail() {
   die "kafka: $*"
 }
 
+# kafka_check ARGS...: check_services.py kafka against our broker (as the super user when secure).
+kafka_check() {
+  if ((KAFKA_SECURE)); then
+    SPCWATCH_CHECK_SASL_PASSWORD=$(secret_file "$KAFKA_DIR/admin.password") \
+      check kafka --sasl-user "$KAFKA_ADMIN_USER" --cafile "$KAFKA_TLS/ca.pem" --bootstrap "$HOST:$KAFKA_PORT" "$@"
+  else
+    check kafka --bootstrap "$HOST:$KAFKA_PORT" "$@"
+  fi
+}
+
+# secure_admin NAME [PREFIX [topics|groups]]: SCRAM user (password in SPCWATCH_KAFKA_USER_PASSWORD)
+# and ACLs, with scripts/kafka/SecureAdmin.java on the broker's own jars.
+# Compiled once into the run dir when javac is there (a JDK); a bare JRE runs the source file
+# (Java 11+ single-file launch), compiling it on every call.
+secure_admin() {
+  local out=$KAFKA_LOGS/secure-admin.log src=$SCRIPT_DIR/kafka/SecureAdmin.java classes=$KAFKA_DIR/classes
+  local program=("$src") cp="$KAFKA_LIBS/*"
+  if command -v javac >/dev/null; then
+    if [[ ! -f $classes/SecureAdmin.class || $src -nt $classes/SecureAdmin.class ]]; then
+      javac -J-Xmx256m -nowarn -d "$classes" -cp "$KAFKA_LIBS/*" "$src" >"$out" 2>&1 || {
+        tail_log "javac SecureAdmin.java" "$out"
+        die "kafka: could not compile $(rel "$src")"
+      }
+    fi
+    program=(SecureAdmin)
+    cp="$classes:$KAFKA_LIBS/*"
+  fi
+  java -Xmx128m -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/tools-log4j2.yaml" -cp "$cp" \
+    "${program[@]}" "$KAFKA_ADMIN_PROPS" user "$@" >"$out" 2>&1 || {
+    tail_log "SecureAdmin" "$out"
+    die "kafka: could not set up the SCRAM user $1"
+  }
+  say "kafka: $(grep -h '^SecureAdmin:' "$out" | sed 's/^SecureAdmin: //')"
+}
+
+# The application user of the secure profile, with its ACLs.
+kafka_secure_provision() {
+  local acl=()
+  [[ -n $KAFKA_APP_ACL_PREFIX ]] && acl=("$KAFKA_APP_ACL_PREFIX")
+  SPCWATCH_KAFKA_USER_PASSWORD=$KAFKA_APP_PASSWORD secure_admin "$KAFKA_APP_USER" "${acl[@]}"
+}
+
 # Phase 1 of `up`: use a running broker, or start ours (does not wait).
 kafka_begin() {
   local pid
   if pid=$(kafka_pid); then
     KAFKA_OWNED=1
     say "kafka: already running (pid $pid)"
-  elif port_open "$KAFKA_PORT" && check kafka --probe --timeout 10 --bootstrap "$HOST:$KAFKA_PORT" >/dev/null 2>&1; then
+  elif ((KAFKA_SECURE)) && port_open "$KAFKA_PORT"; then
+    die "kafka: $HOST:$KAFKA_PORT is in use, but not by the secure broker of $(rel "$KAFKA_DIR"); set SPCWATCH_KAFKA_SECURE_PORT"
+  elif port_open "$KAFKA_PORT" && kafka_check --probe --timeout 10 >/dev/null 2>&1; then
     say "kafka: using the broker already listening on $HOST:$KAFKA_PORT (not started by services.sh)"
   else
     port_still_busy "$KAFKA_PORT" &&
@@ -380,8 +583,9 @@ kafka_wait_ready() {
   done
   remaining=$((deadline - SECONDS))
   ((remaining >= 15)) || remaining=15
-  check kafka --timeout "$remaining" --bootstrap "$HOST:$KAFKA_PORT" >/dev/null ||
+  kafka_check --timeout "$remaining" >/dev/null ||
     kafka_fail "no produce/consume round trip on $HOST:$KAFKA_PORT"
+  if ((KAFKA_SECURE)); then kafka_secure_provision; fi
 }
 
 # ------------------------------------------------------------------------ mariadb
@@ -447,7 +651,15 @@ mariadb_init_datadir() {
 
 mariadb_start() {
   ((${#MDB_SOCK} < 108)) || die "mariadb: socket path $MDB_SOCK is too long for a unix socket; use a shorter SPCWATCH_RUN_DIR"
-  say "mariadb: starting $(basename "$MARIADBD") on $HOST:$MYSQL_PORT"
+  local tls=()
+  if ((MYSQL_TLS)); then
+    tls_make_certs "$MDB_TLS" mariadb
+    tls=(--ssl-ca="$MDB_TLS/ca.pem" --ssl-cert="$MDB_TLS/server.pem" --ssl-key="$MDB_TLS/server.key"
+      --require-secure-transport=ON)
+    say "mariadb: starting $(basename "$MARIADBD") on $HOST:$MYSQL_PORT (TLS required)"
+  else
+    say "mariadb: starting $(basename "$MARIADBD") on $HOST:$MYSQL_PORT"
+  fi
   MDB_LOG_FROM=$(file_size "$MDB_LOG")
   MDB_OUT_FROM=$(file_size "$MDB_OUT")
   launch_bg "$MDB_PID_FILE" "$MDB_OUT" \
@@ -455,7 +667,7 @@ mariadb_start() {
     --datadir="$MDB_DATA" --socket="$MDB_SOCK" --port="$MYSQL_PORT" \
     --bind-address="$HOST" --pid-file="$MDB_PID_FILE" --log-error="$MDB_LOG" \
     --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
-    --skip-name-resolve --max-connections=300 --innodb-buffer-pool-size=128M
+    --skip-name-resolve --max-connections=300 --innodb-buffer-pool-size=128M "${tls[@]}"
 }
 
 mariadb_fail() {
@@ -480,6 +692,7 @@ provision_sql() {
   echo "CREATE DATABASE IF NOT EXISTS \`$DB_NAME\` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;"
   for host in 127.0.0.1 localhost; do
     echo "CREATE USER IF NOT EXISTS '$DB_USER'@'$host' IDENTIFIED BY '$DB_PASSWORD';"
+    ((MYSQL_TLS)) && echo "ALTER USER '$DB_USER'@'$host' REQUIRE SSL;"
     echo "GRANT ALL PRIVILEGES ON \`$DB_NAME\`.* TO '$DB_USER'@'$host';"
     # Tests create throwaway databases named spcwatch_<something>.
     echo "GRANT ALL PRIVILEGES ON \`$DB_NAME%\`.* TO '$DB_USER'@'$host';"
@@ -504,6 +717,15 @@ mariadb_use_external() {
   die "mariadb: the server on $HOST:$MYSQL_PORT has no $DB_USER user (or stop it so services.sh can start its own)"
 }
 
+# mysql_check ARGS...: check_services.py mysql against our server (over TLS for the TLS profile).
+mysql_check() {
+  if ((MYSQL_TLS)); then
+    check mysql --port "$MYSQL_PORT" --ssl-ca "$MDB_TLS/ca.pem" "$@"
+  else
+    check mysql --port "$MYSQL_PORT" "$@"
+  fi
+}
+
 # Phase 1+2 of `up` for MariaDB (fast enough to run while Kafka boots).
 mariadb_up() {
   local pid
@@ -511,6 +733,8 @@ mariadb_up() {
     MDB_OWNED=1
     say "mariadb: already running (pid $pid)"
     find_mariadb_binaries || die "mariadb: running, but the mariadb client is missing"
+  elif ((MYSQL_TLS)) && port_open "$MYSQL_PORT"; then
+    die "mariadb: $HOST:$MYSQL_PORT is in use, but not by the TLS server of $(rel "$MDB_DIR"); set SPCWATCH_MYSQL_TLS_PORT"
   elif port_open "$MYSQL_PORT" && check mysql --probe --timeout 5 --port "$MYSQL_PORT" >/dev/null 2>&1; then
     mariadb_use_external
   else
@@ -526,7 +750,7 @@ mariadb_up() {
     mariadb_wait_socket
     provision_sql | root_sql || mariadb_fail "could not create database/user $DB_NAME"
   fi
-  check mysql --timeout "$START_TIMEOUT" --port "$MYSQL_PORT" >/dev/null ||
+  mysql_check --timeout "$START_TIMEOUT" >/dev/null ||
     mariadb_fail "SELECT 1 as $DB_USER over TCP $HOST:$MYSQL_PORT failed"
 }
 
@@ -611,11 +835,18 @@ print_endpoints() {
     note="(not started by services.sh)"
     ((KAFKA_OWNED)) && note="(log: $(rel "$KAFKA_LOG"))"
     printf '  %-12s %-16s %s\n' kafka "$HOST:$KAFKA_PORT" "$note"
+    if ((KAFKA_SECURE)); then
+      echo "               SASL_SSL, SCRAM-SHA-512, user $KAFKA_APP_USER (password ***), CA $(rel "$KAFKA_TLS/ca.pem")"
+    fi
   fi
   if want mariadb "${SELECTED[@]}"; then
     note="(not started by services.sh)"
     ((MDB_OWNED)) && note="(log: $(rel "$MDB_LOG"))"
-    printf '  %-12s %s   %s\n' mariadb "mysql+aiomysql://$DB_USER:***@$HOST:$MYSQL_PORT/$DB_NAME" "$note"
+    if ((MYSQL_TLS)); then
+      printf '  %-12s %s   %s\n' mariadb "mysql+aiomysql://$DB_USER:***@$HOST:$MYSQL_PORT/$DB_NAME?ssl_ca=$MDB_TLS/ca.pem" "$note"
+    else
+      printf '  %-12s %s   %s\n' mariadb "mysql+aiomysql://$DB_USER:***@$HOST:$MYSQL_PORT/$DB_NAME" "$note"
+    fi
   fi
   if want alertmanager "${SELECTED[@]}"; then
     note="(not started by services.sh)"
@@ -721,6 +952,14 @@ cmd_tools() {
   apt_install "${need[@]}"
 }
 
+cmd_kafka_user() {
+  ((KAFKA_SECURE)) || die "kafka-user works on the secure broker: run it with SPCWATCH_KAFKA_SECURE=1"
+  (($# >= 1 && $# <= 3)) || die "usage: SPCWATCH_KAFKA_SECURE=1 SPCWATCH_KAFKA_USER_PASSWORD=... $0 kafka-user NAME [PREFIX [topics|groups]]"
+  [[ -n ${SPCWATCH_KAFKA_USER_PASSWORD:-} ]] || die "kafka-user: set SPCWATCH_KAFKA_USER_PASSWORD to the user's password"
+  kafka_pid >/dev/null || die "kafka: the secure broker of $(rel "$KAFKA_DIR") is not running (SPCWATCH_KAFKA_SECURE=1 $0 up kafka)"
+  secure_admin "$@"
+}
+
 usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 }
@@ -734,6 +973,7 @@ main() {
     purge) cmd_down --purge "$@" ;;
     status) cmd_status "$@" ;;
     tools) mkdir -p "$RUN_DIR" && cmd_tools ;;
+    kafka-user) cmd_kafka_user "$@" ;;
     -h | --help | help) usage ;;
     *)
       usage >&2

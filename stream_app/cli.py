@@ -19,6 +19,7 @@ log = logging.getLogger("spcwatch")
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a service we need did not answer
+EXIT_CONFIG = 78  # EX_CONFIG: a service refused our credentials (login, TLS, ACLs); retrying cannot help
 
 
 class UserError(Exception):
@@ -45,7 +46,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run the stream processor until interrupted."""
     from stream_app import logs
     from stream_app.runtime.app import run_worker, tune_gc
-    from stream_app.runtime.topics import ensure_topics
+    from stream_app.runtime.topics import KafkaSecurityError, check_group_access, ensure_topics
     from stream_app.worker import create_runtime
 
     settings = _settings()
@@ -54,7 +55,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     log.info("starting worker", extra={"settings": settings.describe()})
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    _run_or_unavailable(loop, ensure_topics(settings), f"Kafka at {settings.kafka_bootstrap}")
+    _run_or_unavailable(loop, ensure_topics(settings), f"Kafka at {settings.kafka_bootstrap}", kafka=settings)
+    if settings.kafka_security_protocol != "PLAINTEXT":  # brokers with ACLs: may we use our group?
+        _run_or_unavailable(loop, check_group_access(settings), f"Kafka at {settings.kafka_bootstrap}", kafka=settings)
     if not args.skip_migrations:
         from stream_app.runtime import db
 
@@ -69,7 +72,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         _run_or_unavailable(loop, migrate(), f"the database at {settings.db_url_masked}")
     runtime = create_runtime(settings)
     tune_gc()
-    run_worker(runtime, loop, level, logs.logging_config(level, settings.log_format))  # exits the process when it stops
+    try:
+        run_worker(runtime, loop, level, logs.logging_config(level, settings.log_format))  # exits the process
+    except KafkaSecurityError as exc:
+        raise UserError(str(exc), EXIT_CONFIG) from None
     return 0
 
 
@@ -118,7 +124,7 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     from stream_app.runtime.topics import ensure_topics
 
     settings = _settings()
-    report = _run_or_unavailable(None, ensure_topics(settings), f"Kafka at {settings.kafka_bootstrap}")
+    report = _run_or_unavailable(None, ensure_topics(settings), f"Kafka at {settings.kafka_bootstrap}", kafka=settings)
     for name in report.created:
         print(f"created  {name}")
     for name in report.existing:
@@ -212,7 +218,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if plan.out:
         return simulate.write_file(plan)
     settings = _settings()
-    return _run_or_unavailable(None, simulate.publish(plan, settings), f"Kafka at {settings.kafka_bootstrap}")
+    return _run_or_unavailable(None, simulate.publish(plan, settings), f"Kafka at {settings.kafka_bootstrap}",
+                               kafka=settings)
 
 
 def cmd_alerts_tail(args: argparse.Namespace) -> int:
@@ -220,7 +227,8 @@ def cmd_alerts_tail(args: argparse.Namespace) -> int:
     from stream_app import alerts_view
 
     settings = _settings()
-    return _run_or_unavailable(None, alerts_view.tail(settings, args), f"Kafka at {settings.kafka_bootstrap}")
+    return _run_or_unavailable(None, alerts_view.tail(settings, args), f"Kafka at {settings.kafka_bootstrap}",
+                               kafka=settings)
 
 
 def cmd_wecom_bridge(args: argparse.Namespace) -> int:
@@ -255,7 +263,7 @@ def cmd_collect_prometheus(args: argparse.Namespace) -> int:
                                     resource_type=args.resource_type)
     try:
         published = _run_or_unavailable(None, run(settings, collector, args.interval, once=args.once),
-                                        f"Kafka at {settings.kafka_bootstrap}")
+                                        f"Kafka at {settings.kafka_bootstrap}", kafka=settings)
     except CollectError as exc:
         raise UserError(str(exc), EXIT_UNAVAILABLE) from None
     print(f"published {published} samples", file=sys.stderr)
@@ -313,7 +321,7 @@ def cmd_collect_cloudwatch(args: argparse.Namespace) -> int:
         start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
     try:
         published = _run_or_unavailable(None, run(settings, collector, interval, once=args.once),
-                                        f"Kafka at {settings.kafka_bootstrap}")
+                                        f"Kafka at {settings.kafka_bootstrap}", kafka=settings)
     except CredentialsError as exc:
         raise UserError(str(exc), EXIT_USAGE) from None
     except CollectError as exc:
@@ -366,7 +374,7 @@ def cmd_backfill_prometheus(args: argparse.Namespace) -> int:
                                 resource_type=args.resource_type)
     try:
         report = _run_or_unavailable(None, backfill_prometheus(settings, history, since, until, chunk),
-                                     f"Kafka at {settings.kafka_bootstrap}")
+                                     f"Kafka at {settings.kafka_bootstrap}", kafka=settings)
     except CollectError as exc:
         raise UserError(str(exc), EXIT_UNAVAILABLE) from None
     _print_backfill(report)
@@ -384,7 +392,7 @@ def cmd_backfill_cloudwatch(args: argparse.Namespace) -> int:
     collector = _cloudwatch_collector(args, args.discover)
     try:
         report = _run_or_unavailable(None, backfill_cloudwatch(settings, collector, since, until, chunk),
-                                     f"Kafka at {settings.kafka_bootstrap}")
+                                     f"Kafka at {settings.kafka_bootstrap}", kafka=settings)
     except CredentialsError as exc:
         raise UserError(str(exc), EXIT_USAGE) from None
     except CollectError as exc:
@@ -411,16 +419,59 @@ def _aws_arguments(p: argparse.ArgumentParser) -> None:
                    help="extra metric (repeatable); without --discover, every dimension set ListMetrics knows")
 
 
-def _run_or_unavailable(loop: asyncio.AbstractEventLoop | None, coro, what: str):  # type: ignore[no-untyped-def]
+def _run_or_unavailable(loop: asyncio.AbstractEventLoop | None, coro, what: str,  # type: ignore[no-untyped-def]
+                        kafka: Settings | None = None):
+    """Run ``coro``; a service that is down exits 69 (EX_UNAVAILABLE), one that refuses our
+    credentials -- a login, a TLS certificate, an ACL -- exits 78 (EX_CONFIG), each in one line.
+    ``kafka``: the settings of the Kafka clients ``coro`` uses, to tell the two apart."""
     from sqlalchemy.exc import DBAPIError
 
-    from stream_app.runtime.kafka import KafkaError
+    from stream_app.runtime.kafka import KafkaConnectionError, KafkaError
+    from stream_app.runtime.topics import KafkaSecurityError, access_denied, login_failure
 
     try:
         return loop.run_until_complete(coro) if loop else asyncio.run(coro)
+    except KafkaSecurityError as exc:
+        raise UserError(str(exc), EXIT_CONFIG) from None
     except (KafkaError, DBAPIError, OSError) as exc:
+        if kafka is not None and isinstance(exc, KafkaError):
+            refused: Exception | None = access_denied(kafka, exc)
+            if refused is None and isinstance(exc, KafkaConnectionError):
+                refused = asyncio.run(login_failure(kafka))
+            if refused is not None:
+                raise UserError(str(refused), EXIT_CONFIG) from None
+        tls = _tls_error(exc)
+        if tls is not None:
+            raise UserError(f"TLS handshake with {what} failed: {tls}", EXIT_CONFIG) from None
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise UserError(f"cannot reach {what}: {detail}", EXIT_UNAVAILABLE) from None
+
+
+def _tls_error(exc: BaseException) -> str | None:
+    """What the TLS handshake said, when one failed somewhere in ``exc``'s chain, with a hint.
+
+    The MySQL driver reports "Can't connect to MySQL server" and keeps the certificate
+    error only as the cause: an unknown CA would read like a server that is down.
+    """
+    import ssl
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            why = current.verify_message or current.reason or str(current)
+            hint = ("the server's certificate is not for this host name: connect by the name it holds, "
+                    "or set ssl_check_hostname=false" if "hostname" in why.lower()
+                    else "is the CA file given the one that signed the server's certificate?")
+            return f"certificate verify failed: {why} ({hint})"
+        if isinstance(current, ssl.SSLError):
+            return f"{current.reason or current}"
+        todo.extend([getattr(current, "orig", None), current.__cause__, current.__context__])
+    return None
 
 
 # --------------------------------------------------------------------------- parser

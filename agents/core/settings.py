@@ -102,6 +102,7 @@ class Settings:
             "db_url",
             f"driver must be one of {', '.join(_DB_DRIVERS)}, got {url.drivername!r}",
         )
+        _check_db_tls(url)
         _check(
             bool(_TOPIC_CHARS.match(self.topic_prefix)),
             "topic_prefix",
@@ -317,6 +318,24 @@ def check(ok: bool, variable: str, message: str) -> None:
 
 def _check(ok: bool, name: str, message: str) -> None:
     check(ok, f"{PREFIX}{name.upper()}", message)
+
+
+_DB_TLS_FILES = ("ssl_ca", "ssl_cert", "ssl_key")
+
+
+def _check_db_tls(url: Any) -> None:
+    """The TLS options of a MySQL URL name files that exist (stream_app/runtime/db.py uses them)."""
+    given = {k: v[-1] if isinstance(v, tuple) else v for k, v in url.query.items()
+             if k in (*_DB_TLS_FILES, "ssl_check_hostname")}
+    if not given:
+        return
+    _check(url.drivername.startswith("mysql"), "db_url", f"{', '.join(given)}: TLS options are for mysql+aiomysql")
+    for key in _DB_TLS_FILES:
+        if given.get(key):
+            _check(os.path.isfile(given[key]), "db_url", f"{key}: file not found: {given[key]}")
+    _check(not given.get("ssl_key") or bool(given.get("ssl_cert")), "db_url", "ssl_key needs ssl_cert")
+    _check(given.get("ssl_check_hostname", "true").lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"),
+           "db_url", f"ssl_check_hostname must be true or false, got {given.get('ssl_check_hostname')!r}")
 
 
 def _mask_url(url: str) -> str:

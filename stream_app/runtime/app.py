@@ -407,7 +407,16 @@ def run_worker(runtime: Runtime, loop: asyncio.AbstractEventLoop, loglevel: str,
     runtime.exit_watchdog = True
     worker = faust.Worker(runtime.app, loop=loop, loglevel=loglevel, logging_config=logging_config,
                           override_logging=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as stop:
+        # A missing ACL that only Faust meets (its changelog topics, say) is a configuration error
+        # like the ones checked before it starts: raise it as one (the CLI exits 78 with one line).
+        why = stop.__context__ or getattr(runtime.app, "_crash_reason", None)
+        denied = topics.access_denied(runtime.settings, why) if why is not None and stop.code else None
+        if denied is not None:
+            raise denied from None
+        raise
 
 
 GC_THRESHOLDS = (50_000, 20, 100)

@@ -10,12 +10,14 @@ fails half-way must be fixed by hand, which is why each one is small.
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
 from sqlalchemy import text
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
@@ -33,11 +35,40 @@ _TABLE_OPTIONS = re.compile(r"\)\s*ENGINE\s*=[^;]*;", re.IGNORECASE)
 _LOCK_NAME = "spcwatch_migrations"
 
 
+TLS_PARAMS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_check_hostname")
+"""Query parameters of ``SPCWATCH_DB_URL`` that turn on TLS to MySQL/MariaDB (see README)."""
+
+
 def create_engine(url: str) -> AsyncEngine:
-    """An async engine with settings that survive database restarts."""
+    """An async engine with settings that survive database restarts, over TLS when the URL asks."""
     if url.startswith("sqlite"):
         return create_async_engine(url, connect_args={"timeout": 30})
-    return create_async_engine(url, pool_pre_ping=True, pool_recycle=3600, pool_size=4)
+    plain, context = tls_context(make_url(url))
+    connect_args = {"ssl": context} if context is not None else {}
+    return create_async_engine(plain, pool_pre_ping=True, pool_recycle=3600, pool_size=4, connect_args=connect_args)
+
+
+def tls_context(url: URL) -> tuple[URL, ssl.SSLContext | None]:
+    """The URL without its TLS parameters, and the SSLContext they describe (None: no TLS).
+
+    aiomysql takes an SSLContext, not the ``ssl`` dict SQLAlchemy's MySQL dialects build from
+    these parameters, so they are turned into one here. The server is always verified: against
+    ``ssl_ca`` (e.g. the RDS CA bundle), else the system's CAs; its host name too unless
+    ``ssl_check_hostname=false`` (a server reached through an IP or a tunnel). ``ssl_cert`` and
+    ``ssl_key``: a client certificate, for servers that require one.
+    """
+    given = {key: _last(url.query[key]) for key in TLS_PARAMS if key in url.query}
+    if not given:
+        return url, None
+    context = ssl.create_default_context(cafile=given.get("ssl_ca") or None)
+    if given.get("ssl_cert"):
+        context.load_cert_chain(given["ssl_cert"], given.get("ssl_key") or None)
+    context.check_hostname = given.get("ssl_check_hostname", "true").lower() not in ("0", "false", "no", "off")
+    return url.difference_update_query(TLS_PARAMS), context
+
+
+def _last(value: str | tuple[str, ...]) -> str:
+    return value[-1] if isinstance(value, tuple) else value
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ imports faust or aiokafka), so the tools take their producers and consumers from
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
-__all__ = ["AIOKafkaAdminClient", "AIOKafkaConsumer", "AIOKafkaProducer", "KafkaError", "TopicPartition"]
+__all__ = ["AIOKafkaAdminClient", "AIOKafkaConsumer", "AIOKafkaProducer", "KafkaConnectionError", "KafkaError",
+           "TopicPartition"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 import time
 from dataclasses import dataclass
@@ -16,7 +17,17 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    UnsupportedSaslMechanismError,
+)
 
 from agents.core.events import INPUT_TOPICS
 from agents.core.settings import Settings
@@ -27,6 +38,35 @@ ALERTS = "alerts"
 DEADLETTER = "deadletter"
 OUTPUT_TOPICS = (ALERTS, DEADLETTER)
 ALL_TOPICS = (*INPUT_TOPICS, *OUTPUT_TOPICS)
+
+
+TOPIC_OPERATIONS = "ALL (DESCRIBE, CREATE, READ, WRITE)"
+GROUP_OPERATIONS = "READ"
+
+
+class KafkaSecurityError(Exception):
+    """The broker turned us away for our credentials, not for being down: a configuration error
+    (the CLI exits with EX_CONFIG, 78), which retrying cannot fix. The message is one line."""
+
+
+class KafkaAccessDenied(KafkaSecurityError):
+    """The authenticated user lacks an ACL on a topic, the consumer group or the cluster."""
+
+    def __init__(self, settings: Settings, kind: str, name: str, operations: str) -> None:
+        user = settings.kafka_sasl_username or "ANONYMOUS"
+        if kind == "cluster":
+            on = "the cluster"
+        elif settings.topic_prefix:
+            on = f"the {kind}s named {settings.topic_prefix}*"
+        else:
+            on = f"{kind} {name}"
+        super().__init__(f"Kafka denied access to {kind} {name} for user {user}: grant it {operations} on {on} "
+                         "(README: Secure Kafka (MSK))")
+        self.kind, self.name = kind, name
+
+
+class KafkaLoginFailed(KafkaSecurityError):
+    """The SASL login was refused, or the TLS handshake with the broker failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +130,120 @@ class PartitionReader:
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """Verifies the broker against SPCWATCH_KAFKA_SSL_CAFILE, else the system CAs (MSK's public CA is there)."""
     return ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+
+
+async def login_failure(settings: Settings, timeout: float = 15.0) -> KafkaLoginFailed | None:
+    """Why the first bootstrap server refuses our TLS handshake or SASL login, if it does.
+
+    aiokafka's bootstrap only logs the reason and raises "Unable to bootstrap": one direct
+    connection with the same options brings the broker's own answer back.
+    """
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return None
+    server = settings.kafka_bootstrap.split(",")[0].strip()
+    host, _, port = server.rpartition(":")
+    options = kafka_client_options(settings)
+    options.pop("bootstrap_servers")
+    try:
+        conn = await asyncio.wait_for(
+            create_conn(host, int(port), request_timeout_ms=int(timeout * 1000), **options), timeout)
+    except ssl.SSLError as exc:
+        if not isinstance(exc, ssl.SSLCertVerificationError):
+            hint = " (a listener without TLS? check SPCWATCH_KAFKA_SECURITY_PROTOCOL and the port)"
+        elif "hostname" in str(exc).lower():
+            hint = " (connect by a name the broker's certificate holds)"
+        elif settings.kafka_ssl_cafile:
+            hint = f" (is {settings.kafka_ssl_cafile} the CA that signed the broker's certificate?)"
+        else:
+            hint = " (set SPCWATCH_KAFKA_SSL_CAFILE to the broker's CA)"
+        return KafkaLoginFailed(f"TLS handshake with Kafka at {server} failed: "
+                                f"{getattr(exc, 'verify_message', None) or exc.reason or exc}{hint}")
+    except KafkaConnectionError:
+        return None  # unreachable, not refused
+    except KafkaError as exc:  # SaslAuthenticationFailed, UnsupportedSaslMechanismError, ...
+        if isinstance(exc, IllegalSaslStateError):
+            return KafkaLoginFailed(f"Kafka at {server} does not expect a SASL login there (a listener without "
+                                    "SASL? check SPCWATCH_KAFKA_SECURITY_PROTOCOL and the port)")
+        detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        if isinstance(exc, UnsupportedSaslMechanismError):
+            return KafkaLoginFailed(f"Kafka at {server}: {detail} (check SPCWATCH_KAFKA_SASL_MECHANISM)")
+        return KafkaLoginFailed(
+            f"Kafka at {server} refused the {settings.kafka_sasl_mechanism} login of user "
+            f"{settings.kafka_sasl_username}: {detail} (check SPCWATCH_KAFKA_SASL_USERNAME/PASSWORD)")
+    except ConnectionResetError:
+        if "SSL" not in settings.kafka_security_protocol:
+            return None
+        return KafkaLoginFailed(f"Kafka at {server} closed the connection during the TLS handshake (a listener "
+                                "without TLS? check SPCWATCH_KAFKA_SECURITY_PROTOCOL and the port)")
+    except (TimeoutError, OSError):
+        return None
+    conn.close()
+    return None
+
+
+def access_denied(settings: Settings, exc: BaseException, topic: str | None = None) -> KafkaAccessDenied | None:
+    """The :class:`KafkaAccessDenied` an authorization error of aiokafka means, else None."""
+    if isinstance(exc, TopicAuthorizationFailedError):
+        return KafkaAccessDenied(settings, "topic", topic or _named(exc, "topic"), TOPIC_OPERATIONS)
+    if isinstance(exc, GroupAuthorizationFailedError):
+        return KafkaAccessDenied(settings, "group", settings.group_id, GROUP_OPERATIONS)
+    if isinstance(exc, ClusterAuthorizationFailedError):
+        return KafkaAccessDenied(settings, "cluster", "kafka-cluster", "the operation it refused")
+    return None
+
+
+def _named(exc: BaseException, kind: str) -> str:
+    """The resource an aiokafka error names: its first argument (the topic of a send), or the name
+    after "topic" in its message (Faust's "Cannot create topic: x (29): ...")."""
+    first = exc.args[0] if exc.args else None
+    if isinstance(first, str) and first and " " not in first:
+        return first
+    found = re.search(rf"{kind}:?\s+([A-Za-z0-9._-]+)", str(first or ""), re.IGNORECASE)
+    return found.group(1) if found else f"(the {kind} asked for)"
+
+
+async def check_group_access(settings: Settings) -> None:
+    """Raise :class:`KafkaAccessDenied` unless the user may use the worker's consumer group.
+
+    Without this check the missing group ACL surfaces deep inside Faust's consumer, as a
+    rebalance that fails over and over. DESCRIBE is implied by READ, so a user allowed to
+    consume the group may describe it.
+    """
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings), request_timeout_ms=30000)
+    await admin.start()
+    try:
+        try:
+            responses = await admin.describe_consumer_groups([settings.group_id])
+        except GroupAuthorizationFailedError:
+            raise KafkaAccessDenied(settings, "group", settings.group_id, GROUP_OPERATIONS) from None
+        except KafkaError as exc:  # no coordinator yet on a new cluster, ...: Faust will find out
+            log.debug("could not check access to group %s: %r", settings.group_id, exc)
+            return
+        for response in responses:
+            for group in response.groups:
+                if group[0] == GroupAuthorizationFailedError.errno:
+                    raise KafkaAccessDenied(settings, "group", settings.group_id, GROUP_OPERATIONS)
+    finally:
+        await admin.close()
+
+
+async def _start(client: Any, settings: Settings) -> None:
+    """``client.start()``; a refused TLS handshake or login raises :class:`KafkaLoginFailed`."""
+    try:
+        await client.start()
+    except KafkaConnectionError:
+        failure = await login_failure(settings)
+        if failure is not None:
+            raise failure from None
+        raise
 
 
 async def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL_TOPICS) -> TopicReport:
     """Create missing topics; report which were created and which already existed."""
     admin = AIOKafkaAdminClient(**kafka_client_options(settings), request_timeout_ms=30000)
-    await admin.start()
+    await _start(admin, settings)
     try:
         full_names = [settings.topic(name) for name in names]
         existing = set(await admin.list_topics())
@@ -106,6 +253,10 @@ async def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL_TOPICS)
                 [NewTopic(name, settings.partitions, settings.replication_factor) for name in missing]
             )
             for name, code, *rest in response.topic_errors:
+                if code == TopicAuthorizationFailedError.errno:
+                    raise KafkaAccessDenied(settings, "topic", name, TOPIC_OPERATIONS)
+                if code == ClusterAuthorizationFailedError.errno:
+                    raise KafkaAccessDenied(settings, "topic", name, "CREATE")
                 if code not in (0, TopicAlreadyExistsError.errno):  # lost a race: fine
                     detail = rest[0] if rest and rest[0] else f"error code {code}"
                     raise RuntimeError(f"cannot create topic {name}: {detail}")
