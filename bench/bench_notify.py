@@ -425,7 +425,7 @@ def _e2e_row(e: dict[str, Any], workers: int) -> str:
 
 def _e2e_only_section(e2e: list[dict[str, Any]], workers: int) -> str:
     load = os.getloadavg()
-    return (f"End to end only ({_workers_text(workers)}; load average at the end "
+    return (f"End to end only ({_workers_text(workers).lower()}; load average at the end "
             f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}):\n\n{E2E_HEADER.format(series=E2E_SERIES)}\n"
             + "\n".join(_e2e_row(e, workers) for e in e2e) + "\n")
 

@@ -200,19 +200,29 @@ class Notifier:
             receiver.queue.put_nowait(item)
             self._gauge(receiver)
 
-    def resend(self, alerts: list[dict[str, Any]]) -> None:
+    def resend(self, alerts: list[dict[str, Any]],
+               current: Callable[[str], dict[str, Any] | None] | None = None) -> None:
         """Re-send firing alerts to each reachable Alertmanager whose previous round is done. A
         round waits for room in the queue (nothing shed, however many alerts fire); an
-        unreachable member gets the next round once it answers again."""
+        unreachable member gets the next round once it answers again. ``current`` (alert_id ->
+        the alert if it still fires) is asked as each one is queued, so a round that waited
+        never queues a firing copy behind the alert's resolution."""
         self._start()
         for receiver in self._receivers:
             if receiver.healthy and (receiver.resending is None or receiver.resending.done()):
-                receiver.resending = asyncio.ensure_future(self._resend(receiver, list(alerts)))
+                receiver.resending = asyncio.ensure_future(self._resend(receiver, list(alerts), current))
 
-    async def _resend(self, receiver: _Receiver, alerts: list[dict[str, Any]]) -> None:
-        for alert in alerts:
-            await receiver.queue.put(_Item(alert, time.monotonic(), 1))
-            self._gauge(receiver)
+    async def _resend(self, receiver: _Receiver, alerts: list[dict[str, Any]],
+                      current: Callable[[str], dict[str, Any] | None] | None) -> None:
+        for snapshot in alerts:
+            while receiver.queue.full():
+                assert self._changed is not None
+                await self._changed.wait()
+            # No await from here to the put: the agent cannot resolve the alert in between.
+            alert = snapshot if current is None else current(snapshot["labels"]["alert_id"])
+            if alert is not None:
+                receiver.queue.put_nowait(_Item(alert, time.monotonic(), 1))
+                self._gauge(receiver)
 
     async def close(self) -> None:
         for receiver in self._receivers:
@@ -308,7 +318,7 @@ def register(runtime: Any) -> Notifier | None:
     async def resend() -> None:
         alerts = [alert for alert in firing.values() if alert is not None]
         if alerts:
-            notifier.resend(alerts)
+            notifier.resend(alerts, current=firing.get)
 
     return notifier
 
