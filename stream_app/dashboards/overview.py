@@ -54,8 +54,8 @@ def dashboard() -> Dashboard:
     board = board.with_panel(timeseries.Panel().title("Rerouted and re-read events / s").unit("ops")
                              .grid_pos(panel_grid(12, 14, 12, 8))
                              .with_target(promql("sum(spcwatch:events_rerouted:rate5m) or vector(0)", "rerouted"))
-                             .with_target(promql("sum(spcwatch:delivery_gaps:rate5m) or vector(0)", "delivery gaps re-read",
-                                                 "B")))
+                             .with_target(promql("sum(spcwatch:delivery_gaps:rate5m) or vector(0)",
+                                                 "delivery gaps re-read", "B")))
     board = board.with_row(Row("Sink"))
     board = board.with_panel(timeseries.Panel().title("Rows written / s by table").unit("ops")
                              .grid_pos(panel_grid(0, 23, 8, 8))
