@@ -212,8 +212,9 @@ def _spike_receipts(hook: Webhook, spikes: dict[str, float]) -> dict[str, tuple[
     return found
 
 
-async def _on_topic(topic: str) -> dict[str, float]:
-    """alert_id -> when the worker produced its first record on ``alerts`` (the record's timestamp)."""
+async def _on_topic(topic: str, starts: dict[str, list[float]] | None = None) -> dict[str, float]:
+    """alert_id -> when the worker produced its first record on ``alerts`` (the record's timestamp);
+    ``starts`` gets, per resource, the start of every firing value alert on the topic."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, group_id=None, enable_auto_commit=False,
@@ -230,6 +231,11 @@ async def _on_topic(topic: str) -> dict[str, float]:
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 for record in records:
                     first.setdefault(record.key.decode(), record.timestamp / 1000)
+                    if starts is not None:
+                        event = orjson.loads(record.value)
+                        if event.get("status") == "firing" and event.get("rule") != "ABSENT":
+                            rid = (event.get("entity") or {}).get("resource_id", "")
+                            starts.setdefault(rid, []).append(_epoch(event["starts_at"]))
         return first
     finally:
         await consumer.stop()
@@ -259,14 +265,19 @@ def _live_phase(ports: list[int], topic: str, hook: Webhook, first: int, rate: f
         time.sleep(0.2)
     found = _spike_receipts(hook, spikes)
     latencies = sorted(found[rid][0] - spikes[rid] for rid in found)
-    produced = asyncio.run(_on_topic(alerts_topic))
+    starts: dict[str, list[float]] = {}
+    produced = asyncio.run(_on_topic(alerts_topic, starts))
+    # Spikes without an alert at the webhook: was one produced on the alerts topic (delivery) or not (detection)?
+    missing = [rid for rid in spikes if rid not in found]
+    on_topic = sum(1 for rid in missing if any(t >= spikes[rid] - 1.0 for t in starts.get(rid, ())))
     detection = sorted(produced[aid] - spikes[rid] for rid, (_, aid) in found.items() if aid in produced)
     with hook.lock:
         new = [aid for aid in list(hook.received)[before_alerts:] if hook.received[aid] >= live_start]
         live = [hook.received[aid] for aid in new]
         rules = Counter(hook.alerts[aid]["labels"].get("alertname", "?") for aid in new)
     return {"offered": rate, "messages": messages, "seconds": took, "rate": messages / took,
-            "spikes": len(spikes), "found": len(found), "lag": max(0.0, consumed_at - live_start - took),
+            "spikes": len(spikes), "found": len(found), "missing_on_topic": on_topic,
+            "lag": max(0.0, consumed_at - live_start - took),
             "p50": statistics.median(latencies) if latencies else float("nan"),
             "p99": _quantile(latencies, 0.99), "max": latencies[-1] if latencies else float("nan"),
             "detect_p50": statistics.median(detection) if detection else float("nan"),
@@ -415,11 +426,17 @@ def _workers_text(workers: int) -> str:
     return "One worker" if workers == 1 else f"{workers} workers of one consumer group"
 
 
+def _missing(e: dict[str, Any]) -> str:
+    """Spikes without an alert at the webhook, split by whether their alert was on the ``alerts`` topic."""
+    n = e["spikes"] - e["found"]
+    return f" ({n} missing: {e['missing_on_topic']} of them on `alerts`)" if n else ""
+
+
 def _e2e_row(e: dict[str, Any], workers: int) -> str:
     return (f"| {e['offered']:,.0f}/s for {E2E_SECONDS if e['offered'] == E2E_RATE else SUSTAINED_SECONDS:.0f} s, "
             f"{workers} worker{'s' if workers > 1 else ''} | {e['rate']:,.0f}/s | {e['lag']:.1f} s "
             f"| **{e['p50']:.2f} s / {e['p99']:.2f} s** ({e['max']:.2f} s) "
-            f"| {e['detect_p50']:.2f} s / {e['detect_p99']:.2f} s | {e['spikes']} / {e['found']} "
+            f"| {e['detect_p50']:.2f} s / {e['detect_p99']:.2f} s | {e['spikes']} / {e['found']}{_missing(e)} "
             f"| {e['alerts']} ({e['alerts_per_s']:.1f}/s; {e['rules']}) |")
 
 
