@@ -13,11 +13,17 @@ deploy/alertmanager/alertmanager.yml, which adds itself to every first notificat
   ``metrics.samples`` at a steady 2,000 messages/s, warmed series of which a known set gets one
   x5 spike each; each spike timed from its sample's timestamp to the webhook's receipt of its
   alert (detection, the ``alerts`` topic, the forwarder and Alertmanager's dispatch).
+
+``python -m bench.bench_notify [--workers N] [--e2e-only]``: N workers of one consumer group (each
+forwarding the ``alerts`` partitions it holds); ``--e2e-only`` runs only the end-to-end phase at
+the issue's rate (no latency, burst or sustained-rate phase).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -206,8 +212,9 @@ def _spike_receipts(hook: Webhook, spikes: dict[str, float]) -> dict[str, tuple[
     return found
 
 
-async def _on_topic(topic: str) -> dict[str, float]:
-    """alert_id -> when the worker produced its first record on ``alerts`` (the record's timestamp)."""
+async def _on_topic(topic: str, starts: dict[str, list[float]] | None = None) -> dict[str, float]:
+    """alert_id -> when the worker produced its first record on ``alerts`` (the record's timestamp);
+    ``starts`` gets, per resource, the start of every firing value alert on the topic."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, group_id=None, enable_auto_commit=False,
@@ -224,6 +231,11 @@ async def _on_topic(topic: str) -> dict[str, float]:
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 for record in records:
                     first.setdefault(record.key.decode(), record.timestamp / 1000)
+                    if starts is not None:
+                        event = orjson.loads(record.value)
+                        if event.get("status") == "firing" and event.get("rule") != "ABSENT":
+                            rid = (event.get("entity") or {}).get("resource_id", "")
+                            starts.setdefault(rid, []).append(_epoch(event["starts_at"]))
         return first
     finally:
         await consumer.stop()
@@ -233,7 +245,11 @@ def _quantile(values: list[float], q: float) -> float:
     return values[int(q * (len(values) - 1))] if values else float("nan")
 
 
-def _live_phase(port: int, topic: str, hook: Webhook, first: int, rate: float, seconds: float,
+def _consumed(ports: list[int]) -> float:
+    return sum(consumed(port, ["metrics.samples"]) for port in ports)
+
+
+def _live_phase(ports: list[int], topic: str, hook: Webhook, first: int, rate: float, seconds: float,
                 offset: int, alerts_topic: str) -> dict[str, Any]:
     """One paced phase: event timestamp -> webhook receipt of each spike's alert."""
     from collections import Counter
@@ -242,21 +258,26 @@ def _live_phase(port: int, topic: str, hook: Webhook, first: int, rate: float, s
     spikes: dict[str, float] = {}
     live_start = time.time()
     messages, took = asyncio.run(_produce_live(topic, first, rate, seconds, spikes))
-    _wait("the live samples consumed", lambda: consumed(port, ["metrics.samples"]) >= offset + messages, timeout=300)
+    _wait("the live samples consumed", lambda: _consumed(ports) >= offset + messages, timeout=600)
     consumed_at = time.time()
     deadline = time.monotonic() + 60  # the last spikes' alerts through the forwarder and Alertmanager
     while len(_spike_receipts(hook, spikes)) < len(spikes) and time.monotonic() < deadline:
         time.sleep(0.2)
     found = _spike_receipts(hook, spikes)
     latencies = sorted(found[rid][0] - spikes[rid] for rid in found)
-    produced = asyncio.run(_on_topic(alerts_topic))
+    starts: dict[str, list[float]] = {}
+    produced = asyncio.run(_on_topic(alerts_topic, starts))
+    # Spikes without an alert at the webhook: was one produced on the alerts topic (delivery) or not (detection)?
+    missing = [rid for rid in spikes if rid not in found]
+    on_topic = sum(1 for rid in missing if any(t >= spikes[rid] - 1.0 for t in starts.get(rid, ())))
     detection = sorted(produced[aid] - spikes[rid] for rid, (_, aid) in found.items() if aid in produced)
     with hook.lock:
         new = [aid for aid in list(hook.received)[before_alerts:] if hook.received[aid] >= live_start]
         live = [hook.received[aid] for aid in new]
         rules = Counter(hook.alerts[aid]["labels"].get("alertname", "?") for aid in new)
     return {"offered": rate, "messages": messages, "seconds": took, "rate": messages / took,
-            "spikes": len(spikes), "found": len(found), "lag": max(0.0, consumed_at - live_start - took),
+            "spikes": len(spikes), "found": len(found), "missing_on_topic": on_topic,
+            "lag": max(0.0, consumed_at - live_start - took),
             "p50": statistics.median(latencies) if latencies else float("nan"),
             "p99": _quantile(latencies, 0.99), "max": latencies[-1] if latencies else float("nan"),
             "detect_p50": statistics.median(detection) if detection else float("nan"),
@@ -265,16 +286,18 @@ def _live_phase(port: int, topic: str, hook: Webhook, first: int, rate: float, s
             "alerts_per_s": len(live) / max(max(live, default=live_start) - live_start, 1e-9)}
 
 
-def _end_to_end(port: int, prefix: str, hook: Webhook) -> list[dict[str, Any]]:
-    """The issue's figure at E2E_RATE, then a rate this worker sustains here, each on series of its own."""
+def _end_to_end(ports: list[int], prefix: str, hook: Webhook, sustained: bool = True) -> list[dict[str, Any]]:
+    """The issue's figure at E2E_RATE, then (``sustained``) a rate this worker sustains here, each on
+    series of its own."""
     topic = f"{prefix}metrics.samples"
-    asyncio.run(_produce_history(topic, 2 * E2E_SERIES))
-    offset = 2 * E2E_SERIES * HISTORY_POINTS
-    _wait("the warm-up history", lambda: consumed(port, ["metrics.samples"]) >= offset)
+    plan = [(0, E2E_RATE, E2E_SECONDS)] + ([(E2E_SERIES, SUSTAINED_RATE, SUSTAINED_SECONDS)] if sustained else [])
+    asyncio.run(_produce_history(topic, len(plan) * E2E_SERIES))
+    offset = len(plan) * E2E_SERIES * HISTORY_POINTS
+    _wait("the warm-up history", lambda: _consumed(ports) >= offset)
     time.sleep(2)  # its alerts (history: recorded, not notified) drained
     phases = []
-    for first, rate, seconds in ((0, E2E_RATE, E2E_SECONDS), (E2E_SERIES, SUSTAINED_RATE, SUSTAINED_SECONDS)):
-        phases.append(_live_phase(port, topic, hook, first, rate, seconds, offset, f"{prefix}alerts"))
+    for first, rate, seconds in plan:
+        phases.append(_live_phase(ports, topic, hook, first, rate, seconds, offset, f"{prefix}alerts"))
         offset += phases[-1]["messages"]
     return phases
 
@@ -290,7 +313,18 @@ def _sent_total(port: int) -> float:
                if s.name == "spcwatch_notifications_total" and s.labels.get("status") == "sent")
 
 
-def run() -> str:
+def _consuming(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return any(line.startswith("spcwatch_worker_consuming ") and float(line.split()[1]) == 1
+                       for line in resp.read().decode().splitlines())
+    except OSError:
+        return False
+
+
+def run(workers: int = int(os.environ.get("SPCWATCH_BENCH_NOTIFY_WORKERS", "1")), e2e_only: bool = False) -> str:
     hook = Webhook()
     tmp = Path(tempfile.mkdtemp(prefix="bench-notify-"))
     (tmp / "am.yml").write_text(_config(hook.port))
@@ -307,10 +341,15 @@ def run() -> str:
     topic = f"{prefix}alerts"
     try:
         asyncio.run(create_topic(BOOTSTRAP, f"{prefix}metrics.samples", 4))
-        with scratch_database() as database, worker(prefix, database, {
+        with scratch_database() as database, contextlib.ExitStack() as stack:
+            ports = [stack.enter_context(worker(prefix, database, {
                 "SPCWATCH_ALERTMANAGER_URL": f"http://127.0.0.1:{am_port}",
-                "SPCWATCH_ALERTMANAGER_RESEND_SECONDS": "600"}, partitions=4) as port:
-            _wait("the worker", lambda: _up(port), timeout=120)
+                "SPCWATCH_ALERTMANAGER_RESEND_SECONDS": "600"}, partitions=4,
+                name="worker" if i == 0 else f"worker{i}")) for i in range(workers)]
+            _wait("the workers", lambda: all(_up(p) and _consuming(p) for p in ports), timeout=180)
+            if e2e_only:
+                e2e = _end_to_end(ports, prefix, hook, sustained=False)
+                return _e2e_only_section(e2e, workers)
             # Latency: a steady pace, each alert timed from publication to webhook receipt.
             sent: dict[str, float] = {}
             paced = [_alert(f"p{i}", i) for i in range(PACED_ALERTS)]
@@ -320,17 +359,18 @@ def run() -> str:
             p50 = statistics.median(latencies)
             p99 = latencies[int(0.99 * (len(latencies) - 1))]
             # Throughput: a burst; accepted by Alertmanager, then delivered to the webhook.
-            before = _sent_total(port)
+            before = sum(_sent_total(p) for p in ports)
             burst = [_alert(f"b{i}", i) for i in range(BURST_ALERTS)]
             start = time.time()
             asyncio.run(_publish(topic, burst, None, {}))
             published = time.time()
-            _wait("Alertmanager accepting the burst", lambda: _sent_total(port) - before >= BURST_ALERTS)
+            _wait("Alertmanager accepting the burst",
+                  lambda: sum(_sent_total(p) for p in ports) - before >= BURST_ALERTS)
             accepted = time.time()
             _wait("the burst at the webhook", lambda: hook.count("b") >= BURST_ALERTS)
             delivered = max(hook.received[a["alert_id"]] for a in burst)
             # End to end: infra samples at E2E_RATE/s -> detection -> forwarder -> Alertmanager -> webhook.
-            e2e = _end_to_end(port, prefix, hook)
+            e2e = _end_to_end(ports, prefix, hook)
     finally:
         subprocess.run([*services, "down", "alertmanager"], env=env, capture_output=True, timeout=120)
         hook.server.shutdown()
@@ -343,14 +383,10 @@ def run() -> str:
         ("delivered to the webhook (Alertmanager's dispatch, one group per alert)",
          f"{BURST_ALERTS / (delivered - start):,.0f} alerts/s"),
     ])
-    e2e_rows = "\n".join(
-        f"| {e['offered']:,.0f}/s for {E2E_SECONDS if e['offered'] == E2E_RATE else SUSTAINED_SECONDS:.0f} s "
-        f"| {e['rate']:,.0f}/s | {e['lag']:.1f} s | **{e['p50']:.2f} s / {e['p99']:.2f} s** ({e['max']:.2f} s) "
-        f"| {e['detect_p50']:.2f} s / {e['detect_p99']:.2f} s | {e['spikes']} / {e['found']} "
-        f"| {e['alerts']} ({e['alerts_per_s']:.1f}/s; {e['rules']}) |" for e in e2e)
+    e2e_rows = "\n".join(_e2e_row(e, workers) for e in e2e)
     return f"""## Notifications: alerts topic → forwarder → Alertmanager → webhook
 
-One worker (4 partitions) forwarding to a real Alertmanager 0.25 on the same machine
+{_workers_text(workers)} (4 partitions) forwarding to a real Alertmanager 0.25 on the same machine
 (`scripts/services.sh`), one webhook receiver, `group_wait: 0s`, grouped per alert (a team's
 `group_wait`, 30 s in `deploy/alertmanager/alertmanager.yml`, adds itself to each first
 notification). `python -m bench bench.bench_notify`.
@@ -386,5 +422,37 @@ def _up(port: int) -> bool:
         return False
 
 
+def _workers_text(workers: int) -> str:
+    return "One worker" if workers == 1 else f"{workers} workers of one consumer group"
+
+
+def _missing(e: dict[str, Any]) -> str:
+    """Spikes without an alert at the webhook, split by whether their alert was on the ``alerts`` topic."""
+    n = e["spikes"] - e["found"]
+    return f" ({n} missing: {e['missing_on_topic']} of them on `alerts`)" if n else ""
+
+
+def _e2e_row(e: dict[str, Any], workers: int) -> str:
+    return (f"| {e['offered']:,.0f}/s for {E2E_SECONDS if e['offered'] == E2E_RATE else SUSTAINED_SECONDS:.0f} s, "
+            f"{workers} worker{'s' if workers > 1 else ''} | {e['rate']:,.0f}/s | {e['lag']:.1f} s "
+            f"| **{e['p50']:.2f} s / {e['p99']:.2f} s** ({e['max']:.2f} s) "
+            f"| {e['detect_p50']:.2f} s / {e['detect_p99']:.2f} s | {e['spikes']} / {e['found']}{_missing(e)} "
+            f"| {e['alerts']} ({e['alerts_per_s']:.1f}/s; {e['rules']}) |")
+
+
+def _e2e_only_section(e2e: list[dict[str, Any]], workers: int) -> str:
+    load = os.getloadavg()
+    return (f"End to end only ({_workers_text(workers).lower()}; load average at the end "
+            f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}):\n\n{E2E_HEADER.format(series=E2E_SERIES)}\n"
+            + "\n".join(_e2e_row(e, workers) for e in e2e) + "\n")
+
+
 if __name__ == "__main__":
-    print(run())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("SPCWATCH_BENCH_NOTIFY_WORKERS", "1")),
+                        help="workers of one consumer group (default 1)")
+    parser.add_argument("--e2e-only", action="store_true", help="only the end-to-end phase at the issue's rate")
+    args = parser.parse_args()
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    print(run(workers=args.workers, e2e_only=args.e2e_only))

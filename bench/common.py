@@ -175,8 +175,9 @@ class WorkerRun:
 
 @contextlib.contextmanager
 def worker(prefix: str, database: str, env: dict[str, str] | None = None, partitions: int = 4,
-           command: Sequence[str] = ("-m", "stream_app.cli", "worker")) -> Iterator[int]:
-    """A real ``spcwatch worker`` subprocess for one run; yields its HTTP port. Its log: /tmp/<prefix>worker.log."""
+           command: Sequence[str] = ("-m", "stream_app.cli", "worker"), name: str = "worker") -> Iterator[int]:
+    """A real ``spcwatch worker`` subprocess for one run; yields its HTTP port. Its log: /tmp/<prefix><name>.log
+    (workers of one group, same prefix and database, each need a ``name`` of their own: log and state)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -184,8 +185,9 @@ def worker(prefix: str, database: str, env: dict[str, str] | None = None, partit
     environ.update(SPCWATCH_KAFKA_BOOTSTRAP=BOOTSTRAP, SPCWATCH_TOPIC_PREFIX=prefix, SPCWATCH_WEB_PORT=str(port),
                    SPCWATCH_DB_URL=mysql_url(database), SPCWATCH_WEB_HOST="127.0.0.1",
                    SPCWATCH_LOG_LEVEL="WARNING", SPCWATCH_PARTITIONS=str(partitions),
-                   SPCWATCH_DATA_DIR=f"/tmp/{prefix}data", **(env or {}))
-    with Path(f"/tmp/{prefix}worker.log").open("wb") as log:
+                   SPCWATCH_DATA_DIR=f"/tmp/{prefix}data" if name == "worker" else f"/tmp/{prefix}{name}-data",
+                   **(env or {}))
+    with Path(f"/tmp/{prefix}{name}.log").open("wb") as log:
         proc = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=environ,
                                 stdout=log, stderr=subprocess.STDOUT)
         _workers[port] = proc

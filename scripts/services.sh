@@ -46,6 +46,9 @@
 #   SPCWATCH_ALERTMANAGER_CONFIG  (default: <repo>/deploy/alertmanager/alertmanager.yml)
 #   SPCWATCH_KAFKA_SECURE_PORT / SPCWATCH_KAFKA_SECURE_CONTROLLER_PORT (9194 / 9195)
 #   SPCWATCH_MYSQL_TLS_PORT                                             (default: 3308)
+#   SPCWATCH_ALERTMANAGER_CLUSTER_PORT  gossip port of an HA member (default: none, clustering off)
+#   SPCWATCH_ALERTMANAGER_PEERS   comma-separated host:port gossip addresses of the other members
+#   SPCWATCH_ALERTMANAGER_ARGS    extra alertmanager flags (e.g. --cluster.peer-timeout=2s)
 #   SPCWATCH_START_TIMEOUT  seconds to wait for each service to answer  (default: 60)
 #   SPCWATCH_STOP_TIMEOUT   seconds between SIGTERM and SIGKILL on down (default: 20)
 set -euo pipefail
@@ -103,6 +106,9 @@ MDB_LOG=$MDB_DIR/mariadbd.err
 MDB_OUT=$MDB_DIR/mariadbd.out
 AM_PORT=${SPCWATCH_ALERTMANAGER_PORT:-9093}
 AM_CONFIG=$(realpath -m "${SPCWATCH_ALERTMANAGER_CONFIG:-$REPO_ROOT/deploy/alertmanager/alertmanager.yml}")
+AM_CLUSTER_PORT=${SPCWATCH_ALERTMANAGER_CLUSTER_PORT:-}
+AM_PEERS=${SPCWATCH_ALERTMANAGER_PEERS:-}
+AM_ARGS=${SPCWATCH_ALERTMANAGER_ARGS:-}
 AM_DIR=$RUN_DIR/alertmanager
 AM_DATA=$AM_DIR/data
 AM_LOG=$AM_DIR/alertmanager.log
@@ -773,9 +779,16 @@ alertmanager_fail() {
 }
 
 # Phase 1+2 of `up` for Alertmanager: ours, one already answering, or start it (a single
-# instance: clustering off, so nothing listens on the gossip port 9094).
+# instance: clustering off, so nothing listens on the gossip port 9094; with
+# SPCWATCH_ALERTMANAGER_CLUSTER_PORT a member of an HA cluster gossiping with SPCWATCH_ALERTMANAGER_PEERS).
 alertmanager_up() {
-  local pid deadline
+  local pid deadline peer
+  local -a cluster=(--cluster.listen-address=) extra=()
+  if [[ -n $AM_CLUSTER_PORT ]]; then
+    cluster=(--cluster.listen-address="$HOST:$AM_CLUSTER_PORT" --cluster.advertise-address="$HOST:$AM_CLUSTER_PORT")
+    for peer in ${AM_PEERS//,/ }; do cluster+=(--cluster.peer="$peer"); done
+  fi
+  if [[ -n $AM_ARGS ]]; then read -r -a extra <<<"$AM_ARGS"; fi
   command -v curl >/dev/null || die "curl not found (apt-get install curl)"
   if pid=$(alertmanager_pid); then
     AM_OWNED=1
@@ -794,7 +807,7 @@ alertmanager_up() {
     launch_bg "$AM_PID_FILE" "$AM_LOG" \
       "$AM_BIN" --config.file="$AM_CONFIG" --storage.path="$AM_DATA" \
       --web.listen-address="$HOST:$AM_PORT" --web.external-url="http://$HOST:$AM_PORT" \
-      --cluster.listen-address=
+      "${cluster[@]}" "${extra[@]}"
     AM_OWNED=1
   fi
   deadline=$((SECONDS + START_TIMEOUT))

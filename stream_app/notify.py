@@ -7,15 +7,21 @@ receivers; spcwatch only keeps it told (``POST /api/v2/alerts``), as Prometheus 
 * every alert event goes to every Alertmanager of ``SPCWATCH_ALERTMANAGER_URL`` (an HA
   pair gets each alert twice and deduplicates between its peers);
 * an event is acknowledged (its offset may commit) only after every Alertmanager took
-  it, so a worker killed mid-way sends it again after its restart: nothing is lost, and
-  Alertmanager deduplicates the repeats (one notification per episode and receiver);
+  it (or, below, shed it while a peer took it), so a worker killed mid-way sends it again
+  after its restart: nothing is lost, and Alertmanager deduplicates the repeats (one
+  notification per episode and receiver);
 * firing alerts live in a table of their own (``notify-firing``, changelogged) and are
   re-sent every ``SPCWATCH_ALERTMANAGER_RESEND_SECONDS`` until they resolve, so
-  Alertmanager never times them out, also after a restart or a rebalance;
+  Alertmanager never times them out, also after a restart or a rebalance; a round of
+  re-sends waits for room in a queue, it never sheds anything;
 * while an Alertmanager is unreachable its sender retries with backoff; its queue is
-  bounded (``SPCWATCH_ALERTMANAGER_QUEUE_MAX``): when full the agent waits and the rest
-  of the backlog stays in Kafka (consumer lag on ``alerts``), visible as
-  ``spcwatch_notification_queue``.
+  bounded (``SPCWATCH_ALERTMANAGER_QUEUE_MAX``). When the queue is full and no other
+  Alertmanager is reachable (a single one, or every member of the pair down), the agent
+  waits and the rest of the backlog stays in Kafka (consumer lag on ``alerts``): late,
+  never lost. When a peer is reachable, the unreachable member's full queue sheds its
+  oldest entries (``spcwatch_notifications_total{status="dropped"}``) so the peer keeps
+  getting every alert in time; the member gets the firing ones back from the re-sends once
+  it answers again (an Alertmanager forgets its alerts on restart anyway).
 
 Events marked ``"history": true`` (backfilled from history) are recorded, not notified.
 """
@@ -87,16 +93,28 @@ def to_alertmanager(event: dict[str, Any], worker_base: str) -> dict[str, Any]:
     return alert
 
 
+STATUSES = ("sent", "failed", "dropped")
+
+
 class NotifyMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.sent = Counter("spcwatch_notifications", "Alerts posted to an Alertmanager, by outcome "
-                            "(sent; failed: an attempt that will be retried)", ["receiver", "status"],
+                            "(sent; failed: an attempt that will be retried; dropped: shed from the queue "
+                            "of an unreachable member while a peer was reachable)", ["receiver", "status"],
                             registry=registry)
         self.queue = Gauge("spcwatch_notification_queue", "Alerts waiting to be posted to an Alertmanager",
                            ["receiver"], registry=registry)
         self.latency = Histogram("spcwatch_notification_latency_seconds",
                                  "Time from an alert's arrival at the forwarder to its acceptance by an Alertmanager",
                                  ["receiver"], buckets=LATENCY_BUCKETS, registry=registry)
+
+    def export(self, url: str) -> None:
+        """Every series of ``url`` at 0 from the start: ``rate()`` and ``absent()`` in rules and
+        dashboards see a series before the first alert, failure or drop."""
+        for status in STATUSES:
+            self.sent.labels(url, status)
+        self.queue.labels(url).set(0)
+        self.latency.labels(url)
 
 
 @dataclass(eq=False)
@@ -119,6 +137,7 @@ class _Receiver:
     healthy: bool = True
     inflight: int = 0
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    resending: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def backlog(self) -> int:
         """Alerts not yet taken by this Alertmanager: queued plus the batch being (re)tried."""
@@ -135,42 +154,81 @@ class Notifier:
         self.queue_max = queue_max
         self.timeout = timeout
         self.metrics = NotifyMetrics(registry)
+        for url in urls:
+            self.metrics.export(url)
         self._receivers: list[_Receiver] = []
         self._session: aiohttp.ClientSession | None = None
+        self._changed: asyncio.Event | None = None
 
     def _start(self) -> None:
         if self._receivers:
             return
+        self._changed = asyncio.Event()
         for url in self.urls:
             receiver = _Receiver(url, asyncio.Queue(self.queue_max))
             receiver.task = asyncio.ensure_future(self._send_loop(receiver))
             self._receivers.append(receiver)
-            self.metrics.queue.labels(url).set(0)
+
+    def _change(self) -> None:
+        """Wake whoever waits for room in a queue or for a member's health to change."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    def _gauge(self, receiver: _Receiver) -> None:
+        self.metrics.queue.labels(receiver.url).set(receiver.backlog())
+
+    def _may_shed(self, receiver: _Receiver) -> bool:
+        """A full queue sheds only when its Alertmanager is unreachable and a peer is reachable:
+        the peer gets every alert; alone, waiting (the rest in Kafka) loses nothing."""
+        return not receiver.healthy and any(r.healthy for r in self._receivers if r is not receiver)
 
     async def submit(self, alert: dict[str, Any], then: Callable[[], None] | None = None) -> None:
-        """Queue ``alert`` for every Alertmanager; ``then`` runs once all of them took it.
-        Waits while a queue is full (back-pressure to the consumer)."""
+        """Queue ``alert`` for every Alertmanager; ``then`` runs once all of them took it (or shed
+        it while a peer took it). Waits while a queue is full and may not shed (back-pressure)."""
         self._start()
         item = _Item(alert, time.monotonic(), len(self._receivers), then)
         for receiver in self._receivers:
-            await receiver.queue.put(item)
-            self.metrics.queue.labels(receiver.url).set(receiver.backlog())
+            while receiver.queue.full():
+                if self._may_shed(receiver):
+                    oldest = receiver.queue.get_nowait()
+                    self.metrics.sent.labels(receiver.url, "dropped").inc()
+                    oldest.done()
+                    break
+                assert self._changed is not None
+                await self._changed.wait()
+            receiver.queue.put_nowait(item)
+            self._gauge(receiver)
 
-    def resend(self, alerts: list[dict[str, Any]]) -> None:
-        """Re-send firing alerts to the Alertmanagers that are healthy and idle (a backlogged
-        one gets them again on the next round; re-sending does not pile up in queues)."""
+    def resend(self, alerts: list[dict[str, Any]],
+               current: Callable[[str], dict[str, Any] | None] | None = None) -> None:
+        """Re-send firing alerts to each reachable Alertmanager whose previous round is done. A
+        round waits for room in the queue (nothing shed, however many alerts fire); an
+        unreachable member gets the next round once it answers again. ``current`` (alert_id ->
+        the alert if it still fires) is asked as each one is queued, so a round that waited
+        never queues a firing copy behind the alert's resolution."""
         self._start()
         for receiver in self._receivers:
-            if not receiver.healthy or not receiver.queue.empty():
-                continue
-            for alert in alerts[: max(0, self.queue_max - receiver.queue.qsize())]:
+            if receiver.healthy and (receiver.resending is None or receiver.resending.done()):
+                receiver.resending = asyncio.ensure_future(self._resend(receiver, list(alerts), current))
+
+    async def _resend(self, receiver: _Receiver, alerts: list[dict[str, Any]],
+                      current: Callable[[str], dict[str, Any] | None] | None) -> None:
+        for snapshot in alerts:
+            while receiver.queue.full():
+                assert self._changed is not None
+                await self._changed.wait()
+            # No await from here to the put: the agent cannot resolve the alert in between.
+            alert = snapshot if current is None else current(snapshot["labels"]["alert_id"])
+            if alert is not None:
                 receiver.queue.put_nowait(_Item(alert, time.monotonic(), 1))
-            self.metrics.queue.labels(receiver.url).set(receiver.backlog())
+                self._gauge(receiver)
 
     async def close(self) -> None:
         for receiver in self._receivers:
-            if receiver.task is not None:
-                receiver.task.cancel()
+            for task in (receiver.task, receiver.resending):
+                if task is not None:
+                    task.cancel()
         if self._session is not None:
             await self._session.close()
 
@@ -199,6 +257,7 @@ class Notifier:
             while len(batch) < BATCH_MAX and not queue.empty():
                 batch.append(queue.get_nowait())
             receiver.inflight = len(batch)
+            self._change()  # room in the queue
             delay = BACKOFF_START
             while True:
                 try:
@@ -211,19 +270,21 @@ class Notifier:
                     if receiver.healthy:
                         log.warning("alertmanager %s: cannot post %d alerts (%s: %s); retrying with backoff",
                                     url, len(batch), exc.__class__.__name__, exc)
-                    receiver.healthy = False
+                        receiver.healthy = False
+                        self._change()  # a waiting submit may now shed this member's oldest entries
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, BACKOFF_MAX)
             if not receiver.healthy:
                 log.info("alertmanager %s: reachable again", url)
-            receiver.healthy = True
+                receiver.healthy = True
+                self._change()
             now = time.monotonic()
             for item in batch:
                 self.metrics.latency.labels(url).observe(now - item.queued)
                 item.done()
             self.metrics.sent.labels(url, "sent").inc(len(batch))
             receiver.inflight = 0
-            self.metrics.queue.labels(url).set(receiver.backlog())
+            self._gauge(receiver)
 
 
 def register(runtime: Any) -> Notifier | None:
@@ -257,7 +318,7 @@ def register(runtime: Any) -> Notifier | None:
     async def resend() -> None:
         alerts = [alert for alert in firing.values() if alert is not None]
         if alerts:
-            notifier.resend(alerts)
+            notifier.resend(alerts, current=firing.get)
 
     return notifier
 

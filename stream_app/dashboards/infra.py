@@ -137,6 +137,6 @@ def dashboard() -> Dashboard:
     board = board.with_panel(
         timeseries.Panel().title("metrics.samples consumer lag by partition (messages)")
         .grid_pos(panel_grid(16, 35, 8, 9))
-        .with_target(promql('sum by (partition) (spcwatch_consumer_lag{topic=~".*metrics.samples"})',
+        .with_target(promql('sum by (partition) (spcwatch:consumer_lag:sum_by_partition{topic=~".*metrics.samples"})',
                             "p{{partition}}")))
     return board

@@ -1,4 +1,9 @@
-"""The worker itself, from Prometheus: is it up, how fast, how far behind, is the sink keeping up."""
+"""The worker itself, from Prometheus: is it up, how fast, how far behind, is the sink keeping up.
+
+Rates and quantiles come from the recording rules of deploy/prometheus/rules.yml (``spcwatch:...``,
+5-minute windows, evaluated once by Prometheus rather than by every dashboard refresh); only
+instant gauges and totals over the dashboard's time range read the raw series.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,9 @@ from stream_app.dashboards.common import SQLQuery, new_dashboard, panel_grid, pr
 UID = "spcwatch-overview"
 
 
-def _rate(metric: str, by: str) -> str:
-    return f"sum by ({by}) (rate({metric}[$__rate_interval]))"
+def _by(rule: str, by: str) -> str:
+    """A recording rule summed over jobs by ``by``."""
+    return f"sum by ({by}) ({rule})"
 
 
 def dashboard() -> Dashboard:
@@ -25,7 +31,7 @@ def dashboard() -> Dashboard:
     board = board.with_panel(stat.Panel().title("Worker up").grid_pos(panel_grid(0, 1, 4, 4))
                              .with_target(promql('min(up{job="spcwatch-worker"})')))
     board = board.with_panel(stat.Panel().title("Events consumed / s").unit("ops").grid_pos(panel_grid(4, 1, 5, 4))
-                             .with_target(promql("sum(rate(spcwatch_events_consumed_total[$__rate_interval]))")))
+                             .with_target(promql("sum(spcwatch:events_consumed:rate5m)")))
     board = board.with_panel(stat.Panel().title("Invalid events (time range)").grid_pos(panel_grid(9, 1, 5, 4))
                              .with_target(promql("sum(increase(spcwatch_events_invalid_total[$__range])) "
                                                  "or vector(0)")))
@@ -36,48 +42,48 @@ def dashboard() -> Dashboard:
     board = board.with_row(Row("Input"))
     board = board.with_panel(timeseries.Panel().title("Events consumed / s by topic").unit("ops")
                              .grid_pos(panel_grid(0, 6, 12, 8))
-                             .with_target(promql(_rate("spcwatch_events_consumed_total", "topic"), "{{topic}}")))
+                             .with_target(promql(_by("spcwatch:events_consumed:rate5m", "topic"), "{{topic}}")))
     board = board.with_panel(timeseries.Panel().title("Consumer lag by topic and partition (messages)")
                              .grid_pos(panel_grid(12, 6, 12, 8))
-                             .with_target(promql("sum by (topic, partition) (spcwatch_consumer_lag)",
+                             .with_target(promql(_by("spcwatch:consumer_lag:sum_by_partition", "topic, partition"),
                                                  "{{topic}} p{{partition}}")))
     board = board.with_panel(timeseries.Panel().title("Invalid events / s by topic and reason (dead letters)")
                              .unit("ops").grid_pos(panel_grid(0, 14, 12, 8))
-                             .with_target(promql(_rate("spcwatch_events_invalid_total", "topic, reason")
+                             .with_target(promql(_by("spcwatch:events_invalid:rate5m", "topic, reason")
                                                  + " or vector(0)", "{{topic}} {{reason}}")))
     board = board.with_panel(timeseries.Panel().title("Rerouted and re-read events / s").unit("ops")
                              .grid_pos(panel_grid(12, 14, 12, 8))
-                             .with_target(promql("sum(rate(spcwatch_events_rerouted_total[$__rate_interval])) "
-                                                 "or vector(0)", "rerouted"))
-                             .with_target(promql("sum(rate(spcwatch_delivery_gaps_total[$__rate_interval])) "
-                                                 "or vector(0)", "delivery gaps re-read", "B")))
+                             .with_target(promql("sum(spcwatch:events_rerouted:rate5m) or vector(0)", "rerouted"))
+                             .with_target(promql("sum(spcwatch:delivery_gaps:rate5m) or vector(0)",
+                                                 "delivery gaps re-read", "B")))
     board = board.with_row(Row("Sink"))
     board = board.with_panel(timeseries.Panel().title("Rows written / s by table").unit("ops")
                              .grid_pos(panel_grid(0, 23, 8, 8))
-                             .with_target(promql(_rate("spcwatch_sink_rows_total", "table"), "{{table}}")))
+                             .with_target(promql(_by("spcwatch:sink_rows:rate5m", "table"), "{{table}}")))
     board = board.with_panel(timeseries.Panel().title("Sink errors / s").unit("ops").grid_pos(panel_grid(8, 23, 8, 8))
-                             .with_target(promql("sum(rate(spcwatch_sink_errors_total[$__rate_interval])) "
-                                                 "or vector(0)", "errors")))
+                             .with_target(promql("sum(spcwatch:sink_errors:rate5m) or vector(0)", "errors")))
     board = board.with_panel(timeseries.Panel().title("Checkpoint write time p50 / p99").unit("s")
                              .grid_pos(panel_grid(16, 23, 8, 8))
-                             .with_target(promql("histogram_quantile(0.5, sum by (le) "
-                                                 "(rate(spcwatch_sink_write_seconds_bucket[$__rate_interval])))",
-                                                 "p50"))
-                             .with_target(promql("histogram_quantile(0.99, sum by (le) "
-                                                 "(rate(spcwatch_sink_write_seconds_bucket[$__rate_interval])))",
-                                                 "p99", "B")))
+                             .with_target(promql("max(spcwatch:sink_write_seconds:p50_5m)", "p50"))
+                             .with_target(promql("max(spcwatch:sink_write_seconds:p99_5m)", "p99", "B")))
     board = board.with_panel(timeseries.Panel().title("Notifications: backlog and outcomes per Alertmanager")
-                             .description("Only with SPCWATCH_ALERTMANAGER_URL set; 0 otherwise.")
-                             .grid_pos(panel_grid(0, 31, 24, 8))
-                             .with_target(promql("sum by (receiver) (spcwatch_notification_queue) or vector(0)",
+                             .description("Only with SPCWATCH_ALERTMANAGER_URL set; 0 otherwise. Outcomes / s: "
+                                          "sent; failed (attempts retried); dropped (shed from the queue of an "
+                                          "unreachable HA member while its peer took them).")
+                             .grid_pos(panel_grid(0, 31, 16, 8))
+                             .with_target(promql(_by("spcwatch:notification_queue:sum", "receiver") + " or vector(0)",
                                                  "queued {{receiver}}"))
-                             .with_target(promql("sum by (receiver, status) "
-                                                 "(rate(spcwatch_notifications_total[$__rate_interval])) "
-                                                 "or vector(0)", "{{status}} {{receiver}}", "B")))
+                             .with_target(promql(_by("spcwatch:notifications:rate5m", "receiver, status")
+                                                 + " or vector(0)", "{{status}} {{receiver}}", "B")))
+    board = board.with_panel(timeseries.Panel().title("Notification latency p99 per Alertmanager").unit("s")
+                             .description("Arrival at the forwarder to acceptance by the Alertmanager.")
+                             .grid_pos(panel_grid(16, 31, 8, 8))
+                             .with_target(promql(_by("spcwatch:notification_latency_seconds:p99_5m", "receiver")
+                                                 + " or vector(0)", "{{receiver}}")))
     board = board.with_row(Row("Alerts"))
     board = board.with_panel(timeseries.Panel().title("Alert events per 5m by use case / rule")
                              .grid_pos(panel_grid(0, 41, 12, 8))
-                             .with_target(promql("sum by (use_case, rule) (increase(spcwatch_alerts_total[5m]))",
+                             .with_target(promql("300 * " + _by("spcwatch:alerts:rate5m", "use_case, rule"),
                                                  "{{use_case}} {{rule}}")))
     board = board.with_panel(bargauge.Panel().title("Alert events in time range by use case / rule / severity")
                              .grid_pos(panel_grid(12, 41, 12, 8))
@@ -86,10 +92,8 @@ def dashboard() -> Dashboard:
                                                  "{{use_case}} {{rule}} {{severity}}")))
     board = board.with_panel(timeseries.Panel().title("Event-to-alert latency p50 / p99").unit("s")
                              .grid_pos(panel_grid(0, 49, 12, 8))
-                             .with_target(promql("histogram_quantile(0.5, sum by (le) "
-                                                 "(rate(spcwatch_event_to_alert_seconds_bucket[5m])))", "p50"))
-                             .with_target(promql("histogram_quantile(0.99, sum by (le) "
-                                                 "(rate(spcwatch_event_to_alert_seconds_bucket[5m])))", "p99", "B")))
+                             .with_target(promql("max(spcwatch:event_to_alert_seconds:p50_5m)", "p50"))
+                             .with_target(promql("max(spcwatch:event_to_alert_seconds:p99_5m)", "p99", "B")))
     board = board.with_panel(table.Panel().title("Recent alerts").grid_pos(panel_grid(12, 49, 12, 8))
                              .with_target(SQLQuery(
                                  "SELECT starts_at, severity, use_case, rule, status, summary, runbook_url "

@@ -223,6 +223,36 @@ def _concrete(expr: str) -> str:
     return expr.replace("$__rate_interval", "1m").replace("$__range", "10m").replace("$__interval", "15s")
 
 
+RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
+
+
+def recording_rules() -> set[str]:
+    return {rule["record"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
+            if "record" in rule}
+
+
+def rules_read(expr: str) -> set[str]:
+    """The recording rules an expression reads (names with a colon; quoted strings left out)."""
+    return set(re.findall(r"\b[a-zA-Z_]\w*:[\w:]+", re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)))
+
+
+def test_every_recording_rule_a_panel_reads_is_defined_in_rules_yml() -> None:
+    defined = recording_rules()
+    read = {rule: title for title, expr in prometheus_exprs() for rule in rules_read(expr)}
+    assert len(read) >= 10, read
+    assert set(read) <= defined, {rule: read[rule] for rule in set(read) - defined}
+
+
+def test_panels_read_rates_and_quantiles_from_the_recording_rules() -> None:
+    """Rates and quantiles are the recording rules' (computed once by Prometheus, the same figures as the
+    alerts); a panel reads a raw series only for an instant gauge or a total over the time range."""
+    raw = [(title, expr) for title, expr in prometheus_exprs()
+           if re.search(r"\b(i?rate|histogram_quantile)\(", expr)
+           or re.search(r"\bincrease\([^)]*\[(?!\$__range\])", expr)]
+    assert not raw, raw
+    assert rules_read('sum(spcwatch:a:rate5m{topic=~"x:y"}) / up') == {"spcwatch:a:rate5m"}
+
+
 def test_promtool_parses_every_prometheus_panel(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool is not installed (Debian package prometheus; .ci/run and make test install it)"
@@ -250,7 +280,8 @@ def test_every_prometheus_panel_returns_series_from_a_real_prometheus(tmp_path: 
     assert done.returncode == 0, done.stderr[-3000:]
     port = free_port()
     config = tmp_path / "prometheus.yml"
-    config.write_text(f"global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: spcwatch-worker\n"
+    config.write_text(f"global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: ['{RULES}']\n"
+                      f"scrape_configs:\n  - job_name: spcwatch-worker\n"
                       f"    static_configs: [{{targets: ['127.0.0.1:{worker.port}']}}]\n")
     proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                              f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
