@@ -159,8 +159,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario(simmenu.COST_SCENARIO, "orders",
              f"The supplier cost of {simmenu.COST_ITEM} ({simmenu.spu_of(simmenu.COST_ITEM)}, espresso), the chain's "
              f"star, rises to {simmenu.COST_FACTOR:.0%} of its list price from the first business day at or after "
-             "t0-14d; price and popularity stay.",
-             -14 * DAY, None,
+             "t0-2d (late enough that make run's 17 days of history warm its chart first); price and popularity "
+             "stay.",
+             -2 * DAY, None,
              (Expectation("menu", ("MARGIN_EROSION",), {"category": "espresso",
                                                         "spu": simmenu.spu_of(simmenu.COST_ITEM)},
                           "the chain's daily realised CM % of the item falls out of control at the first close"),
