@@ -157,5 +157,6 @@ def make_run(kafka_bootstrap: str, db_url: str, work: Path) -> MakeRun:
             os.killpg(proc.pid, signal.SIGKILL)
             raise
         reader.join(10)  # the last lines (the clean-up's) are in the log
+    (work / "output.txt").write_text("\n".join(log) + "\n")  # kept with pytest's temporary directories
     return MakeRun("\n".join(log), rc, port, log_dir, db_url, scenario, menu, worker_pid, simulator_pid,
                    menu_seconds)
