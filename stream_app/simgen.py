@@ -159,15 +159,18 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario(simmenu.COST_SCENARIO, "orders",
              f"The supplier cost of {simmenu.COST_ITEM} ({simmenu.spu_of(simmenu.COST_ITEM)}, espresso), the chain's "
              f"star, rises to {simmenu.COST_FACTOR:.0%} of its list price from the first business day at or after "
-             "t0-14d; price and popularity stay.",
-             -14 * DAY, None,
+             "t0-2d (late enough that make run's 17 days of history warm its chart first); price and popularity "
+             "stay.",
+             -2 * DAY, None,
              (Expectation("menu", ("MARGIN_EROSION",), {"category": "espresso",
                                                         "spu": simmenu.spu_of(simmenu.COST_ITEM)},
-                          "the chain's daily realised CM % of the item falls out of control at the first close"),
+                          "the chain's daily realised CM % of the item falls out of control at the first close "
+                          "(its chart judges after 14 baseline days: --history-days 16 or more; make run's 17)"),
               Expectation("menu", ("MENU_CLASS_CHANGE",), {"category": "espresso",
                                                            "spu": simmenu.spu_of(simmenu.COST_ITEM)},
                           "star -> plowhorse (warning) once its 28-day CM is below the category's benchmark and "
-                          "has held 3 closes (about 10 days)"))),
+                          "has held 3 closes (about 10 days); only when the 28-day window was full before the "
+                          "move (21 days of history or more: the default 30, not make run's 17)"))),
     Scenario(simmenu.CAMPAIGN_SCENARIO, "orders",
              f"A discount campaign: {simmenu.CAMPAIGN_ITEM} ({simmenu.spu_of(simmenu.CAMPAIGN_ITEM)}, espresso, a "
              f"puzzle) at {simmenu.CAMPAIGN_DISCOUNT:.0%} off every unit for the 7 days from t0-7d, which triples "
@@ -176,7 +179,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              (Expectation("menu", ("DISCOUNT_DEPTH", "MARGIN_EROSION"),
                           {"category": "espresso", "spu": simmenu.spu_of(simmenu.CAMPAIGN_ITEM)},
                           "the chain's daily discount depth of the item out of control from the campaign's first "
-                          "close (its realised CM % too); resolves after the campaign"),)),
+                          "close (its realised CM % too; its chart needs 14 baseline days before t0-7d: "
+                          "--history-days 24 or more, not make run's 17); resolves after the campaign"),)),
     Scenario("biased-forecast", "forecast",
              f"{BIASED_STORE}'s forecasts over-forecast every SKU by 45% for dates from t0-10d.",
              -10 * DAY, None,

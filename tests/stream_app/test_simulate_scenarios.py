@@ -244,7 +244,7 @@ def test_menu_cost_increase_on_the_star() -> None:
     from stream_app import simmenu
 
     spu = simmenu.spu_of(simmenu.COST_ITEM)
-    span = {"start": T0 - 15.2 * DAY, "end": T0 - 12.8 * DAY}
+    span = {"start": T0 - 3.2 * DAY, "end": T0 - 0.8 * DAY}
     _, base = run("orders", **span)
     cfg, events = run("orders", [simmenu.COST_SCENARIO], **span)
     lo, _ = cfg.window(simmenu.COST_SCENARIO)
