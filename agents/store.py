@@ -40,6 +40,7 @@ from agents.core.settings import Env, Settings, check, load_env, pairs
 from models.rules import WESTERN_ELECTRIC
 from models.store import (
     METRICS,
+    RATE_METRICS,
     Calendar,
     ChainOut,
     ChainState,
@@ -85,6 +86,7 @@ class StoreSettings(StoreConfig):
         "closed_days": Env(_closed_days, form="[STORE:]YYYY-MM-DD,..."),
         "peer_groups": Env(pairs, form="STORE=group,..."),
         "seasonality": Env(_seasonality, form="none or day_of_week"),
+        "test_currencies": Env(lambda raw: tuple(c.strip().upper() for c in raw.split(",") if c.strip())),
     }
 
     idle_partition_seconds: float = 120.0
@@ -103,6 +105,8 @@ class StoreSettings(StoreConfig):
         check(bool(self.rules) and not unknown, p + "RULES",
               f"must be a comma-separated subset of WE1,WE2,WE3,WE4,CUSUM, got {','.join(self.rules)!r}")
         check(self.cusum_h > 0, p + "CUSUM_H", "must be > 0")
+        bad = [m for m in self.cusum_metrics if m not in METRICS or m in RATE_METRICS]
+        check(not bad, p + "CUSUM_METRICS", f"must be daily metrics of {', '.join(METRICS[:5])}, got {','.join(bad)!r}")
         check(self.min_samples >= 2, p + "MIN_SAMPLES", "must be >= 2")
         check(self.resolve_after >= 1 and self.cooldown >= 0, p + "RESOLVE_AFTER", "must be >= 1 (COOLDOWN >= 0)")
         check(self.peer_z > 0, p + "PEER_Z", "must be > 0")

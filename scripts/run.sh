@@ -7,8 +7,10 @@
 # meets the first one's event time), deleted again at exit. Alerts stay in the database.
 #
 # Environment (all optional):
-#   SPCWATCH_RUN_SIMULATE_ARGS  simulator flags (default: --speed 60 --scenario all --history-days 2
-#                               --infra-history-days 0: alerts within a minute on 2 cores; the whole
+#   SPCWATCH_RUN_SIMULATE_ARGS  simulator flags (default: --speed 60 --scenario all --history-days 17
+#                               --infra-history-days 0: the first alerts within a minute, the menu
+#                               scenario's MARGIN_EROSION (it needs 14 days of charted history) once the
+#                               worker has caught up with the history, minutes on 2 cores; the whole
 #                               story, 30 days of history: --speed 60 --scenario all)
 #   SPCWATCH_RUN_LOG_DIR        logs and pid files (default: .run/make-run)
 #   SPCWATCH_RUN_KEEP_TOPICS=1  keep this run's topics instead of deleting them at exit
@@ -22,7 +24,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python          # `python -m stream_app.cli` from the repo root: the checkout is what runs
 LOG_DIR=${SPCWATCH_RUN_LOG_DIR:-.run/make-run}
 PORT=${SPCWATCH_WEB_PORT:-6066}
-SIM_ARGS=${SPCWATCH_RUN_SIMULATE_ARGS:---speed 60 --scenario all --history-days 2 --infra-history-days 0}
+SIM_ARGS=${SPCWATCH_RUN_SIMULATE_ARGS:---speed 60 --scenario all --history-days 17 --infra-history-days 0}
 STOP_TIMEOUT=30
 mkdir -p "$LOG_DIR"
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -120,6 +120,27 @@ class _Writer:
         self.output.flush()
 
 
+def drive(processor: Processor, events: Iterable[tuple[float, int, str, Any]], tick_event_seconds: float = 60.0,
+          tick_limit: float = float("inf")) -> Iterator[Outputs]:
+    """The processor over decoded events in event-time order, ticked every ``tick_event_seconds`` of
+    event time (never past ``tick_limit``), with a dict as its state store: what ``spcwatch replay``
+    runs between reading the file and the sink (tests drive processors through it too)."""
+    store: dict[str, Any] = {}
+    watermark = 0.0
+    last_tick = 0.0
+    for ts, _seq, topic, event in events:
+        yield processor.process(store, topic, [event])
+        watermark = max(watermark, ts)
+        if watermark - last_tick >= tick_event_seconds:
+            yield processor.tick(store, min(watermark, tick_limit))
+            last_tick = watermark
+    if watermark:
+        # The worker goes on ticking after the input ends: twice is enough for timers that
+        # judge the clock of the previous tick (infra's absence) to see the last one.
+        yield processor.tick(store, min(watermark, tick_limit))
+        yield processor.tick(store, min(watermark, tick_limit))
+
+
 async def run_replay(settings: Settings, processor: Processor, input_path: Path, output: TextIO,
                      tick_event_seconds: float = 60.0) -> ReplayReport:
     report = ReplayReport()
@@ -135,20 +156,8 @@ async def run_replay(settings: Settings, processor: Processor, input_path: Path,
         writer = _Writer(Sink(engine, batch_size=settings.sink_batch_size,
                               retry_max_seconds=settings.sink_retry_max_seconds), output, report,
                          settings.runbook_base)
-        store: dict[str, Any] = {}
-        watermark = 0.0
-        last_tick = 0.0
-        for ts, _seq, topic, event in events:
-            await writer.emit(processor.process(store, topic, [event]))
-            watermark = max(watermark, ts)
-            if watermark - last_tick >= tick_event_seconds:
-                await writer.emit(processor.tick(store, min(watermark, tick_limit)))
-                last_tick = watermark
-        if watermark:
-            # The worker goes on ticking after the input ends: twice is enough for timers that
-            # judge the clock of the previous tick (infra's absence) to see the last one.
-            await writer.emit(processor.tick(store, min(watermark, tick_limit)))
-            await writer.emit(processor.tick(store, min(watermark, tick_limit)))
+        for outputs in drive(processor, events, tick_event_seconds, tick_limit):
+            await writer.emit(outputs)
         await writer.flush()
     finally:
         await engine.dispose()

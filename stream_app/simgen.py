@@ -62,12 +62,18 @@ class SimEvent(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Expectation:
-    """What spcwatch should flag for a scenario."""
+    """What spcwatch promises to flag for a scenario, with its default settings: checked by
+    tests/stream_app/test_scenario_promises.py (stream_app/promises.py)."""
 
     use_case: str
     rules: tuple[str, ...]
+    """Any of these fires for the entity; empty: the use case raises no alert for it at all."""
     entity: dict[str, str]
     note: str = ""
+    within: float = DAY
+    """Event time from the scenario's start to the first firing alert, at the latest."""
+    history_days: float = 1.0
+    """The least history before t0 the promise needs (--history-days; --infra-history-days for infra)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,78 +102,95 @@ def silent_host_id(world: World) -> str:
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("revenue-decline", "orders",
-             f"{DECLINE_STORE} (8th Ave) loses customers: daily orders fall steadily from t0-14d until revenue "
-             "is 51% below normal at t0-4d, and stay there (the finding of the batch study).",
-             -14 * DAY, None,
-             (Expectation("store", ("CUSUM", "WE1", "WE2", "WE3", "WE4"),
+             f"{DECLINE_STORE} (8th Ave) loses customers: daily orders fall steadily from t0+1d until revenue "
+             "is 51% below normal at t0+11d, and stay there (the finding of the batch study).",
+             DAY, None,
+             (Expectation("store", ("CUSUM", "WE1"),
                           {"store_id": DECLINE_STORE, "metric": "net_revenue"},
-                          "CUSUM (the slow decline's summed evidence) on net_revenue and orders within about 8 "
-                          "business days of the start; WE1-WE4 as the drop deepens"),)),
+                          "CUSUM (the slow decline's summed evidence) on net_revenue within about 8 "
+                          "days of the start; WE1 as the drop deepens (the store's weekday charts judge "
+                          "from their 31st day: 3 of each weekday, then 10 residuals; the default 30 days of "
+                          "history and a day of the live part)",
+                          within=8 * DAY, history_days=30),)),
     Scenario("store-closure", "orders",
              f"{CLOSING_STORE} (Union Square) closes mid-day: no orders from 12:00 local on the first business "
              "day at or after t0+30min (or at t0+30min if the store is open then) until the next morning.",
              30 * MINUTE, None,
              (Expectation("store", ("ABSENT", "INTRADAY"), {"store_id": CLOSING_STORE},
                           "the store stops reporting during opening hours; the day heads for an out-of-control "
-                          "close"),)),
+                          "close (INTRADAY trusts a weekday's trajectory after 3 of them: 22 days of history)",
+                          within=DAY + 12 * HOUR, history_days=22),)),
     Scenario("rds-cpu-runaway", "infra",
              f"A runaway query pins {RDS_TARGET} CPU at 95-99% (usually 15-40% over the day) from t0+10min "
              "for 2 hours; read latency triples.",
              10 * MINUTE, 130 * MINUTE,
              (Expectation("infra", ("WE1",), {"resource_id": RDS_TARGET, "metric": "CPUUtilization"},
-                          "fires within one sample interval, resolves after the 2 hours"),)),
+                          "fires within one sample interval, resolves after the 2 hours",
+                          within=20 * MINUTE),)),
     Scenario("redis-memory-leak", "infra",
              f"{REDIS_TARGET} leaks memory: DatabaseMemoryUsagePercentage drifts up ~8 points an hour from "
              "t0+5min (usually ~25%) to 100%; evictions start above 90% and the hit rate drops.",
              5 * MINUTE, None,
              (Expectation("infra", ("EXHAUSTION",),
                           {"resource_id": REDIS_TARGET, "metric": "DatabaseMemoryUsagePercentage"},
-                          "warning within 2 hours (~35 %), critical about 4 hours before it is full"),
+                          "warning within 2 hours (~35 %), critical about 4 hours before it is full",
+                          within=3 * HOUR),
               Expectation("infra", ("WE1",), {"resource_id": REDIS_TARGET, "metric": "DatabaseMemoryUsagePercentage"},
-                          "once the usage doubles (3-4 hours of event time)"),
+                          "once the usage doubles (3-4 hours of event time)", within=5 * HOUR),
               Expectation("infra", ("WE1",), {"resource_id": REDIS_TARGET, "metric": "Evictions"},
-                          "evictions are normally zero"))),
+                          "evictions are normally zero", within=10 * HOUR))),
     Scenario("host-silent", "infra",
              f"EC2 host #{SILENT_HOST_INDEX + 1} of the estate (a pos-sync instance) stops reporting at t0+15min.",
              15 * MINUTE, None,
              (Expectation("infra", ("ABSENT",), {"resource_id": "<the silent host>"},
-                          "after the infra use case's absence timeout"),)),
+                          "after the infra use case's absence timeout", within=HOUR),)),
     Scenario("cents-dollars", "orders",
              f"At {CENTS_STORE} a quarter of card payments report the amount in cents in a major-units field "
              "(\"amount\": \"1240\" for $12.40), from t0-1d.",
              -DAY, None,
              (Expectation("recon", ("RECON_UNIT_SCALE_MISMATCH",), {"store_id": CENTS_STORE},
-                          "recon category unit_scale_mismatch"),)),
+                          "recon category unit_scale_mismatch, at the first store-day close (local midnight + "
+                          "the 6-hour ledger window)", within=DAY + 12 * HOUR, history_days=2),)),
     Scenario("nzd-test-orders", "orders",
              f"Test orders in NZD (order ids T...) at {NZD_STORE} every ~20 minutes of opening hours, with their "
              "payments and ledger entries, from t0-1d.",
              -DAY, None,
              (Expectation("recon", (), {"store_id": NZD_STORE},
                           "counted as excluded_test_data, never matched, never an exception; store revenue "
-                          "unaffected"),)),
+                          "unaffected", history_days=2),
+              Expectation("store", (), {"store_id": NZD_STORE},
+                          "test orders are not the store's business: its revenue and order counts stay as they "
+                          "were", history_days=30))),
     Scenario("missing-ledger", "orders",
              f"At {MISSING_LEDGER_STORE} 10% of paid orders never get their revenue ledger entry, from t0-1d.",
              -DAY, None,
              (Expectation("recon", ("RECON_MISSING_LEDGER",), {"store_id": MISSING_LEDGER_STORE},
-                          "recon category missing_ledger after the ledger deadline"),)),
+                          "recon category missing_ledger after the ledger deadline, at the first store-day close",
+                          within=DAY + 12 * HOUR, history_days=2),)),
     Scenario("duplicate-payments", "orders",
              f"At {DUPLICATE_STORE} 6% of payments are duplicated from t0-1d: a double capture (new payment id, "
              "same amount) or a re-send of the same payment id with an amended amount (a tip added).",
              -DAY, None,
              (Expectation("recon", ("RECON_OVERPAYMENT", "RECON_DUPLICATE"), {"store_id": DUPLICATE_STORE},
-                          "overpayment for double captures, duplicate for redelivered ids"),)),
+                          "overpayment for double captures, duplicate for redelivered ids, at the first "
+                          "store-day close", within=DAY + 12 * HOUR, history_days=2),)),
     Scenario(simmenu.COST_SCENARIO, "orders",
              f"The supplier cost of {simmenu.COST_ITEM} ({simmenu.spu_of(simmenu.COST_ITEM)}, espresso), the chain's "
              f"star, rises to {simmenu.COST_FACTOR:.0%} of its list price from the first business day at or after "
-             "t0-14d; price and popularity stay.",
-             -14 * DAY, None,
+             "t0-2d (late enough that make run's 17 days of history warm its chart first); price and popularity "
+             "stay.",
+             -2 * DAY, None,
              (Expectation("menu", ("MARGIN_EROSION",), {"category": "espresso",
                                                         "spu": simmenu.spu_of(simmenu.COST_ITEM)},
-                          "the chain's daily realised CM % of the item falls out of control at the first close"),
+                          "the chain's daily realised CM % of the item falls out of control at the first close "
+                          "(its chart judges after 14 baseline days: --history-days 16 or more; make run's 17)",
+                          within=2 * DAY, history_days=16),
               Expectation("menu", ("MENU_CLASS_CHANGE",), {"category": "espresso",
                                                            "spu": simmenu.spu_of(simmenu.COST_ITEM)},
                           "star -> plowhorse (warning) once its 28-day CM is below the category's benchmark and "
-                          "has held 3 closes (about 10 days)"))),
+                          "has held 3 closes (about 10 days); only when the 28-day window was full before the "
+                          "move (21 days of history or more: the default 30, not make run's 17)",
+                          within=12 * DAY, history_days=21))),
     Scenario(simmenu.CAMPAIGN_SCENARIO, "orders",
              f"A discount campaign: {simmenu.CAMPAIGN_ITEM} ({simmenu.spu_of(simmenu.CAMPAIGN_ITEM)}, espresso, a "
              f"puzzle) at {simmenu.CAMPAIGN_DISCOUNT:.0%} off every unit for the 7 days from t0-7d, which triples "
@@ -176,13 +199,16 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              (Expectation("menu", ("DISCOUNT_DEPTH", "MARGIN_EROSION"),
                           {"category": "espresso", "spu": simmenu.spu_of(simmenu.CAMPAIGN_ITEM)},
                           "the chain's daily discount depth of the item out of control from the campaign's first "
-                          "close (its realised CM % too); resolves after the campaign"),)),
+                          "close (its realised CM % too; its chart needs 14 baseline days before t0-7d: "
+                          "--history-days 24 or more, not make run's 17); resolves after the campaign",
+                          within=2 * DAY, history_days=24),)),
     Scenario("biased-forecast", "forecast",
              f"{BIASED_STORE}'s forecasts over-forecast every SKU by 45% for dates from t0-10d.",
              -10 * DAY, None,
              (Expectation("forecast", ("TRACKING_SIGNAL", "MAPE_WARNING", "MAPE_CRITICAL"),
                           {"store_id": BIASED_STORE},
-                          "bias tracking signal beyond its limit; MAPE above threshold"),)),
+                          "bias tracking signal beyond its limit; MAPE above threshold",
+                          within=10 * DAY, history_days=10),)),
 )}
 
 

@@ -170,7 +170,8 @@ def describe_scenarios() -> str:
         for e in s.expect:
             rules = "/".join(e.rules) if e.rules else "no alert"
             entity = ", ".join(f"{k}={v}" for k, v in e.entity.items())
-            lines.append(f"    expect: {e.use_case} {rules} on {entity}: {e.note}")
+            lines.append(f"    expect: {e.use_case} {rules} on {entity}, within {rel(e.within)[3:]} of its start "
+                         f"(needs {e.history_days:g} days of history): {e.note}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

@@ -9,6 +9,7 @@ MariaDB). A service that cannot be had is a test *error*, never a skip.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import hypothesis
 import pytest
@@ -176,15 +178,24 @@ def _wait_for_mysql(url: str, timeout: float = 60.0) -> None:
             time.sleep(1)
 
 
-@pytest.fixture
-def mysql_url(mysql_server_url: str) -> Iterator[str]:
-    """A fresh, empty database for one test, dropped afterwards."""
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the server (its URL), dropped afterwards."""
     from sqlalchemy.engine import make_url
 
     name = f"spcwatch_t{uuid.uuid4().hex[:10]}"
-    _mysql_exec(mysql_server_url, f"CREATE DATABASE `{name}`")
-    yield make_url(mysql_server_url).set(database=name).render_as_string(hide_password=False)
-    _mysql_exec(mysql_server_url, f"DROP DATABASE IF EXISTS `{name}`")
+    _mysql_exec(server_url, f"CREATE DATABASE `{name}`")
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        _mysql_exec(server_url, f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+def mysql_url(mysql_server_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test, dropped afterwards."""
+    with fresh_database(mysql_server_url) as url:
+        yield url
 
 
 @pytest.fixture
@@ -320,3 +331,34 @@ def make_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator:
     yield make
     for worker in workers:
         worker.stop()
+
+
+# --------------------------------------------------------------------------- make run, once per session
+
+#: test files that read the same ``make run`` (tests/make_run.py): xdist keeps them on one worker
+MAKE_RUN_FILES = ("tests/test_make_run.py", "tests/test_make_run_menu.py")
+
+
+@pytest.fixture(scope="session")
+def make_run(kafka_bootstrap: str, mysql_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """One real ``make run`` until it has shown a scenario alert and the menu scenario's alert, then Ctrl-C;
+    its record (:class:`tests.make_run.MakeRun`). Its database is read after the run, then dropped."""
+    from tests.make_run import make_run as run
+
+    with fresh_database(mysql_server_url) as url:
+        yield run(kafka_bootstrap, url, tmp_path_factory.mktemp("make-run"))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` (make test) with the make-run files as one unit, so the session's single run is
+    shared rather than made twice (each xdist worker has its own session fixtures)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return MAKE_RUN_FILES[0] if scope in MAKE_RUN_FILES else scope
+
+    return Scheduling(config, log)

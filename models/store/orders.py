@@ -22,7 +22,7 @@ def apply_order(entry: list | None, order: Any, cal: Calendar, watermark: float)
     ``order`` is a :class:`agents.core.events.Order` (duck-typed: no import).
     ``watermark`` is the highest event time seen (lateness is judged against it).
     """
-    if order.test:
+    if order.test or order.currency in cal.cfg.test_currencies:
         return OrderStep(None, None, "test")
     code = STATUS_CODE[order.status]
     discount = round(sum(float(i.discount) * i.qty for i in order.items) * 100)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 
-from stream_app.dashboards import forecast, infra, overview, recon, store
+from stream_app.dashboards import forecast, infra, menu, overview, recon, store
 from stream_app.dashboards.common import render
 
 OUTPUT_DIR = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards"
@@ -27,6 +27,7 @@ DASHBOARDS: dict[str, Callable[[], Dashboard]] = {
     "uc-fn-02-recon-executive.json": recon.executive,
     "uc-fn-02-recon-operational.json": recon.operational,
     "uc-fn-02-recon-investigation.json": recon.investigation,
+    "uc-pr-01-menu.json": menu.dashboard,
 }
 
 

@@ -52,13 +52,18 @@ def test_bad_configuration_is_one_line_naming_the_variable() -> None:
     assert cfg.peer_groups == (("US00001", "midtown"),)
     with pytest.raises(ConfigError, match="SPCWATCH_STORE_RULES"):
         load_env(StoreSettings, "SPCWATCH_STORE_", {"SPCWATCH_STORE_RULES": "WE1,N8"})
+    with pytest.raises(ConfigError, match="SPCWATCH_STORE_CUSUM_METRICS"):
+        load_env(StoreSettings, "SPCWATCH_STORE_", {"SPCWATCH_STORE_CUSUM_METRICS": "refund_rate"})
     with pytest.raises(ConfigError, match="SPCWATCH_STORE_IDLE_PARTITION_SECONDS"):
         load_env(StoreSettings, "SPCWATCH_STORE_", {"SPCWATCH_STORE_IDLE_PARTITION_SECONDS": "-1"})
-    tuned = load_env(StoreSettings, "SPCWATCH_STORE_", {"SPCWATCH_STORE_RULES": "WE1,CUSUM",
-                                                        "SPCWATCH_STORE_CUSUM_H": "2.5"})
-    assert tuned.detector_config("orders").rules == ("WE1", "CUSUM")
-    assert tuned.detector_config("orders").cusum_h == 2.5 and tuned.detector_config("orders").cusum_side == "lower"
-    assert tuned.detector_config("aov").rules == ("WE1",)  # CUSUM: revenue and orders only
+    assert StoreSettings().detector_config("net_revenue").rules == ("WE1", "CUSUM")  # the chosen default
+    assert StoreSettings().detector_config("orders").rules == ("WE1",)
+    tuned = load_env(StoreSettings, "SPCWATCH_STORE_", {"SPCWATCH_STORE_RULES": "WE1,WE2,CUSUM",
+                                                        "SPCWATCH_STORE_CUSUM_H": "3",
+                                                        "SPCWATCH_STORE_CUSUM_METRICS": "net_revenue,orders"})
+    assert tuned.detector_config("orders").rules == ("WE1", "WE2", "CUSUM")
+    assert tuned.detector_config("orders").cusum_h == 3 and tuned.detector_config("orders").cusum_side == "lower"
+    assert tuned.detector_config("aov").rules == ("WE1", "WE2")  # CUSUM: CUSUM_METRICS only
     assert tuned.detector_config("refund_rate").rules == ("WE1",)
 
 

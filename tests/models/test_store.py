@@ -176,15 +176,16 @@ def _decline_flag_day(seed: int, ramp: int) -> tuple[int, str] | None:
 
 def test_decline_detection_day_across_seeds_and_ramp_lengths() -> None:
     """The -51 % decline spread over two, three and four weeks, on the first ten generator seeds (the same
-    charts as the store stage, fed the days' metrics directly). Documented in docs/store.md with 80 seeds:
-    within 8 days 95 % / 75 % / 56 % of the time; daily noise of ~10 % puts the three-week ramp at the limit
-    of what any rule can do at this false alarm rate."""
+    charts as the store stage, fed the days' metrics directly). Documented in docs/store.md with the 40
+    held-out seeds of bench/store_detection.py: within 8 days 85 % / 68 % / 57 % of the time, at the budget of
+    one false episode per store per quarter; daily noise of ~10 % puts the three-week ramp at the limit of what
+    any rule can do at this false alarm rate."""
     days = {ramp: [_decline_flag_day(seed, ramp) for seed in range(1, 11)] for ramp in (14, 21, 28)}
     for ramp, flags in days.items():
         print(f"ramp {ramp} days: {flags}")
     within = {ramp: sum(1 for f in flags if f and f[0] <= 8) for ramp, flags in days.items()}
     assert within[14] == 10
-    assert within[21] >= 8
+    assert within[21] >= 6
     assert within[28] >= 5
 
 

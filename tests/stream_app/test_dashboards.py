@@ -37,10 +37,15 @@ from tests.conftest import ROOT, _mysql_exec, free_port
 DEPLOY = ROOT / "deploy" / "grafana"
 SIM_ARGS = ["--scenario", "all", "--history-days", "8", "--infra-history-days", "0", "--duration", "3h",
             "--start", "2026-11-01T00:00:00Z", "--seed", "3", "--quiet"]
+# The menu charts judge after 14 baseline days: orders alone, ending where SIM_ARGS ends, so the menu
+# cost increase (t0-2d) has fired its MARGIN_EROSION by the end (the menu alerts panel has a row).
+MENU_SIM_ARGS = ["--domains", "orders", "--scenario", "menu-cost-increase", "--history-days", "17",
+                 "--duration", "3h", "--start", "2026-10-23T00:00:00Z", "--seed", "3", "--quiet"]
 #: tables holding a row per point or per day and entity: panels must reach them through an index
 PER_POINT_TABLES = {"infra_anomaly_scores", "infra_metric_rollups", "infra_health_scores",
                     "store_control_limits", "store_peer_comparison", "store_anomaly_flags",
-                    "forecast_accuracy_summary", "forecast_accuracy_daily", "recon_orders", "recon_exceptions"}
+                    "forecast_accuracy_summary", "forecast_accuracy_daily", "recon_orders", "recon_exceptions",
+                    "menu_item_daily", "menu_matrix", "menu_pairs"}
 
 
 #: panels showing what only exists once a use case has alerted (flags behind an episode), by use case
@@ -66,7 +71,8 @@ def test_dashboards_are_valid_live_and_link_their_runbooks() -> None:
     uids = [board["uid"] for board in generated.values()]
     assert len(set(uids)) == len(uids)
     assert {"spcwatch-overview", "uc-it-01-infra", "uc-op-02-store", "uc-sc-01-forecast-accuracy",
-            "uc-fn-02-recon-executive", "uc-fn-02-recon-operational", "uc-fn-02-recon-investigation"} <= set(uids)
+            "uc-fn-02-recon-executive", "uc-fn-02-recon-operational", "uc-fn-02-recon-investigation",
+            "uc-pr-01-menu"} <= set(uids)
     for name, board in generated.items():
         model = DashboardModel.from_json(board)  # the SDK's own model of a dashboard reads it back
         assert model.uid == board["uid"] and model.title
@@ -138,8 +144,12 @@ def replayed_db(mysql_server_url: str, tmp_path_factory: pytest.TempPathFactory)
     cli = [sys.executable, "-m", "stream_app.cli"]
     stream = work / "simulated.jsonl"
     subprocess.run([*cli, "simulate", *SIM_ARGS, "--out", str(stream)], cwd=ROOT, env=env, check=True, timeout=300)
-    for use_case in ("infra", "store", "recon", "forecast"):
-        done = subprocess.run([*cli, "replay", use_case, "--input", str(stream), "--output", str(work / use_case)],
+    menu_stream = work / "menu.jsonl"
+    subprocess.run([*cli, "simulate", *MENU_SIM_ARGS, "--out", str(menu_stream)], cwd=ROOT, env=env, check=True,
+                   timeout=300)
+    for use_case, source in (("infra", stream), ("store", stream), ("recon", stream), ("forecast", stream),
+                             ("menu", menu_stream)):
+        done = subprocess.run([*cli, "replay", use_case, "--input", str(source), "--output", str(work / use_case)],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
     try:
@@ -153,6 +163,14 @@ def _data_end(url: str) -> datetime:
     _columns, rows = run(url, "SELECT GREATEST((SELECT MAX(last_event) FROM recon_orders), "
                               "(SELECT MAX(minute) FROM infra_metric_rollups))")
     return rows[0][0].replace(tzinfo=UTC)
+
+
+@pytest.mark.integration
+def test_the_menu_stream_fires_the_alert_the_menu_panels_show(replayed_db: str) -> None:
+    """Otherwise the menu alerts panel and annotations would pass the next test by being rightly empty."""
+    _columns, rows = run(replayed_db, "SELECT rule, JSON_UNQUOTE(JSON_EXTRACT(entity, '$.spu')) FROM alerts "
+                                      "WHERE use_case = 'menu'")
+    assert ("MARGIN_EROSION", "SPU0001") in {tuple(row) for row in rows}, rows
 
 
 @pytest.mark.integration

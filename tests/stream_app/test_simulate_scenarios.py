@@ -107,20 +107,21 @@ def test_host_goes_silent() -> None:
 
 
 def test_revenue_decline_at_us00001() -> None:
-    start = T0 - 30 * DAY
-    _, base = run("orders", start=start, end=T0)
-    _cfg, events = run("orders", ["revenue-decline"], start=start, end=T0)
+    start, end = T0 - 7 * DAY, T0 + 15 * DAY
+    _, base = run("orders", start=start, end=end)
+    _cfg, events = run("orders", ["revenue-decline"], start=start, end=end)
 
     def revenue(evts, first: float, last: float) -> float:  # type: ignore[no-untyped-def]
         return sum(float(e.value["total"]) for e in evts if e.topic == "orders" and e.value["status"] == "paid"
                    and e.value["store_id"] == DECLINE_STORE and first <= e.ts < last)
 
-    normal, late = revenue(base, T0 - 4 * DAY, T0), revenue(events, T0 - 4 * DAY, T0)
-    assert 0.4 < late / normal < 0.6  # 51% below normal
-    assert revenue(events, start, T0 - 15 * DAY) == revenue(base, start, T0 - 15 * DAY)
-    # A steady fall: each week of the decline is below the one before.
-    weeks = [revenue(events, T0 - (14 - 7 * w) * DAY, T0 - (7 - 7 * w) * DAY) for w in range(2)]
-    assert weeks[1] < weeks[0] < revenue(events, T0 - 21 * DAY, T0 - 14 * DAY)
+    normal, late = revenue(base, T0 + 11 * DAY, end), revenue(events, T0 + 11 * DAY, end)
+    assert 0.4 < late / normal < 0.6  # 51% below normal once the fall is complete
+    day = T0 + 14 * HOUR  # local midnight starting the day of t0+1d: the first day with fewer orders
+    assert revenue(events, start, day) == revenue(base, start, day)
+    # A steady fall: each half of the decline is below the one before.
+    halves = [revenue(events, T0 + (1 + 5 * h) * DAY, T0 + (6 + 5 * h) * DAY) for h in range(2)]
+    assert halves[1] < halves[0] < revenue(base, T0 + DAY, T0 + 6 * DAY)
     untouched(base, events, lambda e: store_of(e) == DECLINE_STORE)
 
 
@@ -244,7 +245,7 @@ def test_menu_cost_increase_on_the_star() -> None:
     from stream_app import simmenu
 
     spu = simmenu.spu_of(simmenu.COST_ITEM)
-    span = {"start": T0 - 15.2 * DAY, "end": T0 - 12.8 * DAY}
+    span = {"start": T0 - 3.2 * DAY, "end": T0 - 0.8 * DAY}
     _, base = run("orders", **span)
     cfg, events = run("orders", [simmenu.COST_SCENARIO], **span)
     lo, _ = cfg.window(simmenu.COST_SCENARIO)
