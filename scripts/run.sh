@@ -10,7 +10,7 @@
 #   SPCWATCH_RUN_SIMULATE_ARGS  simulator flags (default: --speed 60 --scenario all --history-days 17
 #                               --infra-history-days 0: the first alerts within a minute, the menu
 #                               scenario's MARGIN_EROSION (it needs 14 days of charted history) once the
-#                               worker has caught up with the history, minutes on 2 cores; the whole
+#                               worker has caught up with the history (~5 min on 2 shared cores); the whole
 #                               story, 30 days of history: --speed 60 --scenario all)
 #   SPCWATCH_RUN_LOG_DIR        logs and pid files (default: .run/make-run)
 #   SPCWATCH_RUN_KEEP_TOPICS=1  keep this run's topics instead of deleting them at exit

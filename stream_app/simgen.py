@@ -199,8 +199,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              (Expectation("menu", ("DISCOUNT_DEPTH", "MARGIN_EROSION"),
                           {"category": "espresso", "spu": simmenu.spu_of(simmenu.CAMPAIGN_ITEM)},
                           "the chain's daily discount depth of the item out of control from the campaign's first "
-                          "close (its realised CM % too; its chart needs 14 baseline days before t0-7d: "
-                          "--history-days 24 or more, not make run's 17); resolves after the campaign",
+                          "close (its realised CM % too; only when its chart is judging by t0-7d: --history-days 24 or "
+                          "more, not make run's 17); resolves after the campaign",
                           within=2 * DAY, history_days=24),)),
     Scenario("biased-forecast", "forecast",
              f"{BIASED_STORE}'s forecasts over-forecast every SKU by 45% for dates from t0-10d.",

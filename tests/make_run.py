@@ -54,8 +54,8 @@ class MakeRun:
     db_url: str
     scenario_alert: str | None  # the first alert line of a scenario entity
     menu_alert: str | None  # the chain Latte's MARGIN_EROSION line
-    worker_pid: int
-    simulator_pid: int
+    worker_pid: int | None  # None: run.sh stopped before it started the worker (or the simulator)
+    simulator_pid: int | None
     seconds_to_menu_alert: float | None  # figures for the report; never asserted
 
     @property
@@ -82,6 +82,14 @@ def _lines(stream, sink: queue.Queue, log: list[str]) -> None:  # type: ignore[n
         log.append(line.rstrip("\n"))
         sink.put(line.rstrip("\n"))
     sink.put(None)
+
+
+def _pid(path: Path) -> int | None:
+    """A pid file run.sh wrote (None: it never got that far; the output says why)."""
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def alive(pid: int) -> bool:
@@ -146,8 +154,7 @@ def make_run(kafka_bootstrap: str, db_url: str, work: Path) -> MakeRun:
                 scenario = line
             if menu is None and MENU_ALERT_LINE.match(line):
                 menu, menu_seconds = line, time.monotonic() - began
-        worker_pid = int((log_dir / "worker.pid").read_text())
-        simulator_pid = int((log_dir / "simulator.pid").read_text())
+        worker_pid, simulator_pid = _pid(log_dir / "worker.pid"), _pid(log_dir / "simulator.pid")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does in a terminal

@@ -22,6 +22,7 @@ def test_make_run_shows_a_scenario_alert_and_stops_what_it_started(make_run: Mak
         + run.worker_log_tail())
     assert run.rc == 0, run.output[-3000:]
     assert "run: worker stopped" in run.output and "run: simulator stopped" in run.output
+    assert run.worker_pid is not None and run.simulator_pid is not None, run.output[-3000:]
     assert not alive(run.worker_pid) and not alive(run.simulator_pid)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{run.port}/health", timeout=2)
