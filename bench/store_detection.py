@@ -97,9 +97,11 @@ def measure(make: Judge, seeds: range | None = None) -> dict:
 
 
 BUDGET = 1.0  # false episodes per healthy store per quarter, over all its charts (issue #14)
+BOTH = ("net_revenue", "orders")
 CANDIDATES = {
-    "WE1-WE4 + CUSUM h 3 (the default before)": StoreConfig(rules=("WE1", "WE2", "WE3", "WE4", "CUSUM"), cusum_h=3.0),
-    **{f"WE1 + CUSUM h {h:g} (revenue, orders)": StoreConfig(rules=("WE1", "CUSUM"), cusum_h=h)
+    "WE1-WE4 + CUSUM h 3 (revenue, orders: the default before)": StoreConfig(
+        rules=("WE1", "WE2", "WE3", "WE4", "CUSUM"), cusum_h=3.0, cusum_metrics=BOTH),
+    **{f"WE1 + CUSUM h {h:g} (revenue, orders)": StoreConfig(rules=("WE1", "CUSUM"), cusum_h=h, cusum_metrics=BOTH)
        for h in (3.0, 3.5, 4.0, 4.5)},
     **{f"WE1 + CUSUM h {h:g} (revenue)": StoreConfig(rules=("WE1", "CUSUM"), cusum_h=h, cusum_metrics=("net_revenue",))
        for h in (2.5, 3.0)},
@@ -174,11 +176,13 @@ def _row(name: str, r: dict) -> str:
 def run() -> str:
     best, choice = choose()
     shipped_result = measure(shipped(StoreConfig()))
-    rows = [_row("shipped (CUSUM h = 3, prediction limits, p-charts)", shipped_result),
-            _row("textbook charts (before)", measure(textbook))]
-    for h in (2.5, 3.5, 4.0):
-        rows.append(_row(f"shipped, CUSUM h = {h}", measure(shipped(StoreConfig(cusum_h=h)))))
-    rows.append(_row("shipped without CUSUM", measure(shipped(StoreConfig(rules=("WE1", "WE2", "WE3", "WE4"))))))
+    cfg = StoreConfig()
+    rows = [_row(f"shipped ({'+'.join(cfg.rules)}, CUSUM h = {cfg.cusum_h:g} on {', '.join(cfg.cusum_metrics)}, "
+                 "prediction limits, p-charts)", shipped_result),
+            _row("textbook charts (WE1-WE4 on 3-sigma lines, the first version)", measure(textbook))]
+    for h in (2.0, 3.0, 3.5):
+        rows.append(_row(f"shipped, CUSUM h = {h:g}", measure(shipped(StoreConfig(cusum_h=h)))))
+    rows.append(_row("WE1-WE4 without CUSUM", measure(shipped(StoreConfig(rules=("WE1", "WE2", "WE3", "WE4"))))))
     per_metric = shipped_result["by_metric"]
     lines = [
         "## Store performance (UC-OP-02): detection on the seeded generator",
