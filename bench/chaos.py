@@ -83,7 +83,9 @@ def run(pytest_args: list[str] | None = None) -> str:
     written = f"Written by `make chaos` on {started:%Y-%m-%d %H:%M} UTC (pytest exit {result.returncode})."
     if pytest_args:  # a part of the suite: the other faults' rows stay as the last run measured them
         faults = {line.split(" | ")[0] for line in lines}
-        lines = [line for line in _table_lines() if line.split(" | ")[0] not in faults] + lines
+        names = {name.rsplit("::", 1)[-1] for name in outcomes}  # a FAILED or passed row of a test run again
+        lines = [line for line in _table_lines() if line.split(" | ")[0] not in faults
+                 and not any(line.split(" | ")[0].endswith(name) for name in names)] + lines
         written = (f"Rows of `python -m bench.chaos {' '.join(pytest_args)}` measured on {started:%Y-%m-%d %H:%M} "
                    f"UTC (pytest exit {result.returncode}); the others by the last `make chaos`.")
     section = (f"# spcwatch reliability under faults\n\n{written}\n\nMachine: {machine()}. "

@@ -25,10 +25,6 @@ from tests.agents.test_store import (
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "#20, found by this test: after the restart a day is closed before all its orders are in again; the "
-    "final days equal the control, but a PEER alert the control never raised fires and is withdrawn "
-    "('late data amended the day')"))
 def test_sigkill_mid_stream_gives_the_replays_days_and_alerts_each_once(  # type: ignore[no-untyped-def]
         make_worker, kafka_bootstrap: str, topic_prefix: str, mysql_url: str, tmp_path: Path, monkeypatch,
         fault_report) -> None:
@@ -72,5 +68,13 @@ def test_sigkill_mid_stream_gives_the_replays_days_and_alerts_each_once(  # type
                  rows_missing=0, rows_extra=0, rows_different=0, alerts_missing=len({a[0] for a in want - got}),
                  alerts_duplicated=len(got_alerts) - len(got), restarts=1, recover_seconds=round(recovered, 1),
                  alerts_extra=len({a[0] for a in got - want}), late_amendments=max(log)[0])
-    assert got_alerts == expected_alerts, "\n".join(map(str, sorted(got ^ want)))
+    assert not want - got, f"alerts missing: {sorted(want - got)}"
+    assert len(got_alerts) == len(got), "an alert row twice"
+    if got != want and all(a[1] == "resolved" for a in got - want):
+        # Found by this test (#20), not fixed yet, in most runs but not all: after the restart a day is closed
+        # before all its orders are in again, a PEER alert the control never raised fires and is withdrawn
+        # ("late data amended the day"); the final days equal the control's.
+        pytest.xfail(f"known defect: {len(got - want)} withdrawn alert(s) the control never raised: "
+                     f"{sorted(got - want)}")
+    assert got == want, "\n".join(map(str, sorted(got ^ want)))
     assert max(log) == (0, 0)  # the redone part of the input amended no closed day
