@@ -24,8 +24,9 @@ TABLES = ("alerts", "infra_series", "infra_metric_rollups", "infra_anomaly_score
 
 
 def episodes(alerts: list[dict]) -> set[tuple]:
+    """The infra alerts' transitions (a worker running other use cases beside infra publishes theirs too)."""
     return {(a["alert_id"], a["status"], a["rule"], a["severity"], a["entity"]["resource_id"],
-             a["starts_at"], a["ends_at"]) for a in alerts}
+             a["starts_at"], a["ends_at"]) for a in alerts if a["use_case"] == "infra"}
 
 
 def rows_when(url: str, ready, timeout: float = 60) -> dict[str, list[tuple]]:  # type: ignore[no-untyped-def]

@@ -293,41 +293,53 @@ PARTITIONS = 4
 DAY_COLUMNS = ("store_id", "business_date", "net_revenue", "orders", "aov", "refund_rate", "cancel_rate")
 
 
-@pytest.mark.integration
-def test_worker_matches_replay_on_kafka_and_mariadb(make_worker, kafka_bootstrap: str, topic_prefix: str,  # type: ignore[no-untyped-def]
-                                                   mysql_url: str, tmp_path: Path, monkeypatch) -> None:
-    events = sd.events(E2E)
+def _replayed(events: list[dict[str, Any]], tmp_path: Path, monkeypatch) -> tuple[list[tuple], list[tuple]]:  # type: ignore[no-untyped-def]
+    """The control: the offline replay of ``events`` into SQLite, its daily rows and its alerts."""
     jsonl = tmp_path / "orders.jsonl"
     jsonl.write_bytes(b"".join(orjson.dumps(sd.to_json_obj(e)) + b"\n" for e in events))
-    # offline replay into SQLite
     replay_url = f"sqlite+aiosqlite:///{tmp_path / 'replay.db'}"
     for k, v in E2E_ENV.items():
         monkeypatch.setenv(k, v)
     processor = StoreProcessor.from_settings(Settings())
     report = asyncio.run(run_replay(Settings(db_url=replay_url), processor, jsonl, io.StringIO()))
     assert report.events == len(events) and report.alerts > 0
-    expected_days = asyncio.run(_rows(replay_url, "store_daily_metrics", DAY_COLUMNS))
-    expected_alerts = asyncio.run(_rows(replay_url, "alerts", ALERT_COLUMNS))
+    return (asyncio.run(_rows(replay_url, "store_daily_metrics", DAY_COLUMNS)),
+            asyncio.run(_rows(replay_url, "alerts", ALERT_COLUMNS)))
+
+
+def _streamed(url: str, expected_days: list[tuple], expected_alerts: list[tuple],
+              timeout: float = 90) -> tuple[list[tuple], list[tuple]]:
+    """The worker's daily rows and alerts once they equal the control's (the last seen otherwise)."""
+    deadline = time.monotonic() + timeout
+    got_days: list[tuple] = []
+    got_alerts: list[tuple] = []
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        try:
+            got_days = asyncio.run(_rows(url, "store_daily_metrics", DAY_COLUMNS))
+            got_alerts = asyncio.run(_rows(url, "alerts", ALERT_COLUMNS))
+        except Exception:  # tables not there yet (the worker migrates at start)
+            continue
+        if _same(got_days, expected_days) and got_alerts == expected_alerts:
+            break
+    return got_days, got_alerts
+
+
+@pytest.mark.integration
+def test_worker_matches_replay_on_kafka_and_mariadb(make_worker, kafka_bootstrap: str, topic_prefix: str,  # type: ignore[no-untyped-def]
+                                                   mysql_url: str, tmp_path: Path, monkeypatch) -> None:
+    events = sd.events(E2E)
+    expected_days, expected_alerts = _replayed(events, tmp_path, monkeypatch)
     # the worker, same events through Kafka, into MariaDB: four partitions, and the whole input is a backlog
     # when the worker starts, so the order partitions are consumed unevenly and run apart in event time (the
     # stages wait for their low watermark; docs/store.md "Time")
     asyncio.run(_produce(kafka_bootstrap, topic_prefix, events, PARTITIONS))
     worker = make_worker(SPCWATCH_DB_URL=mysql_url, SPCWATCH_PARTITIONS=str(PARTITIONS), **E2E_ENV)
     worker.start()
-    deadline = time.monotonic() + 90
-    got_days: list[tuple] = []
-    got_alerts: list[tuple] = []
-    while time.monotonic() < deadline:
-        time.sleep(2)
-        try:
-            got_days = asyncio.run(_rows(mysql_url, "store_daily_metrics", DAY_COLUMNS))
-            got_alerts = asyncio.run(_rows(mysql_url, "alerts", ALERT_COLUMNS))
-        except Exception:  # tables not there yet (the worker migrates at start)
-            continue
-        if _same(got_days, expected_days) and got_alerts == expected_alerts:
-            break
+    got_days, got_alerts = _streamed(mysql_url, expected_days, expected_alerts)
     assert len(got_days) == len(expected_days), worker.log_tail()
     assert _same(got_days, expected_days), (got_days, expected_days)
     assert got_alerts == expected_alerts, "\n".join(map(str, sorted(set(got_alerts) ^ set(expected_alerts))))
     log = asyncio.run(_rows(mysql_url, "store_run_log", ("late_amendments", "rejected_late")))
     assert max(log) == (0, 0)  # nothing arrived after its day closed
+

@@ -8,6 +8,7 @@ A fault test asserts its outcome (0 missing, 0 duplicated) either way; with
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,15 @@ import orjson
 import pytest
 
 CHAOS = os.environ.get("SPCWATCH_CHAOS") == "1"
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def services(env: dict[str, str], *args: str) -> None:
+    """``scripts/services.sh ARGS`` for a PRIVATE instance (``env`` names its run dir and ports)."""
+    result = subprocess.run([str(ROOT / "scripts" / "services.sh"), *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        pytest.fail(f"services.sh {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
 
 
 def scaled(short: int, long: int) -> int:

@@ -22,6 +22,7 @@ import orjson
 import pytest
 
 from tests.conftest import ROOT, _mysql_exec, free_port
+from tests.faults.conftest import services
 from tests.stream_app.runtime.test_worker import produce, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
@@ -36,10 +37,7 @@ class PrivateMariaDB:
         self.url = f"mysql+aiomysql://spcwatch:spcwatch@127.0.0.1:{port}/spcwatch"
 
     def services(self, *args: str) -> None:
-        result = subprocess.run([str(ROOT / "scripts" / "services.sh"), *args], cwd=ROOT, env=self.env,
-                                capture_output=True, text=True, timeout=300)
-        if result.returncode != 0:
-            pytest.fail(f"services.sh {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
+        services(self.env, *args)
 
     @property
     def pid(self) -> int:
