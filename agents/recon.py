@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 from agents.core.alerts import Alert, alert_id
 from agents.core.contract import Outputs, StageOutputs, StateStore, StoreMemory, partition_of, row_datetime, run_hops
 from agents.core.events import LedgerEntry, Order, Payment, currency_exponent
-from agents.core.settings import Env, Settings, check, load_env, pairs
+from agents.core.settings import Env, Settings, check, load_env, lower_list, pairs, upper_list
 from models.episodes import EpisodeEvent
 from models.recon import (
     CHAIN,
@@ -73,14 +73,6 @@ ORDER_KEY, CLOSE_KEY, STORE_KEY = "o:", "c:", "s:"  # state keys by stage
 CATEGORY_STATE_KEY = "k:"  # store stage: the store-day category episodes
 
 
-def _upper(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip().upper() for part in raw.split(",") if part.strip())
-
-
-def _lower(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
-
-
 @dataclass(frozen=True, slots=True)
 class ReconSettings(ReconConfig):
     """``SPCWATCH_RECON_<FIELD>`` (docs/recon.md): the matching model's config and the processor's own."""
@@ -88,8 +80,8 @@ class ReconSettings(ReconConfig):
     ENV: ClassVar[Mapping[str, Env]] = {
         "scale_exponents": Env(names=("ORDERS_SCALE_EXPONENT", "PAYMENTS_SCALE_EXPONENT", "LEDGER_SCALE_EXPONENT")),
         "store_timezones": Env(pairs, form="STORE=Zone,..."),
-        "test_currencies": Env(_upper),
-        "alert_categories": Env(_lower),
+        "test_currencies": Env(upper_list),
+        "alert_categories": Env(lower_list),
     }
 
     idle_source_seconds: float = 0.0

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 from agents.core.alerts import Alert
 from agents.core.contract import Outputs, StageOutputs, StateStore, StoreMemory, partition_of, row_datetime, run_hops
 from agents.core.events import Order
-from agents.core.settings import Env, Settings, check, load_env, pairs
+from agents.core.settings import Env, Settings, check, load_env, pairs, upper_list
 from models.rules import WESTERN_ELECTRIC
 from models.store import (
     METRICS,
@@ -86,7 +86,7 @@ class StoreSettings(StoreConfig):
         "closed_days": Env(_closed_days, form="[STORE:]YYYY-MM-DD,..."),
         "peer_groups": Env(pairs, form="STORE=group,..."),
         "seasonality": Env(_seasonality, form="none or day_of_week"),
-        "test_currencies": Env(lambda raw: tuple(c.strip().upper() for c in raw.split(",") if c.strip())),
+        "test_currencies": Env(upper_list),
     }
 
     idle_partition_seconds: float = 120.0

@@ -205,6 +205,16 @@ class Env:
     """The expected form, for the error line (e.g. ``STORE=Area/City,...``)."""
 
 
+def upper_list(raw: str) -> tuple[str, ...]:
+    """``a,b,...`` upper-cased (currency codes)."""
+    return tuple(part.strip().upper() for part in raw.split(",") if part.strip())
+
+
+def lower_list(raw: str) -> tuple[str, ...]:
+    """``A,b,...`` lower-cased (category names)."""
+    return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+
+
 def pairs(raw: str) -> tuple[tuple[str, str], ...]:
     """``KEY=VALUE,...`` as pairs (the spelling of per-store overrides)."""
     out = []
